@@ -1,0 +1,311 @@
+//! DPoP proofs ([RFC 9449]): create them, and verify them in one fixed, documented order.
+//!
+//! ## The check order of [`verify_proof`] ([RFC 9449 §4.3])
+//! 1. the proof is a compact JWS (three strict base64url parts, JSON header, no `crit`);
+//! 2. `alg` is in the policy's allowlist (never `none` or a MAC);
+//! 3. a header `jwk` is public (no private member), a supported, valid key, and fits `alg`;
+//! 4. `typ` is `dpop+jwt`;
+//! 5. the header has a `jwk`;
+//! 6. the signature verifies with that `jwk`;
+//! 7. the claims are a JSON object with `jti` (1 to 256 bytes), `htm`, `htu`, `iat`, and `ath` when
+//!    an access token is presented;
+//! 8. `htm` equals the request method;
+//! 9. `htu` equals the request URI after normalisation, ignoring query and fragment on both sides;
+//! 10. `iat` is within the window: at most `max_age` seconds old, at most `future_leeway` ahead;
+//! 11. `ath` equals base64url(SHA-256(access token));
+//! 12. when the server requires a nonce: `nonce` is present and valid.
+//!
+//! Steps 1-3 happen while parsing the header ([`Jws::parse`]), so no key is built from a header
+//! whose algorithm is not allowed.
+//!
+//! Other claims (`nbf`, `exp`, anything else) are tolerated and not checked.
+//!
+//! ## What this module does **not** check
+//! - `jti` replay: that needs state shared across requests. [`VerifiedProof::replay_key`] and
+//!   [`VerifiedProof::replay_expires_at`] give the adapter the key to store and for how long;
+//!   the adapter must do this check last, after every stateless check passed, so bad input
+//!   changes no state.
+//! - That the proof's key is the one the access token is bound to (`cnf.jkt`): see
+//!   [`crate::request::check_binding`].
+//! - That there is exactly one `DPoP` header: see [`crate::request::single_dpop_header`].
+//!
+//! [RFC 9449]: https://www.rfc-editor.org/rfc/rfc9449
+//! [RFC 9449 §4.3]: https://www.rfc-editor.org/rfc/rfc9449#section-4.3
+
+use alloc::string::{String, ToString};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::b64;
+use crate::error::{Error, Part, Result};
+use crate::htu::Htu;
+use crate::jwk::{Jkt, PublicKey};
+use crate::jws::{Alg, AlgSet, Jws, SignError, Signer, UnsignedJws, Verifier};
+use crate::nonce::{NonceAge, NonceSecrets};
+use crate::time::{NumericDate, UnixTime};
+
+/// The `typ` of a DPoP proof.
+pub const TYP: &str = "dpop+jwt";
+/// The longest `jti` accepted (bytes).
+pub const MAX_JTI_LEN: usize = 256;
+
+/// What a proof must satisfy, apart from the request it is for.
+#[derive(Debug, Clone)]
+pub struct ProofPolicy {
+    /// Allowed algorithms (default ES256, PS256, EdDSA).
+    pub algs: AlgSet,
+    /// How old `iat` may be, in seconds (default 300).
+    pub max_age: u64,
+    /// How far in the future `iat` may be, in seconds (default 10).
+    pub future_leeway: u64,
+}
+
+impl Default for ProofPolicy {
+    fn default() -> Self {
+        ProofPolicy {
+            algs: AlgSet::default(),
+            max_age: 300,
+            future_leeway: 10,
+        }
+    }
+}
+
+/// Whether the server requires a nonce in proofs.
+#[derive(Debug, Clone, Copy)]
+pub enum NonceCheck<'a> {
+    /// Nonces are not required (a nonce in the proof is ignored).
+    Off,
+    /// Every proof must carry a valid nonce from these secrets.
+    Required(&'a NonceSecrets),
+}
+
+/// The request a proof must be for.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofTarget<'a> {
+    /// The HTTP method (`GET`, `POST`, ...), compared case-sensitively as RFC 9110 methods are.
+    pub method: &'a str,
+    /// The request URI, normalised.
+    pub htu: &'a Htu,
+    /// The access token sent with the proof, if any (then `ath` is required).
+    pub access_token: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    jti: Option<String>,
+    htm: Option<String>,
+    htu: Option<String>,
+    iat: Option<NumericDate>,
+    ath: Option<String>,
+    nonce: Option<String>,
+}
+
+/// A proof that passed every stateless check of [`verify_proof`]. Only this crate builds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedProof {
+    jkt: Jkt,
+    alg: Alg,
+    jti: String,
+    iat: i64,
+    nonce_age: Option<NonceAge>,
+    expires_at: UnixTime,
+}
+
+impl VerifiedProof {
+    /// The RFC 7638 thumbprint of the key that signed the proof.
+    pub fn jkt(&self) -> &Jkt {
+        &self.jkt
+    }
+
+    /// The proof's algorithm.
+    pub fn alg(&self) -> Alg {
+        self.alg
+    }
+
+    /// The proof's `jti`.
+    pub fn jti(&self) -> &str {
+        &self.jti
+    }
+
+    /// The proof's `iat`.
+    pub fn iat(&self) -> i64 {
+        self.iat
+    }
+
+    /// How the proof's nonce relates to the current step, when nonces are required.
+    /// `Some(NonceAge::Previous)` means the server should send a fresh `DPoP-Nonce`.
+    pub fn nonce_age(&self) -> Option<NonceAge> {
+        self.nonce_age
+    }
+
+    /// The key to record for replay detection: SHA-256 over the signing key's thumbprint and the
+    /// `jti`, so `jti` values of different clients never collide and the stored key has a fixed
+    /// size whatever the `jti`.
+    pub fn replay_key(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"keybound-jti-v1\0");
+        h.update(self.jkt.as_bytes());
+        h.update(self.jti.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Until when (Unix seconds) the replay record must be kept: after that the proof's `iat`
+    /// is outside the window and the proof is refused anyway.
+    pub fn replay_expires_at(&self) -> UnixTime {
+        self.expires_at
+    }
+}
+
+/// Verifies a DPoP proof for a request, in the order documented in the module docs.
+///
+/// # Errors
+/// The first failed check, as an [`Error`] whose [`Error::code`] is `invalid_dpop_proof` (or
+/// `use_dpop_nonce` when a nonce is required and missing).
+pub fn verify_proof(
+    proof: &str,
+    target: &ProofTarget<'_>,
+    policy: &ProofPolicy,
+    nonce: NonceCheck<'_>,
+    now: UnixTime,
+    verifier: &dyn Verifier,
+) -> Result<VerifiedProof> {
+    const P: Part = Part::Proof;
+    // 1-3
+    let jws = Jws::parse(proof, P, policy.algs)?;
+    // 4
+    if jws.typ() != Some(TYP) {
+        return Err(Error::WrongType { part: P });
+    }
+    // 5
+    let jwk = jws.jwk().ok_or(Error::MissingClaim { part: P, claim: "jwk" })?;
+    // 6
+    jws.verify(jwk.key(), verifier, P)?;
+    // 7
+    let claims: RawClaims = serde_json::from_slice(jws.payload()).map_err(|_| Error::Malformed {
+        part: P,
+        what: "claims",
+    })?;
+    let missing = |claim| Error::MissingClaim { part: P, claim };
+    let jti = claims
+        .jti
+        .filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN)
+        .ok_or(missing("jti"))?;
+    let htm = claims.htm.ok_or(missing("htm"))?;
+    let htu = claims.htu.ok_or(missing("htu"))?;
+    let iat = claims.iat.ok_or(missing("iat"))?.0;
+    let ath = match target.access_token {
+        Some(_) => Some(claims.ath.ok_or(missing("ath"))?),
+        None => None,
+    };
+    // 8
+    if htm != target.method {
+        return Err(Error::HtmMismatch);
+    }
+    // 9
+    let htu = Htu::parse(&htu)?;
+    if &htu != target.htu {
+        return Err(Error::HtuMismatch);
+    }
+    // 10
+    let now_i = i64::try_from(now).map_err(|_| Error::IatOutOfWindow)?;
+    let oldest = now_i.saturating_sub(i64::try_from(policy.max_age).unwrap_or(i64::MAX));
+    let newest = now_i.saturating_add(i64::try_from(policy.future_leeway).unwrap_or(i64::MAX));
+    if iat < oldest || iat > newest {
+        return Err(Error::IatOutOfWindow);
+    }
+    // 11
+    if let (Some(token), Some(ath)) = (target.access_token, ath)
+        && ath != access_token_hash(token)
+    {
+        return Err(Error::AthMismatch);
+    }
+    // 12
+    let nonce_age = match nonce {
+        NonceCheck::Off => None,
+        NonceCheck::Required(secrets) => {
+            let n = claims.nonce.ok_or(Error::NonceRequired)?;
+            Some(secrets.check(&n, now).map_err(|_| Error::NonceInvalid)?)
+        }
+    };
+    let expires_at = u64::try_from(iat.saturating_add(i64::try_from(policy.max_age).unwrap_or(i64::MAX)))
+        .unwrap_or(0)
+        .max(now);
+    Ok(VerifiedProof {
+        jkt: jwk.thumbprint(),
+        alg: jws.alg(),
+        jti,
+        iat,
+        nonce_age,
+        expires_at,
+    })
+}
+
+/// `ath`: base64url(SHA-256(ASCII access token)) ([RFC 9449 §4.2]).
+///
+/// [RFC 9449 §4.2]: https://www.rfc-editor.org/rfc/rfc9449#section-4.2
+pub fn access_token_hash(token: &str) -> String {
+    b64::encode(&Sha256::digest(token.as_bytes()))
+}
+
+/// The claims of a proof to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewProof<'a> {
+    /// The HTTP method.
+    pub htm: &'a str,
+    /// The target URI (query and fragment are dropped, as RFC 9449 §4.2 says).
+    pub htu: &'a str,
+    /// Creation time (Unix seconds), corrected for clock skew by the caller.
+    pub iat: UnixTime,
+    /// A unique identifier with at least 128 bits of randomness, from the caller's random source.
+    pub jti: &'a str,
+    /// The access token, to bind the proof to it with `ath`.
+    pub access_token: Option<&'a str>,
+    /// A server-provided nonce.
+    pub nonce: Option<&'a str>,
+}
+
+/// Builds the unsigned proof for `key` and `alg`; sign its [`UnsignedJws::signing_input`] and call
+/// [`UnsignedJws::finish`]. For a synchronous signer, [`create_proof`] does both.
+///
+/// # Errors
+/// [`Error::InvalidHtu`] if `htu` is not an absolute http(s) URI;
+/// [`Error::AlgKeyMismatch`] if `alg` does not fit `key`.
+pub fn unsigned_proof(key: &PublicKey, alg: Alg, claims: &NewProof<'_>) -> Result<UnsignedJws> {
+    if !alg.fits(key) {
+        return Err(Error::AlgKeyMismatch { part: Part::Proof });
+    }
+    // Validate, but send the URI without query and fragment as the client wrote it.
+    Htu::parse(claims.htu)?;
+    let htu = claims.htu.split(['?', '#']).next().unwrap_or(claims.htu);
+    let mut header = serde_json::Map::new();
+    header.insert("typ".into(), TYP.into());
+    let jwk: serde_json::Value = serde_json::from_str(&key.to_json()).map_err(|_| Error::Malformed {
+        part: Part::Proof,
+        what: "jwk",
+    })?;
+    header.insert("jwk".into(), jwk);
+    let mut payload = serde_json::Map::new();
+    payload.insert("jti".into(), claims.jti.into());
+    payload.insert("htm".into(), claims.htm.into());
+    payload.insert("htu".into(), htu.into());
+    payload.insert("iat".into(), claims.iat.into());
+    if let Some(token) = claims.access_token {
+        payload.insert("ath".into(), access_token_hash(token).into());
+    }
+    if let Some(nonce) = claims.nonce {
+        payload.insert("nonce".into(), nonce.into());
+    }
+    let payload = serde_json::Value::Object(payload).to_string();
+    Ok(UnsignedJws::new(alg, header, payload.as_bytes()))
+}
+
+/// Creates and signs a DPoP proof.
+///
+/// # Errors
+/// As [`unsigned_proof`]; [`Error::BadSignature`] (part `Proof`) if the signer fails.
+pub fn create_proof(signer: &dyn Signer, claims: &NewProof<'_>) -> Result<String> {
+    unsigned_proof(signer.public_key(), signer.alg(), claims)?
+        .sign(signer)
+        .map_err(|SignError| Error::BadSignature { part: Part::Proof })
+}

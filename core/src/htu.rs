@@ -1,0 +1,325 @@
+//! The DPoP `htu`: an HTTP(S) URI without query and fragment, normalised so that equivalent
+//! spellings compare equal ([RFC 9449 §4.3] step 9, [RFC 3986 §6.2.2] and [§6.2.3]).
+//!
+//! Normalisation: scheme and host lower-cased; the default port (80 for http, 443 for https) and
+//! an empty port removed; an empty path becomes `/`; percent-encodings get upper-case hex and
+//! those of unreserved characters are decoded; other characters outside the path grammar are
+//! percent-encoded; dot segments are removed. Query and fragment are dropped.
+//!
+//! Not accepted: schemes other than http/https, user information (`user@host`), an empty host,
+//! a port above 65535, a broken percent-encoding, and control characters.
+//!
+//! [RFC 9449 §4.3]: https://www.rfc-editor.org/rfc/rfc9449#section-4.3
+//! [RFC 3986 §6.2.2]: https://www.rfc-editor.org/rfc/rfc3986#section-6.2.2
+//! [§6.2.3]: https://www.rfc-editor.org/rfc/rfc3986#section-6.2.3
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::error::{Error, Result};
+
+/// The longest URI accepted as an `htu` (bytes).
+pub const MAX_HTU_LEN: usize = 8 * 1024;
+
+/// A normalised `htu` (`scheme://host[:port]/path`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Htu(String);
+
+impl Htu {
+    /// Parses and normalises an absolute http(s) URI; query and fragment are ignored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidHtu`] if it is not an absolute http(s) URI (see the module docs).
+    pub fn parse(uri: &str) -> Result<Htu> {
+        if uri.len() > MAX_HTU_LEN {
+            return Err(Error::InvalidHtu);
+        }
+        let (scheme, rest) = uri.split_once("://").ok_or(Error::InvalidHtu)?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, rest) = rest.split_at(end);
+        let path = rest.split(['?', '#']).next().unwrap_or("");
+        Htu::from_parts(scheme, authority, path)
+    }
+
+    /// Builds an `htu` from a request's scheme, authority (`Host` / `:authority`, may include
+    /// the port) and path (may include the query, which is ignored).
+    ///
+    /// # Errors
+    /// [`Error::InvalidHtu`] as for [`Htu::parse`].
+    pub fn from_parts(scheme: &str, authority: &str, path: &str) -> Result<Htu> {
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(Error::InvalidHtu),
+        };
+        if authority.contains('@') || authority.is_empty() {
+            return Err(Error::InvalidHtu);
+        }
+        let (host, port) = split_host_port(authority)?;
+        let host = normalise_host(host)?;
+        let mut out = String::with_capacity(scheme.len() + authority.len() + path.len() + 4);
+        out.push_str(&scheme);
+        out.push_str("://");
+        out.push_str(&host);
+        if let Some(port) = port.filter(|p| *p != default_port) {
+            out.push(':');
+            out.push_str(&alloc::format!("{port}"));
+        }
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        if path.is_empty() {
+            out.push('/');
+        } else if !path.starts_with('/') {
+            return Err(Error::InvalidHtu);
+        } else {
+            let normalised = normalise_percent(path, b"/:@!$&'()*+,;=")?;
+            out.push_str(&remove_dot_segments(&normalised));
+        }
+        Ok(Htu(out))
+    }
+
+    /// The normalised URI.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Htu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Htu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Htu({})", self.0)
+    }
+}
+
+fn split_host_port(authority: &str) -> Result<(&str, Option<u16>)> {
+    let (host, port) = if authority.starts_with('[') {
+        let close = authority.find(']').ok_or(Error::InvalidHtu)?;
+        let (host, rest) = authority.split_at(close + 1);
+        match rest {
+            "" => (host, None),
+            r => (host, Some(r.strip_prefix(':').ok_or(Error::InvalidHtu)?)),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(Error::InvalidHtu);
+    }
+    let port = match port {
+        None | Some("") => None,
+        Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().map_err(|_| Error::InvalidHtu)?)
+        }
+        Some(_) => return Err(Error::InvalidHtu),
+    };
+    Ok((host, port))
+}
+
+fn normalise_host(host: &str) -> Result<String> {
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or(Error::InvalidHtu)?;
+        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return Err(Error::InvalidHtu);
+        }
+        return Ok(alloc::format!("[{}]", inner.to_ascii_lowercase()));
+    }
+    let host = normalise_percent(host, b"!$&'()*+,;=")?;
+    if host
+        .bytes()
+        .any(|b| matches!(b, b'/' | b'?' | b'#' | b'[' | b']' | b'@' | b':' | b'%'))
+    {
+        return Err(Error::InvalidHtu);
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Percent-encoding normalisation: decode unreserved, upper-case the hex of the rest, encode
+/// anything that is neither unreserved nor in `allowed`.
+fn normalise_percent(s: &str, allowed: &[u8]) -> Result<String> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
+                return Err(Error::InvalidHtu);
+            };
+            let (Some(h), Some(l)) = (hex_val(h), hex_val(l)) else {
+                return Err(Error::InvalidHtu);
+            };
+            let v = (h << 4) | l;
+            if is_unreserved(v) {
+                out.push(char::from(v));
+            } else {
+                push_pct(&mut out, v, HEX);
+            }
+            i += 3;
+            continue;
+        }
+        if b < 0x20 || b == 0x7f {
+            return Err(Error::InvalidHtu);
+        }
+        if is_unreserved(b) || allowed.contains(&b) {
+            out.push(char::from(b));
+        } else {
+            push_pct(&mut out, b, HEX);
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn push_pct(out: &mut String, v: u8, hex: &[u8; 16]) {
+    out.push('%');
+    out.push(char::from(hex.get(usize::from(v >> 4)).copied().unwrap_or(b'0')));
+    out.push(char::from(hex.get(usize::from(v & 15)).copied().unwrap_or(b'0')));
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// RFC 3986 §5.2.4 on an absolute path.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let mut parts = path.split('/').skip(1).peekable();
+    let mut trailing_slash = false;
+    while let Some(seg) = parts.next() {
+        let last = parts.peek().is_none();
+        match seg {
+            "." => trailing_slash = last,
+            ".." => {
+                segments.pop();
+                trailing_slash = last;
+            }
+            s => {
+                segments.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> String {
+        Htu::parse(s).unwrap().0
+    }
+
+    #[test]
+    fn scheme_and_host_case_default_ports_and_empty_path() {
+        assert_eq!(n("HTTPS://Server.Example.COM"), "https://server.example.com/");
+        assert_eq!(
+            n("https://server.example.com:443/token"),
+            "https://server.example.com/token"
+        );
+        assert_eq!(
+            n("http://server.example.com:80/token"),
+            "http://server.example.com/token"
+        );
+        assert_eq!(n("http://server.example.com:/token"), "http://server.example.com/token");
+        assert_eq!(
+            n("https://server.example.com:8443/token"),
+            "https://server.example.com:8443/token"
+        );
+        assert_eq!(
+            n("https://server.example.com:08443/x"),
+            "https://server.example.com:8443/x"
+        );
+        assert_eq!(n("http://server.example.com:443/x"), "http://server.example.com:443/x");
+        assert_eq!(n("https://[2001:DB8::1]:443/x"), "https://[2001:db8::1]/x");
+        assert_eq!(n("https://[::1]:9000"), "https://[::1]:9000/");
+    }
+
+    #[test]
+    fn query_and_fragment_are_ignored() {
+        assert_eq!(n("https://rs.example.com/api?a=1#frag"), "https://rs.example.com/api");
+        assert_eq!(n("https://rs.example.com?a=1"), "https://rs.example.com/");
+        assert_eq!(n("https://rs.example.com#f"), "https://rs.example.com/");
+    }
+
+    #[test]
+    fn percent_encoding_is_normalised_and_path_case_kept() {
+        assert_eq!(
+            n("https://a.example/%7euser/%2fX%2f"),
+            "https://a.example/~user/%2FX%2F"
+        );
+        assert_eq!(n("https://a.example/%41%62c"), "https://a.example/Abc");
+        assert_eq!(n("https://a.example/a b/é"), "https://a.example/a%20b/%C3%A9");
+        assert_ne!(n("https://a.example/Path"), n("https://a.example/path"));
+        assert_eq!(n("https://a.example/a:b@c;d=e"), "https://a.example/a:b@c;d=e");
+    }
+
+    #[test]
+    fn dot_segments_are_removed() {
+        assert_eq!(n("https://a.example/a/./b/../c"), "https://a.example/a/c");
+        assert_eq!(n("https://a.example/a/.."), "https://a.example/");
+        assert_eq!(n("https://a.example/../../x"), "https://a.example/x");
+        assert_eq!(n("https://a.example/a/b/."), "https://a.example/a/b/");
+        assert_eq!(n("https://a.example/a//b"), "https://a.example/a//b");
+    }
+
+    #[test]
+    fn from_parts_matches_parse() {
+        assert_eq!(
+            Htu::from_parts("https", "API.example.com:443", "/v1/things?x=1").unwrap(),
+            Htu::parse("https://api.example.com/v1/things").unwrap()
+        );
+    }
+
+    #[test]
+    fn invalid_uris_are_refused() {
+        for bad in [
+            "ftp://a.example/",
+            "https:/a.example/",
+            "a.example/x",
+            "https://user@a.example/",
+            "https:///x",
+            "https://a.example:99999/",
+            "https://a.example:8a/",
+            "https://a.example/%zz",
+            "https://a.example/%4",
+            "https://a.example/\u{1}",
+            "https://[::1/",
+            "https://[::1]x/",
+            "https://a.ex%2Fample/",
+            "https://:443/",
+        ] {
+            assert_eq!(Htu::parse(bad), Err(Error::InvalidHtu), "{bad}");
+        }
+        assert_eq!(
+            Htu::parse(&alloc::format!("https://a.example/{}", "a".repeat(MAX_HTU_LEN))),
+            Err(Error::InvalidHtu)
+        );
+    }
+}

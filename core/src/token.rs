@@ -1,0 +1,333 @@
+//! Access tokens: RFC 9068 JWTs ([`verify_jwt`]) and RFC 7662 introspection results
+//! ([`verify_introspection`]), both ending in a [`VerifiedToken`].
+//!
+//! ## The check order of [`verify_jwt`]
+//! 1. compact JWS, `alg` in the policy's allowlist (never `none` or a MAC);
+//! 2. `typ` is `at+jwt` or `application/at+jwt` (RFC 9068 §4), unless the policy allows untyped
+//!    tokens;
+//! 3. a key of the issuer's set matches `kid`/`alg`/`kty`, and the signature verifies with it;
+//! 4. claims: `iss` equals the policy's issuer; `aud` (string or array) contains an accepted
+//!    audience; `exp` is present and not past (with leeway); `nbf`, if present, is not in the
+//!    future and `iat` is not in the future (with leeway); for typed tokens the other RFC 9068
+//!    claims are present (`sub`, `client_id`, `iat`, `jti`); `cnf`, if present, is well-formed.
+//!
+//! ## What this module does **not** check
+//! Scopes against a route (see [`VerifiedToken::require_scopes`]) and the `cnf` binding against
+//! the request (see [`crate::request::check_binding`]). Revocation, for JWTs, is out of scope:
+//! use short lifetimes or introspection.
+//!
+//! [RFC 9068]: https://www.rfc-editor.org/rfc/rfc9068
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::Deserialize;
+
+use crate::cert::X5tS256;
+use crate::error::{Error, Part, Result};
+use crate::jwk::{Jkt, Jwks};
+use crate::jws::{AlgSet, Jws, Verifier};
+use crate::time::{NumericDate, UnixTime};
+
+const P: Part = Part::AccessToken;
+
+/// What an access token must satisfy.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    /// The expected `iss`.
+    pub issuer: String,
+    /// Accepted audiences; the token's `aud` must contain at least one. Must not be empty.
+    pub audiences: Vec<String>,
+    /// Allowed algorithms (default ES256, PS256, EdDSA).
+    pub algs: AlgSet,
+    /// Clock leeway for `exp`, `nbf`, `iat`, in seconds (default 10).
+    pub leeway: u64,
+    /// Accept JWTs without `typ: at+jwt` (and without the RFC 9068 claims beyond iss, aud, exp).
+    /// Weakens the defence against token confusion (an ID token used as an access token).
+    pub dangerous_allow_untyped: bool,
+}
+
+impl TokenPolicy {
+    /// A policy with the safe defaults for an issuer and its audiences.
+    pub fn new(issuer: impl Into<String>, audiences: Vec<String>) -> Self {
+        TokenPolicy {
+            issuer: issuer.into(),
+            audiences,
+            algs: AlgSet::default(),
+            leeway: 10,
+            dangerous_allow_untyped: false,
+        }
+    }
+}
+
+/// The `cnf` (confirmation) claim ([RFC 7800]) as keybound reads it.
+///
+/// [RFC 7800]: https://www.rfc-editor.org/rfc/rfc7800
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Confirmation {
+    /// `jkt`: bound to a DPoP key (RFC 9449 §6.1).
+    pub jkt: Option<Jkt>,
+    /// `x5t#S256`: bound to a client certificate (RFC 8705 §3.1).
+    pub x5t_s256: Option<X5tS256>,
+}
+
+/// The claims of a verified access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenClaims {
+    /// `iss`.
+    pub iss: Option<String>,
+    /// `sub`.
+    pub sub: Option<String>,
+    /// `aud`, always as a list.
+    pub aud: Vec<String>,
+    /// `exp`, if the token has one (JWTs always do).
+    pub exp: Option<i64>,
+    /// `iat`.
+    pub iat: Option<i64>,
+    /// `nbf`.
+    pub nbf: Option<i64>,
+    /// `client_id`.
+    pub client_id: Option<String>,
+    /// `jti`.
+    pub jti: Option<String>,
+    /// The scopes (from the space-separated `scope`).
+    pub scopes: Vec<String>,
+    /// The confirmation (binding), if any.
+    pub cnf: Option<Confirmation>,
+}
+
+/// An access token whose signature (or introspection), issuer, audience and time claims were
+/// verified. Only this crate builds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    claims: TokenClaims,
+}
+
+impl VerifiedToken {
+    /// The claims.
+    pub fn claims(&self) -> &TokenClaims {
+        &self.claims
+    }
+
+    /// The `cnf.jkt`, if the token is DPoP-bound.
+    pub fn jkt(&self) -> Option<&Jkt> {
+        self.claims.cnf.as_ref().and_then(|c| c.jkt.as_ref())
+    }
+
+    /// The `cnf.x5t#S256`, if the token is certificate-bound.
+    pub fn x5t_s256(&self) -> Option<&X5tS256> {
+        self.claims.cnf.as_ref().and_then(|c| c.x5t_s256.as_ref())
+    }
+
+    /// Whether the token is still valid at `now` (for caches): `exp` + `leeway` not passed.
+    pub fn valid_at(&self, now: UnixTime, leeway: u64) -> bool {
+        self.claims.exp.is_none_or(|exp| within(exp, leeway, now))
+    }
+
+    /// Checks that the token has every scope in `required`.
+    ///
+    /// # Errors
+    /// [`Error::InsufficientScope`] if one is missing.
+    pub fn require_scopes<S: AsRef<str>>(&self, required: &[S]) -> Result<()> {
+        if required
+            .iter()
+            .all(|r| self.claims.scopes.iter().any(|s| s == r.as_ref()))
+        {
+            Ok(())
+        } else {
+            Err(Error::InsufficientScope)
+        }
+    }
+}
+
+fn within(exp: i64, leeway: u64, now: UnixTime) -> bool {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    exp.saturating_add(i64::try_from(leeway).unwrap_or(i64::MAX)) > now
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct RawCnf {
+    jkt: Option<String>,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    active: Option<bool>,
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Audience>,
+    exp: Option<NumericDate>,
+    iat: Option<NumericDate>,
+    nbf: Option<NumericDate>,
+    client_id: Option<String>,
+    jti: Option<String>,
+    scope: Option<String>,
+    cnf: Option<RawCnf>,
+    token_type: Option<String>,
+}
+
+impl RawClaims {
+    fn into_claims(self) -> Result<TokenClaims> {
+        let cnf = match self.cnf {
+            None => None,
+            Some(c) => {
+                let jkt = c.jkt.as_deref().map(|j| Jkt::parse(j, P)).transpose()?;
+                let x5t_s256 = c.x5t_s256.as_deref().map(X5tS256::parse_cnf).transpose()?;
+                // A cnf with neither method we support cannot be enforced: refuse the token
+                // rather than treat it as unbound.
+                if jkt.is_none() && x5t_s256.is_none() {
+                    return Err(Error::Malformed {
+                        part: P,
+                        what: "cnf without jkt or x5t#S256",
+                    });
+                }
+                Some(Confirmation { jkt, x5t_s256 })
+            }
+        };
+        Ok(TokenClaims {
+            iss: self.iss,
+            sub: self.sub,
+            aud: match self.aud {
+                None => Vec::new(),
+                Some(Audience::One(a)) => alloc::vec![a],
+                Some(Audience::Many(v)) => v,
+            },
+            exp: self.exp.map(|d| d.0),
+            iat: self.iat.map(|d| d.0),
+            nbf: self.nbf.map(|d| d.0),
+            client_id: self.client_id,
+            jti: self.jti,
+            scopes: self
+                .scope
+                .as_deref()
+                .unwrap_or("")
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            cnf,
+        })
+    }
+}
+
+fn check_times(c: &TokenClaims, policy: &TokenPolicy, now: UnixTime) -> Result<()> {
+    let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+    let leeway = i64::try_from(policy.leeway).unwrap_or(i64::MAX);
+    if c.exp.is_some_and(|exp| !within(exp, policy.leeway, now)) {
+        return Err(Error::TokenExpired);
+    }
+    if c.nbf.is_some_and(|nbf| nbf > now_i.saturating_add(leeway)) {
+        return Err(Error::TokenNotYetValid);
+    }
+    if c.iat.is_some_and(|iat| iat > now_i.saturating_add(leeway)) {
+        return Err(Error::TokenIssuedInFuture);
+    }
+    Ok(())
+}
+
+fn check_audience(c: &TokenClaims, policy: &TokenPolicy) -> Result<()> {
+    if c.aud.iter().any(|a| policy.audiences.iter().any(|p| p == a)) {
+        Ok(())
+    } else {
+        Err(Error::AudienceMismatch)
+    }
+}
+
+/// Verifies an RFC 9068 JWT access token, in the order documented in the module docs.
+///
+/// # Errors
+/// The first failed check; every error maps to `invalid_token`.
+pub fn verify_jwt(
+    token: &str,
+    keys: &Jwks,
+    policy: &TokenPolicy,
+    now: UnixTime,
+    verifier: &dyn Verifier,
+) -> Result<VerifiedToken> {
+    let jws = Jws::parse(token, P, policy.algs)?;
+    let typed = matches!(jws.typ(), Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+    if !typed && !policy.dangerous_allow_untyped {
+        return Err(Error::WrongType { part: P });
+    }
+    if jws.jwk().is_some() {
+        // A token must be verified with the issuer's keys, never a key it carries itself.
+        return Err(Error::Malformed {
+            part: P,
+            what: "jwk header in an access token",
+        });
+    }
+    jws.verify_with_set(keys, verifier, P)?;
+    let raw: RawClaims = serde_json::from_slice(jws.payload()).map_err(|_| Error::Malformed {
+        part: P,
+        what: "claims",
+    })?;
+    let claims = raw.into_claims()?;
+    let missing = |claim| Error::MissingClaim { part: P, claim };
+    let iss = claims.iss.as_deref().ok_or(missing("iss"))?;
+    if iss != policy.issuer {
+        return Err(Error::IssuerMismatch);
+    }
+    if claims.aud.is_empty() {
+        return Err(missing("aud"));
+    }
+    check_audience(&claims, policy)?;
+    if claims.exp.is_none() {
+        return Err(missing("exp"));
+    }
+    check_times(&claims, policy, now)?;
+    if typed {
+        claims.sub.as_ref().ok_or(missing("sub"))?;
+        claims.client_id.as_ref().ok_or(missing("client_id"))?;
+        claims.iat.ok_or(missing("iat"))?;
+        claims.jti.as_ref().ok_or(missing("jti"))?;
+    }
+    Ok(VerifiedToken { claims })
+}
+
+/// Turns an RFC 7662 introspection response (JSON) into a verified token.
+///
+/// The response comes from the authorization server over an authenticated channel, so it is
+/// trusted as to the token's state: `active` must be `true`; `iss` and `aud`, when present, are
+/// checked against the policy (a token for another resource server is refused); `exp`/`nbf`/`iat`,
+/// when present, are checked with leeway. `cnf` carries the binding.
+///
+/// # Errors
+/// [`Error::TokenInactive`] unless `active` is `true`; [`Error::Malformed`] for JSON that is not
+/// an introspection response; the claim errors of [`verify_jwt`].
+pub fn verify_introspection(response: &[u8], policy: &TokenPolicy, now: UnixTime) -> Result<VerifiedToken> {
+    let raw: RawClaims = serde_json::from_slice(response).map_err(|_| Error::Malformed {
+        part: P,
+        what: "introspection response",
+    })?;
+    if raw.active != Some(true) {
+        return Err(Error::TokenInactive);
+    }
+    if raw.token_type.as_deref().is_some_and(|t| {
+        !t.eq_ignore_ascii_case("dpop") && !t.eq_ignore_ascii_case("bearer") && !t.eq_ignore_ascii_case("n_a")
+    }) {
+        return Err(Error::Malformed {
+            part: P,
+            what: "token_type",
+        });
+    }
+    let claims = raw.into_claims()?;
+    if claims.iss.as_deref().is_some_and(|iss| iss != policy.issuer) {
+        return Err(Error::IssuerMismatch);
+    }
+    if !claims.aud.is_empty() {
+        check_audience(&claims, policy)?;
+    }
+    check_times(&claims, policy, now)?;
+    Ok(VerifiedToken { claims })
+}
