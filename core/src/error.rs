@@ -98,9 +98,6 @@ pub enum Error {
     MultipleDpopHeaders,
     /// `Authorization: DPoP` without a `DPoP` proof header.
     MissingProof,
-    /// A DPoP proof was sent with a `Bearer` token that is not DPoP-bound; RFC 9449 §7.2 lets
-    /// a server accept this, keybound does not, as the client plainly meant to use DPoP.
-    ProofWithBearer,
 
     // ---- JOSE, for any signed object ----
     /// The compact serialisation, base64url, or JSON of a JWS is malformed.
@@ -238,14 +235,15 @@ impl Error {
             | MalformedAuthorization
             | UnsupportedScheme
             | MultipleDpopHeaders
-            | ProofWithBearer
             | InvalidCertificate { .. }
             | PkceMethodNotAllowed
             | PkceMalformed
             | Config { .. } => ErrorCode::InvalidRequest,
-            MissingProof | HtmMismatch | HtuMismatch | InvalidHtu | IatOutOfWindow | AthMismatch | ProofReplayed
-            | NonceInvalid => ErrorCode::InvalidDpopProof,
-            NonceRequired => ErrorCode::UseDpopNonce,
+            MissingProof | HtmMismatch | HtuMismatch | InvalidHtu | IatOutOfWindow | AthMismatch | ProofReplayed => {
+                ErrorCode::InvalidDpopProof
+            }
+            // RFC 9449 §8 and §9: a missing or stale nonce is answered with a fresh one to retry with.
+            NonceRequired | NonceInvalid => ErrorCode::UseDpopNonce,
             Malformed { part, .. }
             | WrongType { part }
             | AlgNotAllowed { part }
@@ -296,7 +294,6 @@ impl Error {
             UnsupportedScheme => "unsupported_scheme",
             MultipleDpopHeaders => "multiple_dpop_headers",
             MissingProof => "missing_proof",
-            ProofWithBearer => "proof_with_bearer",
             Malformed { part, .. } => by_part(*part, ["proof_malformed", "token_malformed", "jws_malformed"]),
             WrongType { part } => by_part(*part, ["proof_wrong_typ", "token_wrong_typ", "jws_wrong_typ"]),
             AlgNotAllowed { part } => by_part(

@@ -1,1 +1,230 @@
-fn main() {}
+//! `cargo xtask`: keybound's one entry point for tests, demo and benchmarks.
+//!
+//! - `cargo xtask test`: installs what the tests need (idempotently, into `.tools/` or through
+//!   rustup), then runs every check: formatting, clippy, the wasm builds of core, docs, all Rust
+//!   tests, the interop tests against an independent JOSE implementation, and the fuzz targets'
+//!   build. Ends with `xtask: N passed, M failed` and exits non-zero if any step failed.
+//! - `cargo xtask demo`, `cargo xtask bench`: not yet built (see README, Status).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod tools;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    match args.first().map(String::as_str) {
+        Some("test") => test(&root, args.get(1..).unwrap_or_default()),
+        Some("demo") | Some("bench") => {
+            eprintln!(
+                "xtask: `cargo xtask {}` needs the Envoy filter and the authorization server, which are not built yet \
+                 (see README, Status).",
+                args.first().map(String::as_str).unwrap_or_default()
+            );
+            ExitCode::from(2)
+        }
+        _ => {
+            eprintln!("usage: cargo xtask test [--skip-interop]\n       cargo xtask demo | bench (not yet built)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// One named check and whether it passed.
+struct Outcome {
+    name: String,
+    ok: bool,
+    seconds: f64,
+}
+
+fn test(root: &Path, flags: &[String]) -> ExitCode {
+    let skip_interop = flags.iter().any(|f| f == "--skip-interop");
+    let mut outcomes = Vec::new();
+    let mut step = |name: &str, f: &mut dyn FnMut() -> Result<(), String>| {
+        println!("\n==> {name}");
+        let start = Instant::now();
+        let result = f();
+        let seconds = start.elapsed().as_secs_f64();
+        match &result {
+            Ok(()) => println!("<== {name}: ok ({seconds:.1} s)"),
+            Err(e) => println!("<== {name}: FAILED ({seconds:.1} s): {e}"),
+        }
+        outcomes.push(Outcome {
+            name: name.into(),
+            ok: result.is_ok(),
+            seconds,
+        });
+        result.is_ok()
+    };
+
+    if !step("set up: rust toolchain components and wasm targets", &mut || {
+        tools::rust_targets(root)
+    }) {
+        return summary(&outcomes);
+    }
+    step("cargo fmt --check", &mut || {
+        cargo(root, &["fmt", "--all", "--", "--check"])?;
+        run(Command::new("cargo")
+            .current_dir(root.join("fuzz"))
+            .args(["fmt", "--", "--check"]))
+    });
+    step("cargo clippy -D warnings", &mut || {
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    });
+    step("core is sans-I/O (no_std, no clock, no RNG)", &mut || {
+        core_is_sans_io(root)
+    });
+    for target in ["wasm32-wasip1", "wasm32-unknown-unknown"] {
+        step(&format!("build keybound-core for {target}"), &mut || {
+            cargo(root, &["build", "-p", "keybound-core", "--locked", "--target", target])
+        });
+    }
+    step("cargo doc (missing docs and broken links are errors)", &mut || {
+        run(Command::new("cargo")
+            .current_dir(root)
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .args(["doc", "--workspace", "--no-deps", "--locked"]))
+    });
+    step("cargo test --workspace", &mut || {
+        cargo(root, &["test", "--workspace", "--locked"])
+    });
+    if skip_interop {
+        println!("\n(skipping interop: --skip-interop)");
+    } else {
+        step(
+            "interop: keybound-core tokens and proofs verify in jwcrypto",
+            &mut || interop(root),
+        );
+    }
+    step("fuzz targets build (cargo check, stable)", &mut || {
+        cargo(root, &["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
+    });
+    summary(&outcomes)
+}
+
+fn summary(outcomes: &[Outcome]) -> ExitCode {
+    println!("\nsummary:");
+    for o in outcomes {
+        println!(
+            "  {} {:<60} {:>7.1} s",
+            if o.ok { "ok    " } else { "FAILED" },
+            o.name,
+            o.seconds
+        );
+    }
+    let passed = outcomes.iter().filter(|o| o.ok).count();
+    let failed = outcomes.len() - passed;
+    println!("xtask: {passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs cargo with `args` in the workspace root.
+fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+    run(Command::new("cargo").current_dir(root).args(args))
+}
+
+/// Runs a command, inheriting stdio; an error names the command and its status.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd.status().map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} exited with {status}"))
+    }
+}
+
+/// Checks what the design promises of core: `#![no_std]` (so no `std::time`, `std::fs`,
+/// `std::net`), and no random-number crate among its dependencies.
+fn core_is_sans_io(root: &Path) -> Result<(), String> {
+    let lib = std::fs::read_to_string(root.join("core/src/lib.rs")).map_err(|e| format!("core/src/lib.rs: {e}"))?;
+    if !lib.lines().any(|l| l.trim() == "#![no_std]") {
+        return Err("core/src/lib.rs must be #![no_std]".into());
+    }
+    let out = Command::new("cargo")
+        .current_dir(root)
+        .args([
+            "tree",
+            "-p",
+            "keybound-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--locked",
+        ])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo tree failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let forbidden: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| {
+            matches!(
+                *name,
+                "getrandom" | "rand" | "rand_core" | "std-time" | "chrono" | "tokio"
+            )
+        })
+        .collect();
+    if forbidden.is_empty() {
+        println!("core depends on no RNG, clock or runtime crate; it is #![no_std]");
+        Ok(())
+    } else {
+        Err(format!("keybound-core must not depend on {forbidden:?}"))
+    }
+}
+
+/// Core-made proofs and tokens, checked by jwcrypto (the other direction is the Rust test
+/// `core/tests/interop.rs` on committed jwcrypto fixtures).
+fn interop(root: &Path) -> Result<(), String> {
+    let python = tools::python_venv(root, "core/tests/interop/requirements.txt")?;
+    let out_dir = root.join("target/interop");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let out = Command::new("cargo")
+        .current_dir(root)
+        .args([
+            "run",
+            "-q",
+            "--locked",
+            "-p",
+            "keybound-core",
+            "--example",
+            "interop_emit",
+        ])
+        .output()
+        .map_err(|e| format!("cargo run interop_emit: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("interop_emit failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let emitted = out_dir.join("core.json");
+    std::fs::write(&emitted, &out.stdout).map_err(|e| format!("{}: {e}", emitted.display()))?;
+    run(Command::new(python)
+        .current_dir(root)
+        .arg("core/tests/interop/check.py")
+        .arg(&emitted))
+}

@@ -1,0 +1,111 @@
+//! Property tests: whatever is signed verifies; any single-byte change to a signed proof or
+//! token makes it fail; normalisation is idempotent; base64url round-trips.
+
+mod common;
+
+use common::*;
+use keybound_core::b64;
+use keybound_core::dpop::{self, NewProof, NonceCheck, ProofPolicy, ProofTarget, verify_proof};
+use keybound_core::htu::Htu;
+use keybound_core::jws::{Ed25519Signer, P256Signer, RustCrypto, Signer};
+use keybound_core::token::verify_jwt;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn signer(kind: bool, seed: [u8; 32]) -> Option<Box<dyn Signer>> {
+    if kind {
+        P256Signer::from_bytes(&seed)
+            .ok()
+            .map(|s| Box::new(s) as Box<dyn Signer>)
+    } else {
+        Some(Box::new(Ed25519Signer::from_seed(&seed)))
+    }
+}
+
+fn method() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH"])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn signed_proofs_verify_and_any_byte_change_fails(
+        kind in any::<bool>(),
+        seed in any::<[u8; 32]>(),
+        htm in method(),
+        path in "(/[a-zA-Z0-9._~-]{0,12}){0,4}",
+        jti in "[a-zA-Z0-9_-]{1,64}",
+        token in "[a-zA-Z0-9._~+/-]{1,80}",
+        iat_offset in -300i64..=10,
+        position in any::<prop::sample::Index>(),
+        replacement in any::<u8>(),
+    ) {
+        let Some(signer) = signer(kind, seed) else { return Ok(()) };
+        let url = format!("https://rs.example.com{path}");
+        let iat = NOW.checked_add_signed(iat_offset).unwrap();
+        let proof = dpop::create_proof(signer.as_ref(), &NewProof { htm, htu: &url, iat, jti: &jti, access_token: Some(&token), nonce: None }).unwrap();
+        let htu = Htu::parse(&url).unwrap();
+        let target = ProofTarget { method: htm, htu: &htu, access_token: Some(&token) };
+        let verified = verify_proof(&proof, &target, &ProofPolicy::default(), NonceCheck::Off, NOW, &RustCrypto).unwrap();
+        prop_assert_eq!(verified.jkt(), &signer.public_key().thumbprint());
+        prop_assert_eq!(verified.jti(), jti.as_str());
+
+        let mut bytes = proof.clone().into_bytes();
+        let i = position.index(bytes.len());
+        prop_assume!(bytes[i] != replacement);
+        bytes[i] = replacement;
+        if let Ok(mutated) = String::from_utf8(bytes) {
+            prop_assert!(verify_proof(&mutated, &target, &ProofPolicy::default(), NonceCheck::Off, NOW, &RustCrypto).is_err());
+        }
+    }
+
+    #[test]
+    fn signed_tokens_verify_and_any_byte_change_fails(
+        sub in "[a-z]{1,16}",
+        scope in "[a-z:]{1,10}( [a-z:]{1,10}){0,3}",
+        position in any::<prop::sample::Index>(),
+        replacement in any::<u8>(),
+    ) {
+        let mut claims = token_claims(Some(json!({"jkt": p256(1).public_key().thumbprint().to_string()})));
+        claims["sub"] = json!(sub);
+        claims["scope"] = json!(scope);
+        let t = token(&claims);
+        let v = verify_jwt(&t, &issuer_jwks(), &policy(), NOW, &RustCrypto).unwrap();
+        prop_assert_eq!(v.claims().sub.as_deref(), Some(sub.as_str()));
+
+        let mut bytes = t.into_bytes();
+        let i = position.index(bytes.len());
+        prop_assume!(bytes[i] != replacement);
+        bytes[i] = replacement;
+        if let Ok(mutated) = String::from_utf8(bytes) {
+            prop_assert!(verify_jwt(&mutated, &issuer_jwks(), &policy(), NOW, &RustCrypto).is_err());
+        }
+    }
+
+    #[test]
+    fn base64url_round_trips_and_is_canonical(data in prop::collection::vec(any::<u8>(), 0..100)) {
+        let enc = b64::encode(&data);
+        prop_assert_eq!(b64::decode(&enc).unwrap(), data);
+        prop_assert!(!enc.contains(['=', '+', '/']));
+    }
+
+    #[test]
+    fn htu_normalisation_is_idempotent(
+        scheme in prop::sample::select(vec!["http", "https", "HTTP", "HttpS"]),
+        host in "[a-zA-Z0-9-]{1,10}(\\.[a-zA-Z0-9-]{1,10}){0,2}",
+        port in prop::option::of(0u16..),
+        path in "(/([a-zA-Z0-9._~!$&'()*+,;=:@ -]|%[0-9a-fA-F]{2}){0,8}){0,4}",
+        query in prop::option::of("[a-z=&]{0,10}"),
+    ) {
+        let mut url = format!("{scheme}://{host}");
+        if let Some(p) = port { url.push_str(&format!(":{p}")); }
+        url.push_str(&path);
+        if let Some(q) = &query { url.push('?'); url.push_str(q); }
+        let once = Htu::parse(&url).unwrap();
+        let twice = Htu::parse(once.as_str()).unwrap();
+        prop_assert_eq!(&once, &twice);
+        prop_assert!(once.as_str().starts_with("http"));
+        prop_assert!(!once.as_str().contains('?'));
+    }
+}
