@@ -46,3 +46,8 @@ pub mod time;
 pub mod token;
 
 pub use error::{Error, ErrorCode, Part, Result};
+
+/// The README's code examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
