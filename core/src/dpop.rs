@@ -4,7 +4,7 @@
 //! 1. the proof is a compact JWS (three strict base64url parts, JSON header, no `crit`);
 //! 2. `alg` is in the policy's allowlist (never `none` or a MAC);
 //! 3. a header `jwk` is public (no private member), a supported, valid key, and fits `alg`;
-//! 4. `typ` is `dpop+jwt`;
+//! 4. `typ` is `dpop+jwt` (case-insensitive, `application/` prefix allowed, RFC 7515 §4.1.9);
 //! 5. the header has a `jwk`;
 //! 6. the signature verifies with that `jwk`;
 //! 7. the claims are a JSON object with `jti` (1 to 256 bytes), `htm`, `htu`, `iat`, and `ath` when
@@ -174,7 +174,7 @@ pub fn verify_proof(
     // 1-3
     let jws = Jws::parse(proof, P, policy.algs)?;
     // 4
-    if jws.typ() != Some(TYP) {
+    if !crate::jws::typ_is(jws.typ(), TYP) {
         return Err(Error::WrongType { part: P });
     }
     // 5

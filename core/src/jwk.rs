@@ -266,12 +266,13 @@ impl Jwk {
     }
 
     /// Whether this key may verify a JWS with `alg` (and the given `kid`) by its metadata:
-    /// the key type fits the algorithm, and `alg`/`use`, when present, agree.
+    /// the key type fits the algorithm, and `alg`, `use` and `kid`, when present on both sides,
+    /// agree. A key without `kid` is a candidate for any `kid` (as in Envoy's `jwt_authn`).
     pub fn matches(&self, alg: Alg, kid: Option<&str>) -> bool {
         alg.fits(&self.key)
             && self.alg.as_deref().is_none_or(|a| a == alg.as_str())
             && self.use_.as_deref().is_none_or(|u| u == "sig")
-            && kid.is_none_or(|k| self.kid.as_deref() == Some(k))
+            && kid.is_none_or(|k| self.kid.as_deref().is_none_or(|own| own == k))
     }
 
     /// The public JWK as JSON, with `kid`, `alg` and `use` when present.
@@ -391,8 +392,9 @@ impl Jwks {
         self.keys.iter().any(|k| k.kid() == Some(kid))
     }
 
-    /// The keys that may verify a JWS with this `alg` and `kid`: by `kid` when the header has one
-    /// (several keys may share a kid), otherwise every key whose `kty`/`crv`, `alg` and `use` fit.
+    /// The keys that may verify a JWS with this `alg` and `kid`: those whose `kty`/`crv`, `alg` and
+    /// `use` fit and whose `kid` equals the header's (several keys may share a kid); keys without
+    /// a `kid` are candidates too. Without a `kid` in the header, every fitting key is.
     pub fn candidates(&self, alg: Alg, kid: Option<&str>) -> impl Iterator<Item = &Jwk> {
         self.keys.iter().filter(move |k| k.matches(alg, kid))
     }
@@ -485,6 +487,13 @@ mod tests {
         assert_eq!(jwks.candidates(Alg::Ps256, None).count(), 0);
         assert_eq!(jwks.candidates(Alg::Rs256, Some("2011-04-29")).count(), 1);
         assert_eq!(jwks.candidates(Alg::Es256, None).count(), 0);
+        // A key without kid is a candidate for any kid.
+        let kidless = Jwks::from_json(
+            br#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#,
+            Part::AccessToken,
+        )
+        .unwrap();
+        assert_eq!(kidless.candidates(Alg::EdDsa, Some("any")).count(), 1);
     }
 
     #[test]

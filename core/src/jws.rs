@@ -24,6 +24,20 @@ use crate::jwk::{Jwk, PublicKey, RawJwk};
 /// The longest compact JWS keybound parses (bytes). Larger input is refused before any work.
 pub const MAX_JWS_LEN: usize = 16 * 1024;
 
+/// Whether a `typ` header value names the media type `expected` (e.g. `dpop+jwt`): compared
+/// case-insensitively, with or without the `application/` prefix ([RFC 7515 §4.1.9]).
+///
+/// [RFC 7515 §4.1.9]: https://www.rfc-editor.org/rfc/rfc7515#section-4.1.9
+pub fn typ_is(typ: Option<&str>, expected: &str) -> bool {
+    typ.is_some_and(|t| {
+        let t = match t.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => t.get(12..).unwrap_or(""),
+            _ => t,
+        };
+        t.eq_ignore_ascii_case(expected)
+    })
+}
+
 /// A JWS signature algorithm keybound supports.
 ///
 /// `none`, the HMAC algorithms (`HS256`...) and anything else never parse to an `Alg`, so they can
@@ -665,6 +679,24 @@ mod tests {
                 "{token:.60}"
             );
         }
+    }
+
+    #[test]
+    fn typ_compares_media_types_case_insensitively() {
+        for ok in ["dpop+jwt", "DPoP+JWT", "application/dpop+jwt", "Application/DPOP+jwt"] {
+            assert!(typ_is(Some(ok), "dpop+jwt"), "{ok}");
+        }
+        for bad in [
+            "jwt",
+            "dpop+jwt ",
+            "application/jwt",
+            "app/dpop+jwt",
+            "application/",
+            "",
+        ] {
+            assert!(!typ_is(Some(bad), "dpop+jwt"), "{bad}");
+        }
+        assert!(!typ_is(None, "dpop+jwt"));
     }
 
     #[test]

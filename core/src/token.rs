@@ -256,7 +256,7 @@ pub fn verify_jwt(
     verifier: &dyn Verifier,
 ) -> Result<VerifiedToken> {
     let jws = Jws::parse(token, P, policy.algs)?;
-    let typed = matches!(jws.typ(), Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+    let typed = crate::jws::typ_is(jws.typ(), "at+jwt");
     if !typed && !policy.dangerous_allow_untyped {
         return Err(Error::WrongType { part: P });
     }

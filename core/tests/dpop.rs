@@ -1,5 +1,10 @@
 //! DPoP proofs: the RFC 9449 examples, every rejection of the FAPI 2.0
 //! `fapi2-security-profile-final-dpop-negative-tests` module, and the must-pass cases.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers fail the test on bad fixtures"
+)]
 
 mod common;
 
@@ -416,6 +421,12 @@ fn fapi2_dpop_must_pass_cases() {
     ];
     for (name, claims) in cases {
         verify(&forge(&key, &header, &claims), Some(&token)).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    // typ is a media type: case-insensitive, `application/` prefix optional (RFC 7515 §4.1.9).
+    for typ in ["application/dpop+jwt", "DPoP+JWT"] {
+        let mut h = header.clone();
+        h["typ"] = json!(typ);
+        verify(&forge(&key, &h, &proof_claims(&token)), Some(&token)).unwrap_or_else(|e| panic!("typ {typ}: {e:?}"));
     }
     // The request carries a query the htu lacks.
     let p = forge(&key, &header, &proof_claims(&token));

@@ -1,5 +1,10 @@
 //! Access tokens, introspection, binding, and the whole resource request, down to the status
 //! and `WWW-Authenticate` a client sees.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers fail the test on bad fixtures"
+)]
 
 mod common;
 

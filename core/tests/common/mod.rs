@@ -1,5 +1,10 @@
 //! Helpers shared by the integration tests: keys, forged proofs, issued tokens.
 #![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test helpers fail the test on bad fixtures"
+)]
 
 use keybound_core::b64;
 use keybound_core::dpop::{self, NewProof};
