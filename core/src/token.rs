@@ -295,6 +295,18 @@ pub fn verify_jwt(
     Ok(VerifiedToken { claims })
 }
 
+/// The `iss` claim of a JWT, **unverified**: only for choosing which issuer's keys and policy to
+/// verify it with. `None` if the token is not a JWT with a string `iss` (an opaque token).
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = crate::b64::decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
+}
+
 /// Turns an RFC 7662 introspection response (JSON) into a verified token.
 ///
 /// The response comes from the authorization server over an authenticated channel, so it is

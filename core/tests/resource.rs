@@ -842,6 +842,16 @@ fn every_error_maps_to_code_status_and_reason() {
 }
 
 #[test]
+fn the_unverified_issuer_picks_the_policy_only() {
+    assert_eq!(
+        token::unverified_issuer(&token(&token_claims(None))).as_deref(),
+        Some(ISS)
+    );
+    assert_eq!(token::unverified_issuer("opaque-token"), None);
+    assert_eq!(token::unverified_issuer("a.bm90IGpzb24.c"), None);
+}
+
+#[test]
 fn token_policy_defaults_are_safe() {
     let p = TokenPolicy::new(ISS, vec![AUD.into()]);
     assert_eq!(p.algs.to_vec(), [Alg::Es256, Alg::Ps256, Alg::EdDsa]);

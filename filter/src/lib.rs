@@ -1,0 +1,25 @@
+//! # keybound-filter
+//!
+//! A proxy-wasm HTTP filter for Envoy (`envoy.filters.http.wasm`, V8 runtime) and Istio
+//! (`WasmPlugin`) that lets a request through only if its access token's signature, issuer,
+//! audience, time claims, scopes **and** its `cnf` binding (DPoP proof or client certificate)
+//! were verified for this very request.
+//!
+//! All protocol checks are keybound-core's. This crate does the I/O: it reads headers and
+//! connection properties, keeps the `jti` replay cache in shared data (one cache for all workers
+//! of an Envoy instance) and a verified-token cache per VM, sends RFC-coded errors, sets the
+//! verified claims as upstream headers (after removing any client copies), counts decisions in
+//! Envoy metrics and logs one JSON line per decision.
+//!
+//! [`config`] documents the plugin configuration; [`gate`] the per-request decision;
+//! [`replay`] the shared replay cache.
+//!
+//! Not yet: fetching keys from a `jwks_uri`, introspection of opaque tokens, and Envoy's
+//! BoringSSL `verify_signature` (the pure-Rust verifier is used).
+
+pub mod config;
+pub mod gate;
+pub mod replay;
+
+#[cfg(target_arch = "wasm32")]
+mod host;
