@@ -48,6 +48,9 @@ impl Htu {
     /// # Errors
     /// [`Error::InvalidHtu`] as for [`Htu::parse`].
     pub fn from_parts(scheme: &str, authority: &str, path: &str) -> Result<Htu> {
+        if scheme.len() + authority.len() + path.len() > MAX_HTU_LEN {
+            return Err(Error::InvalidHtu);
+        }
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
             "http" => 80,
@@ -75,6 +78,11 @@ impl Htu {
         } else {
             let normalised = normalise_percent(path, b"/:@!$&'()*+,;=")?;
             out.push_str(&remove_dot_segments(&normalised));
+        }
+        // Percent-encoding may grow the URI; bound the result too, so that a normalised `htu`
+        // always parses again to itself.
+        if out.len() > MAX_HTU_LEN {
+            return Err(Error::InvalidHtu);
         }
         Ok(Htu(out))
     }
@@ -321,5 +329,16 @@ mod tests {
             Htu::parse(&alloc::format!("https://a.example/{}", "a".repeat(MAX_HTU_LEN))),
             Err(Error::InvalidHtu)
         );
+        assert_eq!(
+            Htu::from_parts("https", "a.example", &"/a".repeat(MAX_HTU_LEN)),
+            Err(Error::InvalidHtu)
+        );
+        // Found by fuzzing: spaces triple in length when encoded; the result is bounded too, so a
+        // normalised htu always parses again to itself.
+        let spaces = alloc::format!("https://a.example/{}", " ".repeat(MAX_HTU_LEN / 2));
+        assert_eq!(Htu::parse(&spaces), Err(Error::InvalidHtu));
+        let near = alloc::format!("https://a.example/{}", " ".repeat(MAX_HTU_LEN / 3 - 10));
+        let once = Htu::parse(&near).unwrap();
+        assert_eq!(Htu::parse(once.as_str()).unwrap(), once);
     }
 }
