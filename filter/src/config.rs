@@ -452,3 +452,180 @@ impl Config {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn base() -> Value {
+        json!({"issuers": [{"issuer": "https://as.example", "audiences": ["https://api"],
+            "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}]})
+    }
+
+    fn with(path: &[&str], value: Value) -> Vec<u8> {
+        let mut v = base();
+        let mut cur = &mut v;
+        for (i, p) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                cur[*p] = value.clone();
+            } else {
+                cur = &mut cur[*p];
+            }
+        }
+        v.to_string().into_bytes()
+    }
+
+    fn field_of(json: &[u8]) -> String {
+        match Config::parse(json) {
+            Err(Error::Config { field, reason }) => format!("{field}: {reason}"),
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = Config::parse(&base().to_string().into_bytes()).unwrap();
+        assert_eq!((c.proof.max_age, c.proof.future_leeway), (300, 10));
+        assert!(c.nonce.is_none());
+        assert_eq!(c.cert_source, CertSource::None);
+        assert!(c.strip_dpop);
+        assert_eq!(c.forward_headers.get("sub").map(String::as_str), Some("x-keybound-sub"));
+        // No rule: a bound token is required everywhere, bearer refused.
+        assert_eq!(
+            c.rule_for("GET", "/anything"),
+            Auth::Token {
+                scopes: vec![],
+                allow_bearer: false
+            }
+        );
+    }
+
+    #[test]
+    fn rules_match_prefix_and_method_first_wins() {
+        let mut v = base();
+        v["rules"] = json!([
+            {"prefix": "/health", "auth": "none"},
+            {"prefix": "/api", "methods": ["POST"], "scopes": ["write"]},
+            {"prefix": "/api", "allow_bearer": true},
+        ]);
+        let c = Config::parse(&v.to_string().into_bytes()).unwrap();
+        assert_eq!(c.rule_for("GET", "/health?x=1"), Auth::None);
+        assert_eq!(
+            c.rule_for("POST", "/api/x"),
+            Auth::Token {
+                scopes: vec!["write".into()],
+                allow_bearer: false
+            }
+        );
+        assert_eq!(
+            c.rule_for("GET", "/api/x"),
+            Auth::Token {
+                scopes: vec![],
+                allow_bearer: true
+            }
+        );
+    }
+
+    #[test]
+    fn every_invalid_field_is_named() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"not json".to_vec(), "plugin configuration"),
+            (json!({"issuers": []}).to_string().into_bytes(), "issuers"),
+            (with(&["surprise"], json!(1)), "unknown field `surprise`"),
+            (
+                with(
+                    &["issuers"],
+                    json!([{"issuer": "as", "audiences": ["a"], "jwks": {"keys": []}}]),
+                ),
+                "issuers[0].issuer",
+            ),
+            (
+                with(
+                    &["issuers"],
+                    json!([{"issuer": "https://as", "audiences": [], "jwks": {"keys": []}}]),
+                ),
+                "issuers[0].audiences",
+            ),
+            (
+                with(&["issuers"], json!([{"issuer": "https://as", "audiences": ["a"]}])),
+                "issuers[0].jwks",
+            ),
+            (
+                with(
+                    &["issuers"],
+                    json!([{"issuer": "https://as", "audiences": ["a"], "jwks": {"keys": []}}]),
+                ),
+                "issuers[0].jwks: no usable",
+            ),
+            (
+                with(
+                    &["issuers"],
+                    json!([{"issuer": "https://as", "audiences": ["a"], "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "d": "AAAA"}]}}]),
+                ),
+                "issuers[0].jwks",
+            ),
+            (with(&["dpop"], json!({"algs": ["HS256"]})), "dpop.algs"),
+            (with(&["dpop"], json!({"max_age_seconds": 0})), "dpop.max_age_seconds"),
+            (
+                with(&["dpop"], json!({"future_leeway_seconds": 301})),
+                "dpop.future_leeway_seconds",
+            ),
+            (
+                with(&["dpop"], json!({"nonce": {"mode": "sometimes"}})),
+                "dpop.nonce.mode",
+            ),
+            (
+                with(&["dpop"], json!({"nonce": {"mode": "required", "secrets": []}})),
+                "dpop.nonce.secrets",
+            ),
+            (
+                with(&["dpop"], json!({"external_base_url": "https://api.example.com/v1"})),
+                "dpop.external_base_url",
+            ),
+            (
+                with(&["dpop"], json!({"external_base_url": "api.example.com"})),
+                "dpop.external_base_url",
+            ),
+            (with(&["mtls"], json!({"source": "header"})), "mtls.source"),
+            (
+                with(&["mtls"], json!({"source": "connection", "expected_by": "x"})),
+                "mtls",
+            ),
+            (with(&["rules"], json!([{"prefix": "api"}])), "rules[0].prefix"),
+            (
+                with(&["rules"], json!([{"prefix": "/", "methods": ["get"]}])),
+                "rules[0].methods",
+            ),
+            (
+                with(&["rules"], json!([{"prefix": "/", "auth": "maybe"}])),
+                "rules[0].auth",
+            ),
+            (
+                with(&["rules"], json!([{"prefix": "/", "auth": "none", "scopes": ["a"]}])),
+                "rules[0].auth",
+            ),
+            (
+                with(&["forward"], json!({"headers": {"email": "x-email"}})),
+                "forward.headers.email",
+            ),
+            (
+                with(&["forward"], json!({"headers": {"sub": "X-Sub"}})),
+                "forward.headers.sub",
+            ),
+            (with(&["replay_cache"], json!({"buckets": 0})), "replay_cache.buckets"),
+            (
+                with(&["replay_cache"], json!({"entries_per_bucket": 5000})),
+                "replay_cache.entries_per_bucket",
+            ),
+            (
+                with(&["token_cache"], json!({"max_entries": 2_000_000})),
+                "token_cache.max_entries",
+            ),
+        ];
+        for (json, field) in cases {
+            let got = field_of(&json);
+            assert!(got.contains(field), "expected {field:?} in {got:?}");
+        }
+    }
+}

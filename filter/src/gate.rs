@@ -116,7 +116,8 @@ impl DecisionLog {
 pub struct Gate {
     config: Config,
     replay: ReplayCache,
-    tokens: HashMap<[u8; 32], VerifiedToken>,
+    /// Verified tokens by SHA-256 of the token, with their issuer's leeway.
+    tokens: HashMap<[u8; 32], (VerifiedToken, u64)>,
 }
 
 impl Gate {
@@ -308,9 +309,8 @@ impl Gate {
         let mut hit = false;
         let verified = verify_request(&resource, &route, req.now, verifier, |t| {
             let key: [u8; 32] = Sha256::digest(t.as_bytes()).into();
-            if let Some(cached) = tokens.get(&key) {
-                let leeway = issuers.first().map_or(0, |i| i.policy.leeway);
-                if cached.valid_at(req.now, leeway) {
+            if let Some((cached, leeway)) = tokens.get(&key) {
+                if cached.valid_at(req.now, *leeway) {
                     hit = true;
                     return Ok(cached.clone());
                 }
@@ -327,12 +327,12 @@ impl Gate {
             let v = token::verify_jwt(t, &issuer.jwks, &issuer.policy, req.now, verifier)?;
             if max > 0 {
                 if tokens.len() >= max {
-                    tokens.retain(|_, tok| tok.valid_at(req.now, 0));
+                    tokens.retain(|_, (tok, leeway)| tok.valid_at(req.now, *leeway));
                     if tokens.len() >= max {
                         tokens.clear();
                     }
                 }
-                tokens.insert(key, v.clone());
+                tokens.insert(key, (v.clone(), issuer.policy.leeway));
             }
             Ok(v)
         });
