@@ -13,6 +13,7 @@
 //! [RFC 7636 §4.6]: https://www.rfc-editor.org/rfc/rfc7636#section-4.6
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::jws::Alg;
@@ -378,49 +379,26 @@ impl Error {
             _ if bearer_context && !dpop_context => (false, true),
             _ => (true, false),
         };
+        let scope = if matches!(self, Error::InsufficientScope) {
+            ctx.required_scope
+        } else {
+            ""
+        };
+        let common = [
+            ("realm", ctx.realm.unwrap_or("")),
+            ("error", code.map_or("", ErrorCode::as_str)),
+            ("scope", scope),
+        ];
         if dpop {
-            out.push_str("DPoP");
-            let mut sep = " ";
-            if let Some(realm) = ctx.realm {
-                push_param(&mut out, sep, "realm", realm);
-                sep = ", ";
-            }
-            if let Some(code) = code {
-                push_param(&mut out, sep, "error", code.as_str());
-                sep = ", ";
-            }
-            if matches!(self, Error::InsufficientScope) && !ctx.required_scope.is_empty() {
-                push_param(&mut out, sep, "scope", ctx.required_scope);
-                sep = ", ";
-            }
-            let mut algs = String::new();
-            for (i, alg) in ctx.algs.iter().enumerate() {
-                if i > 0 {
-                    algs.push(' ');
-                }
-                algs.push_str(alg.as_str());
-            }
-            if !algs.is_empty() {
-                push_param(&mut out, sep, "algs", &algs);
-            }
+            let algs: Vec<&str> = ctx.algs.iter().map(|a| a.as_str()).collect();
+            let algs = algs.join(" ");
+            push_challenge(&mut out, "DPoP", &common, Some(("algs", &algs)));
         }
         if bearer {
             if dpop {
                 out.push_str(", ");
             }
-            out.push_str("Bearer");
-            let mut sep = " ";
-            if let Some(realm) = ctx.realm {
-                push_param(&mut out, sep, "realm", realm);
-                sep = ", ";
-            }
-            if let Some(code) = code {
-                push_param(&mut out, sep, "error", code.as_str());
-                sep = ", ";
-            }
-            if matches!(self, Error::InsufficientScope) && !ctx.required_scope.is_empty() {
-                push_param(&mut out, sep, "scope", ctx.required_scope);
-            }
+            push_challenge(&mut out, "Bearer", &common, None);
         }
         out
     }
@@ -432,6 +410,18 @@ fn by_part(part: Part, [proof, token, other]: [&'static str; 3]) -> &'static str
         Part::Proof => proof,
         Part::AccessToken => token,
         Part::Other => other,
+    }
+}
+
+/// Appends `scheme` and its non-empty parameters as `name="value"`, comma-separated.
+fn push_challenge(out: &mut String, scheme: &str, params: &[(&str, &str)], extra: Option<(&str, &str)>) {
+    out.push_str(scheme);
+    let mut sep = " ";
+    for (name, value) in params.iter().copied().chain(extra) {
+        if !value.is_empty() {
+            push_param(out, sep, name, value);
+            sep = ", ";
+        }
     }
 }
 
