@@ -32,6 +32,8 @@ impl Htu {
     /// # Errors
     /// [`Error::InvalidHtu`] if it is not an absolute http(s) URI (see the module docs).
     pub fn parse(uri: &str) -> Result<Htu> {
+        // Query and fragment are ignored, so they do not count against the bound.
+        let uri = uri.split(['?', '#']).next().unwrap_or("");
         if uri.len() > MAX_HTU_LEN {
             return Err(Error::InvalidHtu);
         }
@@ -48,6 +50,7 @@ impl Htu {
     /// # Errors
     /// [`Error::InvalidHtu`] as for [`Htu::parse`].
     pub fn from_parts(scheme: &str, authority: &str, path: &str) -> Result<Htu> {
+        let path = path.split(['?', '#']).next().unwrap_or("");
         if scheme.len() + authority.len() + path.len() > MAX_HTU_LEN {
             return Err(Error::InvalidHtu);
         }
@@ -337,6 +340,21 @@ mod tests {
         // normalised htu always parses again to itself.
         let spaces = alloc::format!("https://a.example/{}", " ".repeat(MAX_HTU_LEN / 2));
         assert_eq!(Htu::parse(&spaces), Err(Error::InvalidHtu));
+        // A long query is ignored, not refused.
+        let long_query = alloc::format!("/r?{}", "q".repeat(MAX_HTU_LEN * 2));
+        assert_eq!(
+            Htu::from_parts("https", "rs.example.com", &long_query)
+                .unwrap()
+                .as_str(),
+            "https://rs.example.com/r"
+        );
+        assert!(
+            Htu::parse(&alloc::format!(
+                "https://rs.example.com{long_query}#{}",
+                "f".repeat(MAX_HTU_LEN)
+            ))
+            .is_ok()
+        );
         let near = alloc::format!("https://a.example/{}", " ".repeat(MAX_HTU_LEN / 3 - 10));
         let once = Htu::parse(&near).unwrap();
         assert_eq!(Htu::parse(once.as_str()).unwrap(), once);

@@ -351,14 +351,16 @@ impl Jwks {
     /// [`Error::Malformed`] if the document is not a JWKS; [`Error::PrivateKeyInJwk`] if any key
     /// carries private members.
     pub fn from_json(json: &[u8], part: Part) -> Result<Self> {
+        // Raw key texts, so each key is parsed like a lone JWK (duplicate members refused).
         #[derive(Deserialize)]
-        struct Doc {
-            keys: Vec<serde_json::Value>,
+        struct Doc<'a> {
+            #[serde(borrow)]
+            keys: Vec<&'a serde_json::value::RawValue>,
         }
         let doc: Doc = serde_json::from_slice(json).map_err(|_| Error::Malformed { part, what: "jwks" })?;
         let mut set = Jwks::default();
         for v in doc.keys {
-            let Ok(raw) = serde_json::from_value::<RawJwk>(v) else {
+            let Ok(raw) = serde_json::from_str::<RawJwk>(v.get()) else {
                 set.skipped += 1;
                 continue;
             };
@@ -494,6 +496,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(kidless.candidates(Alg::EdDsa, Some("any")).count(), 1);
+    }
+
+    #[test]
+    fn jwks_key_with_duplicate_members_is_skipped_like_a_lone_jwk() {
+        let dup =
+            br#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","x":"AAAA"}]}"#;
+        let set = Jwks::from_json(dup, Part::AccessToken).unwrap();
+        assert_eq!((set.keys().len(), set.skipped()), (0, 1));
     }
 
     #[test]

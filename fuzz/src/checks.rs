@@ -14,7 +14,7 @@ use keybound_core::cert::{MAX_XFCC_ELEMENTS, MAX_XFCC_LEN, X5tS256, Xfcc, XfccEl
 use keybound_core::dpop::{self, MAX_JTI_LEN, NonceCheck, ProofPolicy, ProofTarget};
 use keybound_core::htu::{Htu, MAX_HTU_LEN};
 use keybound_core::jwk::{Jkt, Jwk, Jwks, PublicKey};
-use keybound_core::jws::{Alg, AlgSet, Jws, RustCrypto};
+use keybound_core::jws::{Alg, AlgSet, Jws, RustCrypto, Verifier};
 use keybound_core::{Error, ErrorCode, Part};
 
 /// The `now` (Unix seconds) of the `dpop` target.
@@ -149,26 +149,62 @@ fn jwk_round_trip(jwk: &Jwk) {
 }
 
 /// `dpop`: `dpop::verify_proof` for `GET https://rs.example.com/r` with access token `tok`,
-/// the default policy, no nonce, `now` = [`DPOP_NOW`], `RustCrypto`.
+/// the default policy, no nonce, `now` = [`DPOP_NOW`], with `RustCrypto` and again with a
+/// verifier that accepts every signature ([`AcceptAnySignature`]), so that mutated proofs, whose
+/// signatures no longer verify, still reach the claim checks (steps 7 to 11).
 ///
-/// Properties: every failure maps to `invalid_dpop_proof`; an accepted proof has a bounded `jti`,
-/// an allowed `alg`, an `iat` inside the window, a replay record that outlives `now`, the
-/// thumbprint of its header `jwk`; and the same proof is refused, with the specific error, for
-/// another method, URI, access token, or a time outside the window.
+/// Properties: the two runs agree except where `RustCrypto` says `BadSignature` (the signature is
+/// checked at step 6 and nothing after it depends on the signature); every failure maps to
+/// `invalid_dpop_proof`; an accepted proof has a bounded `jti`, an allowed `alg`, an `iat` inside
+/// the window, a replay record that outlives `now`, the thumbprint of its header `jwk`; and the
+/// same proof is refused, with the specific error, for another method, URI, access token, or a
+/// time outside the window.
 pub fn check_dpop(data: &[u8]) {
     let Ok(proof) = std::str::from_utf8(data) else {
         return;
     };
-    let policy = ProofPolicy::default();
+    let real = verify_dpop(proof, &RustCrypto, None, DPOP_NOW);
+    let any_signature = verify_dpop(proof, &AcceptAnySignature, None, DPOP_NOW);
+    match &real {
+        Ok(v) => assert_eq!(any_signature.as_ref(), Ok(v)),
+        Err(Error::BadSignature { part: Part::Proof }) => {}
+        Err(e) => assert_eq!(any_signature.as_ref(), Err(e)),
+    }
+    assert!(
+        !matches!(any_signature, Err(Error::BadSignature { .. })),
+        "BadSignature although every signature is accepted"
+    );
+    dpop_properties(proof, &RustCrypto, real);
+    dpop_properties(proof, &AcceptAnySignature, any_signature);
+}
+
+/// A [`Verifier`] that accepts every signature. Only for fuzzing the checks after the signature.
+pub struct AcceptAnySignature;
+
+impl Verifier for AcceptAnySignature {
+    fn verify(&self, _: Alg, _: &PublicKey, _: &[u8], _: &[u8]) -> bool {
+        true
+    }
+}
+
+/// `verify_proof` for the fixed request, or for a variant of it (`other`: method, URI, token).
+fn verify_dpop(
+    proof: &str,
+    verifier: &dyn Verifier,
+    other: Option<(&str, &Htu, Option<&str>)>,
+    now: u64,
+) -> keybound_core::Result<dpop::VerifiedProof> {
+    let (method, htu, access_token) = other.unwrap_or((DPOP_METHOD, dpop_htu(), Some(DPOP_ACCESS_TOKEN)));
     let target = ProofTarget {
-        method: DPOP_METHOD,
-        htu: dpop_htu(),
-        access_token: Some(DPOP_ACCESS_TOKEN),
+        method,
+        htu,
+        access_token,
     };
-    let verify = |target: &ProofTarget<'_>, now: u64| {
-        dpop::verify_proof(proof, target, &policy, NonceCheck::Off, now, &RustCrypto)
-    };
-    let verified = match verify(&target, DPOP_NOW) {
+    dpop::verify_proof(proof, &target, &ProofPolicy::default(), NonceCheck::Off, now, verifier)
+}
+
+fn dpop_properties(proof: &str, verifier: &dyn Verifier, result: keybound_core::Result<dpop::VerifiedProof>) {
+    let verified = match result {
         Ok(v) => v,
         Err(e) => {
             assert_eq!(e.code(), Some(ErrorCode::InvalidDpopProof), "{e:?}");
@@ -176,6 +212,7 @@ pub fn check_dpop(data: &[u8]) {
             return;
         }
     };
+    let policy = ProofPolicy::default();
     assert!(!verified.jti().is_empty() && verified.jti().len() <= MAX_JTI_LEN);
     assert!(policy.algs.contains(verified.alg()));
     let now = i64::try_from(DPOP_NOW).unwrap_or(i64::MAX);
@@ -190,31 +227,27 @@ pub fn check_dpop(data: &[u8]) {
         .and_then(|j| j.jwk().map(Jwk::thumbprint));
     assert_eq!(header_jwk.as_ref(), Some(verified.jkt()));
     // Deterministic.
-    assert_eq!(verify(&target, DPOP_NOW).as_ref(), Ok(&verified));
+    assert_eq!(verify_dpop(proof, verifier, None, DPOP_NOW).as_ref(), Ok(&verified));
     // Bound to the method, the URI, the access token and the time.
-    let post = ProofTarget {
-        method: "POST",
-        ..target
-    };
-    assert_eq!(verify(&post, DPOP_NOW), Err(Error::HtmMismatch));
-    let other_uri = Htu::parse("https://rs.example.com/other").unwrap_or_else(|_| dpop_htu().clone());
-    let elsewhere = ProofTarget {
-        htu: &other_uri,
-        ..target
-    };
-    assert_eq!(verify(&elsewhere, DPOP_NOW), Err(Error::HtuMismatch));
-    let other_token = ProofTarget {
-        access_token: Some("another-token"),
-        ..target
-    };
-    assert_eq!(verify(&other_token, DPOP_NOW), Err(Error::AthMismatch));
-    let no_token = ProofTarget {
-        access_token: None,
-        ..target
-    };
-    assert!(verify(&no_token, DPOP_NOW).is_ok(), "ath is only checked with a token");
-    assert_eq!(verify(&target, DPOP_NOW + 400), Err(Error::IatOutOfWindow));
-    assert_eq!(verify(&target, DPOP_NOW - 400), Err(Error::IatOutOfWindow));
+    let htu = dpop_htu();
+    let token = Some(DPOP_ACCESS_TOKEN);
+    let post = verify_dpop(proof, verifier, Some(("POST", htu, token)), DPOP_NOW);
+    assert_eq!(post, Err(Error::HtmMismatch));
+    let other_uri = Htu::parse("https://rs.example.com/other").unwrap_or_else(|_| htu.clone());
+    let elsewhere = verify_dpop(proof, verifier, Some((DPOP_METHOD, &other_uri, token)), DPOP_NOW);
+    assert_eq!(elsewhere, Err(Error::HtuMismatch));
+    let other_token = verify_dpop(proof, verifier, Some((DPOP_METHOD, htu, Some("other"))), DPOP_NOW);
+    assert_eq!(other_token, Err(Error::AthMismatch));
+    let no_token = verify_dpop(proof, verifier, Some((DPOP_METHOD, htu, None)), DPOP_NOW);
+    assert!(no_token.is_ok(), "ath is only checked with a token: {no_token:?}");
+    assert_eq!(
+        verify_dpop(proof, verifier, None, DPOP_NOW + 400),
+        Err(Error::IatOutOfWindow)
+    );
+    assert_eq!(
+        verify_dpop(proof, verifier, None, DPOP_NOW - 400),
+        Err(Error::IatOutOfWindow)
+    );
 }
 
 /// `xfcc`: `Xfcc::parse`, then `select` with the default policy and the element's `thumbprint()`.
