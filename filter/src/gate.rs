@@ -53,11 +53,11 @@ impl Request<'_> {
 /// What the host should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Forward upstream after removing `remove` and setting `set`; add `dpop-nonce` to the
-    /// response if `fresh_nonce`.
+    /// Forward upstream after removing the headers of `strip` ([`Gate::strip`]) and setting
+    /// `set`; add `dpop-nonce` to the response if `fresh_nonce`.
     Allow {
-        /// Headers to remove from the request.
-        remove: Vec<String>,
+        /// Which headers to remove from the request.
+        strip: Strip,
         /// Headers to set on the request.
         set: Vec<(String, String)>,
         /// A fresh nonce for the response.
@@ -76,6 +76,15 @@ pub enum Outcome {
         /// Why, for logs and metrics.
         log: DecisionLog,
     },
+}
+
+/// Which request headers to remove before forwarding (lists computed once per configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strip {
+    /// The headers the filter sets (a client must never supply them).
+    ClaimHeaders,
+    /// Those and the `DPoP` header (after a verified request, when `forward.strip_dpop`).
+    ClaimHeadersAndDpop,
 }
 
 /// What a decision log line and the metrics need.
@@ -118,16 +127,36 @@ pub struct Gate {
     replay: ReplayCache,
     /// Verified tokens by SHA-256 of the token, with their issuer's leeway.
     tokens: HashMap<[u8; 32], (VerifiedToken, u64)>,
+    /// The claim header names, then `dpop` if configured (see [`Strip`]).
+    strip: Vec<String>,
+    /// The `algs` of DPoP challenges.
+    algs: Vec<keybound_core::jws::Alg>,
 }
 
 impl Gate {
     /// A gate for a validated configuration.
     pub fn new(config: Config) -> Self {
         let replay = ReplayCache::new(config.replay_buckets, config.replay_entries_per_bucket);
+        let mut strip: Vec<String> = config.forward_headers.values().cloned().collect();
+        if config.strip_dpop {
+            strip.push("dpop".into());
+        }
+        let algs = config.proof.algs.to_vec();
         Gate {
             config,
             replay,
             tokens: HashMap::new(),
+            strip,
+            algs,
+        }
+    }
+
+    /// The header names to remove for a [`Strip`] list.
+    pub fn strip(&self, which: Strip) -> &[String] {
+        let claims = self.config.forward_headers.len();
+        match which {
+            Strip::ClaimHeaders => self.strip.get(..claims).unwrap_or(&[]),
+            Strip::ClaimHeadersAndDpop => &self.strip,
         }
     }
 
@@ -148,11 +177,10 @@ impl Gate {
 
     /// Decides a request.
     pub fn decide(&mut self, req: &Request<'_>, store: &dyn SharedStore, verifier: &dyn Verifier) -> Outcome {
-        let remove: Vec<String> = self.config.forward_headers.values().cloned().collect();
         let (scopes, allow_bearer) = match self.config.rule_for(req.method, req.path) {
             Auth::None => {
                 return Outcome::Allow {
-                    remove,
+                    strip: Strip::ClaimHeaders,
                     set: Vec::new(),
                     fresh_nonce: None,
                     log: DecisionLog {
@@ -169,12 +197,8 @@ impl Gate {
             Ok((set, fresh_nonce)) => {
                 log.decision = "allow";
                 log.reason = "ok";
-                let mut remove = remove;
-                if self.config.strip_dpop {
-                    remove.push("dpop".into());
-                }
                 Outcome::Allow {
-                    remove,
+                    strip: Strip::ClaimHeadersAndDpop,
                     set,
                     fresh_nonce,
                     log,
@@ -207,12 +231,11 @@ impl Gate {
         mut log: DecisionLog,
     ) -> Outcome {
         let auth = req.all("authorization");
-        let algs = self.config.proof.algs.to_vec();
         let scope = request::join_scopes(scopes);
         let challenge = e.www_authenticate(&Challenge {
             scheme_used: request::scheme_of(&auth),
             bearer_allowed: allow_bearer || self.config.cert_source != CertSource::None,
-            algs: &algs,
+            algs: &self.algs,
             realm: None,
             required_scope: &scope,
         });

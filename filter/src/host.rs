@@ -180,12 +180,12 @@ impl HttpContext for Http {
         let outcome = gate.borrow_mut().decide(&req, &Shared, &RustCrypto);
         match outcome {
             Outcome::Allow {
-                remove,
+                strip,
                 set,
                 fresh_nonce,
                 log: l,
             } => {
-                for name in &remove {
+                for name in gate.borrow().strip(strip) {
                     self.set_http_request_header(name, None);
                 }
                 for (name, value) in &set {
