@@ -101,6 +101,21 @@ fn dpop_bound_token_with_a_valid_proof_reaches_the_upstream_with_verified_header
     assert_eq!(seen["x-keybound-scope"], "accounts:read");
     assert!(seen.get("dpop").is_none(), "DPoP header is stripped: {seen}");
     assert_eq!(envoy.counter("wasmcustom.keybound.allowed"), 1);
+    // The same token with fresh proofs: served from the per-worker verified-token cache (each of
+    // the 2 workers verifies it at most once, so of 4 requests at least 2 are cache hits).
+    for jti in ["e2e-2", "e2e-3", "e2e-4", "e2e-5"] {
+        let p = proof(&key, "GET", "/api/accounts", &t, jti, None);
+        assert_eq!(
+            call(&envoy, "/api/accounts", &format!("DPoP {t}"), Some(&p), &[]).status,
+            200
+        );
+    }
+    assert!(
+        envoy.counter("wasmcustom.keybound.token_cache_hits") >= 2,
+        "{}",
+        envoy.log_tail()
+    );
+    assert_eq!(envoy.counter("wasmcustom.keybound.allowed"), 5);
 }
 
 #[test]
