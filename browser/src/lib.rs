@@ -1,0 +1,1 @@
+//! `keybound-browser`: DPoP keys, proofs and login for browsers (being built, see issue 5).
