@@ -40,6 +40,23 @@ struct RawConfig {
     replay_cache: RawReplayCache,
     #[serde(default)]
     token_cache: RawTokenCache,
+    #[serde(default)]
+    introspection: Option<RawIntrospection>,
+    #[serde(default)]
+    verifier: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntrospection {
+    endpoint: String,
+    cluster: String,
+    client_id: String,
+    client_secret: String,
+    issuer: String,
+    audiences: Vec<String>,
+    timeout_ms: Option<u64>,
+    max_cache_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +65,11 @@ struct RawIssuer {
     issuer: String,
     audiences: Vec<String>,
     jwks: Option<serde_json::Value>,
+    jwks_uri: Option<String>,
+    jwks_cluster: Option<String>,
+    jwks_refresh_seconds: Option<u64>,
+    jwks_min_refetch_seconds: Option<u64>,
+    jwks_timeout_ms: Option<u64>,
     #[serde(default)]
     algs: Option<Vec<String>>,
     #[serde(default)]
@@ -182,8 +204,101 @@ fn default_token_cache() -> usize {
 pub struct Issuer {
     /// Claims policy (issuer, audiences, algorithms, leeway).
     pub policy: TokenPolicy,
-    /// Its verification keys.
-    pub jwks: Jwks,
+    /// Where its verification keys come from.
+    pub keys: Keys,
+}
+
+/// An issuer's keys: given in the configuration, or fetched from its `jwks_uri`.
+#[derive(Debug, Clone)]
+pub enum Keys {
+    /// `jwks` in the configuration.
+    Inline(Jwks),
+    /// `jwks_uri`, fetched through an Envoy cluster.
+    Remote(RemoteJwks),
+}
+
+/// How to fetch and refresh a remote JWKS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// The HTTP request.
+    pub target: HttpTarget,
+    /// Refetch after this many seconds even if nothing changed (`jwks_refresh_seconds`, default
+    /// 300).
+    pub refresh_seconds: u64,
+    /// At most one fetch per this many seconds per Envoy instance, whatever triggers it (refresh,
+    /// an unknown `kid`, missing keys) (`jwks_min_refetch_seconds`, default 30).
+    pub min_refetch_seconds: u64,
+}
+
+/// An HTTP endpoint reached through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// The URL as configured (for logs).
+    pub url: String,
+    /// The Envoy cluster that leads there (TLS to it is the cluster's business).
+    pub cluster: String,
+    /// `:authority` of the call.
+    pub authority: String,
+    /// `:path` of the call (with query).
+    pub path: String,
+    /// Timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl HttpTarget {
+    /// `fields`: the names of the URL, cluster and timeout fields, for errors.
+    fn parse(url: &str, cluster: &str, timeout_ms: Option<u64>, fields: [&str; 3]) -> Result<HttpTarget, ConfigError> {
+        let [field, cluster_field, timeout_field] = fields;
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| err(field, "must be an http(s) URL"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() || authority.contains(['@', '?', '#', ' ']) || path.contains([' ', '#']) {
+            return Err(err(field, "must be an http(s) URL with a host"));
+        }
+        if cluster.is_empty() {
+            return Err(err(cluster_field, "an Envoy cluster name is required"));
+        }
+        let timeout_ms = timeout_ms.unwrap_or(5000);
+        if !(1..=60_000).contains(&timeout_ms) {
+            return Err(err(timeout_field, "must be 1 to 60000"));
+        }
+        Ok(HttpTarget {
+            url: url.to_owned(),
+            cluster: cluster.to_owned(),
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+            timeout_ms,
+        })
+    }
+}
+
+/// Introspection (RFC 7662) of opaque tokens: the "phantom token" pattern.
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    /// The introspection endpoint.
+    pub target: HttpTarget,
+    /// The `authorization` header value (`client_secret_basic`, RFC 6749 §2.3.1).
+    pub authorization: String,
+    /// What the introspection response must say (`iss` if present, `aud` if present).
+    pub policy: TokenPolicy,
+    /// Results are cached until the token's `exp`, and at most this long (default 300).
+    pub max_cache_seconds: u64,
+}
+
+/// Which code verifies ES256 signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifierChoice {
+    /// Envoy's `verify_signature` (BoringSSL) when the host has it, else pure Rust (default).
+    Auto,
+    /// Envoy's `verify_signature`; the configuration is refused if the host lacks it.
+    Envoy,
+    /// Pure Rust (RustCrypto) inside the VM.
+    Rust,
 }
 
 /// Where the client certificate comes from.
@@ -249,6 +364,10 @@ pub struct Config {
     pub replay_entries_per_bucket: usize,
     /// Verified-token cache bound.
     pub token_cache_entries: usize,
+    /// Introspection of opaque tokens, if configured.
+    pub introspection: Option<Introspection>,
+    /// Which code verifies ES256 signatures.
+    pub verifier: VerifierChoice,
 }
 
 const FORWARDABLE: [&str; 6] = ["sub", "client_id", "scope", "jkt", "x5t#S256", "binding"];
@@ -275,12 +394,46 @@ impl Config {
             if iss.audiences.is_empty() || iss.audiences.iter().any(String::is_empty) {
                 return Err(err(f("audiences"), "at least one non-empty audience is required"));
             }
-            let jwks_json = iss.jwks.ok_or_else(|| err(f("jwks"), "required (a JWKS object)"))?;
-            let jwks = Jwks::from_json(jwks_json.to_string().as_bytes(), keybound_core::Part::AccessToken)
-                .map_err(|e| err(f("jwks"), e.to_string()))?;
-            if jwks.keys().is_empty() {
-                return Err(err(f("jwks"), "no usable signature key"));
-            }
+            let remote_only = [
+                (iss.jwks_cluster.is_some(), "jwks_cluster"),
+                (iss.jwks_refresh_seconds.is_some(), "jwks_refresh_seconds"),
+                (iss.jwks_min_refetch_seconds.is_some(), "jwks_min_refetch_seconds"),
+                (iss.jwks_timeout_ms.is_some(), "jwks_timeout_ms"),
+            ];
+            let keys = match (iss.jwks, iss.jwks_uri) {
+                (Some(_), Some(_)) => return Err(err(f("jwks"), "give either jwks or jwks_uri, not both")),
+                (None, None) => return Err(err(f("jwks"), "required (a JWKS object), or jwks_uri")),
+                (Some(jwks_json), None) => {
+                    if let Some((_, name)) = remote_only.iter().find(|(set, _)| *set) {
+                        return Err(err(f(name), "only with jwks_uri"));
+                    }
+                    Keys::Inline(parse_jwks(&jwks_json.to_string(), &f("jwks"))?)
+                }
+                (None, Some(uri)) => {
+                    let cluster = iss
+                        .jwks_cluster
+                        .ok_or_else(|| err(f("jwks_cluster"), "required with jwks_uri (an Envoy cluster name)"))?;
+                    let target = HttpTarget::parse(
+                        &uri,
+                        &cluster,
+                        iss.jwks_timeout_ms,
+                        [&f("jwks_uri"), &f("jwks_cluster"), &f("jwks_timeout_ms")],
+                    )?;
+                    let refresh_seconds = iss.jwks_refresh_seconds.unwrap_or(300);
+                    if !(1..=86_400).contains(&refresh_seconds) {
+                        return Err(err(f("jwks_refresh_seconds"), "must be 1 to 86400"));
+                    }
+                    let min_refetch_seconds = iss.jwks_min_refetch_seconds.unwrap_or(30);
+                    if !(1..=refresh_seconds).contains(&min_refetch_seconds) {
+                        return Err(err(f("jwks_min_refetch_seconds"), "must be 1 to jwks_refresh_seconds"));
+                    }
+                    Keys::Remote(RemoteJwks {
+                        target,
+                        refresh_seconds,
+                        min_refetch_seconds,
+                    })
+                }
+            };
             let mut policy = TokenPolicy::new(iss.issuer, iss.audiences);
             if let Some(algs) = &iss.algs {
                 policy.algs = AlgSet::from_names(algs.iter().map(String::as_str), &f("algs"))?;
@@ -291,7 +444,7 @@ impl Config {
                 }
                 policy.leeway = l;
             }
-            issuers.push(Issuer { policy, jwks });
+            issuers.push(Issuer { policy, keys });
         }
 
         let mut proof = ProofPolicy::default();
@@ -423,7 +576,61 @@ impl Config {
         if raw.token_cache.max_entries > 1_000_000 {
             return Err(err("token_cache.max_entries", "at most 1000000"));
         }
+        let introspection = match raw.introspection {
+            None => None,
+            Some(i) => {
+                let target = HttpTarget::parse(
+                    &i.endpoint,
+                    &i.cluster,
+                    i.timeout_ms,
+                    [
+                        "introspection.endpoint",
+                        "introspection.cluster",
+                        "introspection.timeout_ms",
+                    ],
+                )?;
+                if i.client_id.is_empty() {
+                    return Err(err("introspection.client_id", "required"));
+                }
+                if i.client_secret.is_empty() {
+                    return Err(err("introspection.client_secret", "required"));
+                }
+                if !i.issuer.starts_with("https://") && !i.issuer.starts_with("http://") {
+                    return Err(err("introspection.issuer", "must be an http(s) URL"));
+                }
+                if i.audiences.is_empty() || i.audiences.iter().any(String::is_empty) {
+                    return Err(err(
+                        "introspection.audiences",
+                        "at least one non-empty audience is required",
+                    ));
+                }
+                let max_cache_seconds = i.max_cache_seconds.unwrap_or(300);
+                if !(1..=3600).contains(&max_cache_seconds) {
+                    return Err(err("introspection.max_cache_seconds", "must be 1 to 3600"));
+                }
+                let credentials = format!("{}:{}", form_encode(&i.client_id), form_encode(&i.client_secret));
+                Some(Introspection {
+                    target,
+                    authorization: format!("Basic {}", base64_std(credentials.as_bytes())),
+                    policy: TokenPolicy::new(i.issuer, i.audiences),
+                    max_cache_seconds,
+                })
+            }
+        };
+        let verifier = match raw.verifier.as_deref() {
+            None | Some("auto") => VerifierChoice::Auto,
+            Some("envoy") => VerifierChoice::Envoy,
+            Some("rust") => VerifierChoice::Rust,
+            Some(other) => {
+                return Err(err(
+                    "verifier",
+                    format!("{other:?}: expected \"auto\", \"envoy\" or \"rust\""),
+                ));
+            }
+        };
         Ok(Config {
+            introspection,
+            verifier,
             issuers,
             proof,
             nonce,
@@ -439,6 +646,11 @@ impl Config {
         })
     }
 
+    /// Whether any issuer's keys come from a `jwks_uri`.
+    pub fn has_remote_keys(&self) -> bool {
+        self.issuers.iter().any(|i| matches!(i.keys, Keys::Remote(_)))
+    }
+
     /// The rule for a request; a path no rule matches requires a bound token and no scope.
     pub fn rule_for(&self, method: &str, path: &str) -> Auth {
         let path = path.split(['?', '#']).next().unwrap_or("");
@@ -451,6 +663,48 @@ impl Config {
                 allow_bearer: false,
             })
     }
+}
+
+/// Parses a JWKS from configuration or from a `jwks_uri` response: at least one usable key.
+///
+/// # Errors
+/// [`Error::Config`] naming `field`.
+pub fn parse_jwks(json: &str, field: &str) -> Result<Jwks, ConfigError> {
+    let jwks =
+        Jwks::from_json(json.as_bytes(), keybound_core::Part::AccessToken).map_err(|e| err(field, e.to_string()))?;
+    if jwks.keys().is_empty() {
+        return Err(err(field, "no usable signature key"));
+    }
+    Ok(jwks)
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for HTTP Basic credentials.
+fn base64_std(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sym = |i: u32| char::from(A.get((i & 63) as usize).copied().unwrap_or(b'='));
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = b(0) << 16 | b(1) << 8 | b(2);
+        out.push(sym(n >> 18));
+        out.push(sym(n >> 12));
+        out.push(if chunk.len() > 1 { sym(n >> 6) } else { '=' });
+        out.push(if chunk.len() > 2 { sym(n) } else { '=' });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -474,6 +728,88 @@ mod tests {
             }
         }
         v.to_string().into_bytes()
+    }
+
+    /// The base configuration with issuer 0 on a jwks_uri, changed by `patch` (null removes).
+    fn remote(patch: Value) -> Vec<u8> {
+        let mut all = json!({"jwks": null, "jwks_uri": "https://as.example/keys", "jwks_cluster": "as"});
+        for (k, val) in patch.as_object().unwrap() {
+            all[k] = val.clone();
+        }
+        issuer0(all)
+    }
+
+    /// The base configuration with issuer 0 changed by `patch` (null removes).
+    fn issuer0(patch: Value) -> Vec<u8> {
+        let mut v = base();
+        let issuer = &mut v["issuers"][0];
+        for (k, val) in patch.as_object().unwrap() {
+            if val.is_null() {
+                issuer.as_object_mut().unwrap().remove(k);
+            } else {
+                issuer[k] = val.clone();
+            }
+        }
+        v.to_string().into_bytes()
+    }
+
+    /// The base configuration with an introspection section changed by `patch`.
+    fn introspection(patch: Value) -> Vec<u8> {
+        let mut i = json!({"endpoint": "https://as.example/introspect", "cluster": "as", "client_id": "gw",
+            "client_secret": "s", "issuer": "https://as.example", "audiences": ["https://api"]});
+        for (k, val) in patch.as_object().unwrap() {
+            i[k] = val.clone();
+        }
+        let mut v = base();
+        v["introspection"] = i;
+        v.to_string().into_bytes()
+    }
+
+    #[test]
+    fn remote_keys_introspection_and_verifier_parse() {
+        let c = Config::parse(&remote(json!({"jwks_uri": "http://idp:8080/.well-known/jwks?x=1"}))).unwrap();
+        let Keys::Remote(r) = &c.issuers[0].keys else {
+            panic!("not remote")
+        };
+        assert_eq!((r.refresh_seconds, r.min_refetch_seconds), (300, 30));
+        assert_eq!(
+            (r.target.authority.as_str(), r.target.path.as_str(), r.target.timeout_ms),
+            ("idp:8080", "/.well-known/jwks?x=1", 5000)
+        );
+        assert!(c.has_remote_keys());
+        assert_eq!(c.verifier, VerifierChoice::Auto);
+        let c = Config::parse(&remote(json!({"jwks_uri": "https://idp"}))).unwrap();
+        let Keys::Remote(r) = &c.issuers[0].keys else {
+            panic!("not remote")
+        };
+        assert_eq!(r.target.path, "/");
+        let c = Config::parse(&introspection(json!({}))).unwrap();
+        let i = c.introspection.unwrap();
+        assert_eq!(i.authorization, "Basic Z3c6cw==");
+        assert_eq!(i.max_cache_seconds, 300);
+        assert!(
+            !Config::parse(&base().to_string().into_bytes())
+                .unwrap()
+                .has_remote_keys()
+        );
+        for (name, choice) in [
+            ("auto", VerifierChoice::Auto),
+            ("envoy", VerifierChoice::Envoy),
+            ("rust", VerifierChoice::Rust),
+        ] {
+            let c = Config::parse(&with(&["verifier"], json!(name))).unwrap();
+            assert_eq!(c.verifier, choice);
+        }
+    }
+
+    #[test]
+    fn base64_and_form_encoding() {
+        assert_eq!(base64_std(b""), "");
+        assert_eq!(base64_std(b"f"), "Zg==");
+        assert_eq!(base64_std(b"fo"), "Zm8=");
+        assert_eq!(base64_std(b"foo"), "Zm9v");
+        assert_eq!(base64_std(&[0xfb, 0xff]), "+/8=");
+        assert_eq!(form_encode("a b+c:d~é"), "a%20b%2Bc%3Ad~%C3%A9");
     }
 
     fn field_of(json: &[u8]) -> String {
@@ -622,6 +958,49 @@ mod tests {
                 with(&["token_cache"], json!({"max_entries": 2_000_000})),
                 "token_cache.max_entries",
             ),
+            (
+                issuer0(json!({"jwks_uri": "https://as/keys"})),
+                "issuers[0].jwks: give either",
+            ),
+            (
+                issuer0(json!({"jwks_cluster": "idp"})),
+                "issuers[0].jwks_cluster: only with jwks_uri",
+            ),
+            (
+                remote(json!({"jwks_cluster": null})),
+                "issuers[0].jwks_cluster: required",
+            ),
+            (remote(json!({"jwks_uri": "ftp://as/keys"})), "issuers[0].jwks_uri"),
+            (remote(json!({"jwks_uri": "https:///keys"})), "issuers[0].jwks_uri"),
+            (remote(json!({"jwks_cluster": ""})), "issuers[0].jwks_cluster"),
+            (remote(json!({"jwks_timeout_ms": 0})), "issuers[0].jwks_timeout_ms"),
+            (
+                remote(json!({"jwks_refresh_seconds": 0})),
+                "issuers[0].jwks_refresh_seconds",
+            ),
+            (
+                remote(json!({"jwks_refresh_seconds": 60, "jwks_min_refetch_seconds": 61})),
+                "issuers[0].jwks_min_refetch_seconds",
+            ),
+            (
+                introspection(json!({"endpoint": "as/introspect"})),
+                "introspection.endpoint",
+            ),
+            (introspection(json!({"cluster": ""})), "introspection.cluster"),
+            (introspection(json!({"timeout_ms": 70_000})), "introspection.timeout_ms"),
+            (introspection(json!({"client_id": ""})), "introspection.client_id"),
+            (
+                introspection(json!({"client_secret": ""})),
+                "introspection.client_secret",
+            ),
+            (introspection(json!({"issuer": "as"})), "introspection.issuer"),
+            (introspection(json!({"audiences": []})), "introspection.audiences"),
+            (
+                introspection(json!({"max_cache_seconds": 0})),
+                "introspection.max_cache_seconds",
+            ),
+            (introspection(json!({"surprise": 1})), "unknown field `surprise`"),
+            (with(&["verifier"], json!("boringssl")), "verifier"),
         ];
         for (json, field) in cases {
             let got = field_of(&json);

@@ -4,6 +4,26 @@
 //! Order: strip client copies of the headers we set → rule → client certificate → core's
 //! [`verify_request`] (headers, proof, token, binding, scopes) → `jti` replay check (last, so bad
 //! input changes no state) → headers for the upstream.
+//!
+//! ## Keys from a `jwks_uri`, and introspection
+//!
+//! Decisions are synchronous; when one needs something from the network the gate answers
+//! [`Outcome::Fetch`], the host pauses the request, makes the call ([`Gate::call_for`]), hands
+//! the answer back ([`Gate::jwks_response`], [`Gate::introspection_response`]) and asks again with
+//! [`Gate::decide_again`], which never asks for a second fetch.
+//!
+//! Remote keys are shared by all VMs of an Envoy instance through shared data: `kb/jwks/<n>`
+//! holds the last good JWKS of issuer `n` with a version, and every VM adopts a newer version on
+//! its next tick ([`Gate::due_fetches`]) or when a token names a `kid` it does not know.
+//! `kb/jwks-lock/<n>` holds the time of the last fetch attempt: a VM fetches only if it moves
+//! that time forward by compare-and-swap and at least `jwks_min_refetch_seconds` have passed, so
+//! one instance makes at most one fetch per interval, whether for the periodic refresh, an
+//! unknown `kid` (rotation at the issuer), or missing keys. A failed fetch keeps the old keys.
+//! Before the first good fetch, requests for that issuer are refused with 503 (fail closed).
+//!
+//! Opaque tokens (not JWS compact serialization) are introspected (RFC 7662) when configured; the
+//! result, active or not, is cached per VM like a verified JWT: until `exp`, at most
+//! `max_cache_seconds`, inactive answers at most 60 s.
 
 use std::collections::HashMap;
 
@@ -18,8 +38,14 @@ use keybound_core::token::{self, VerifiedToken};
 use keybound_core::{Error, ErrorCode};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Auth, CertSource, Config};
-use crate::replay::{ReplayCache, SharedStore, Verdict};
+use crate::config::{Auth, CertSource, Config, HttpTarget, Keys, form_encode, parse_jwks};
+use crate::replay::{Cas, ReplayCache, SharedStore, StoreError, Verdict};
+
+/// The largest JWKS document accepted from a `jwks_uri` (bytes).
+pub const MAX_JWKS_BYTES: usize = 64 * 1024;
+
+/// Inactive introspection answers are cached at most this long (seconds).
+const NEGATIVE_CACHE_SECONDS: u64 = 60;
 
 /// A request as the host presents it.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +91,9 @@ pub enum Outcome {
         /// Why, for logs and metrics.
         log: DecisionLog,
     },
+    /// Pause the request, make this call, hand the answer to the gate, then
+    /// [`Gate::decide_again`].
+    Fetch(Fetch),
     /// Reply locally.
     Deny {
         /// HTTP status.
@@ -76,6 +105,26 @@ pub enum Outcome {
         /// Why, for logs and metrics.
         log: DecisionLog,
     },
+}
+
+/// Something the gate needs from the network before it can decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetch {
+    /// The JWKS of the issuer at this index of the configuration.
+    Jwks(usize),
+    /// Introspection of this (opaque) token.
+    Introspect(String),
+}
+
+/// An HTTP call for the host to make through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCall<'a> {
+    /// Cluster, authority, path and timeout.
+    pub target: &'a HttpTarget,
+    /// Headers including the pseudo-headers `:method`, `:path`, `:authority`.
+    pub headers: Vec<(&'static str, String)>,
+    /// Request body, if any.
+    pub body: Option<Vec<u8>>,
 }
 
 /// Which request headers to remove before forwarding (lists computed once per configuration).
@@ -121,12 +170,39 @@ impl DecisionLog {
     }
 }
 
-/// Per-VM state: configuration and the verified-token cache.
+/// A token-cache entry: a verified JWT, or an introspection answer (active or not).
+struct Cached {
+    result: Result<VerifiedToken, Error>,
+    /// The issuer's leeway for `exp`/`nbf`.
+    leeway: u64,
+    /// Not used after this time (introspection answers).
+    until: u64,
+}
+
+impl Cached {
+    fn usable(&self, now: u64) -> bool {
+        now < self.until && self.result.as_ref().map_or(true, |t| t.valid_at(now, self.leeway))
+    }
+}
+
+/// One issuer's keys in this VM.
+#[derive(Default)]
+struct KeyState {
+    jwks: Option<keybound_core::jwk::Jwks>,
+    /// Version of the shared JWKS adopted (0: none; inline keys stay at 0).
+    version: u64,
+    /// When that JWKS was fetched (unix seconds).
+    fetched_at: u64,
+}
+
+/// Per-VM state: configuration, issuer keys and the verified-token cache.
 pub struct Gate {
     config: Config,
     replay: ReplayCache,
-    /// Verified tokens by SHA-256 of the token, with their issuer's leeway.
-    tokens: HashMap<[u8; 32], (VerifiedToken, u64)>,
+    /// Each issuer's keys, by index in the configuration.
+    keys: Vec<KeyState>,
+    /// Verified tokens and introspection answers by SHA-256 of the token.
+    tokens: HashMap<[u8; 32], Cached>,
     /// The claim header names, then `dpop` if configured (see [`Strip`]).
     strip: Vec<String>,
     /// The `algs` of DPoP challenges.
@@ -142,9 +218,21 @@ impl Gate {
             strip.push("dpop".into());
         }
         let algs = config.proof.algs.to_vec();
+        let keys = config
+            .issuers
+            .iter()
+            .map(|i| match &i.keys {
+                Keys::Inline(jwks) => KeyState {
+                    jwks: Some(jwks.clone()),
+                    ..KeyState::default()
+                },
+                Keys::Remote(_) => KeyState::default(),
+            })
+            .collect();
         Gate {
             config,
             replay,
+            keys,
             tokens: HashMap::new(),
             strip,
             algs,
@@ -175,8 +263,180 @@ impl Gate {
         self.tokens.len()
     }
 
+    /// Creates the shared-data keys of this configuration (replay buckets, shared JWKS and fetch
+    /// locks) that do not exist yet. Called at configure time by every VM.
+    ///
+    /// # Errors
+    /// If the host's shared data fails.
+    pub fn prepare_shared(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        self.replay.create_buckets(store)?;
+        for (i, issuer) in self.config.issuers.iter().enumerate() {
+            if matches!(issuer.keys, Keys::Remote(_)) {
+                for key in [jwks_key(i), lock_key(i)] {
+                    if store.get(&key)?.0.is_none() {
+                        store.set(&key, b"", None)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether issuer `i` has keys in this VM.
+    pub fn has_keys(&self, i: usize) -> bool {
+        self.keys.get(i).is_some_and(|k| k.jwks.is_some())
+    }
+
+    /// The periodic work, called on every tick: adopts JWKS that other VMs fetched, and returns
+    /// the fetches this VM should make now (refresh due or keys missing, and this VM won the
+    /// instance-wide rate limit).
+    pub fn due_fetches(&mut self, store: &dyn SharedStore, now: u64) -> Vec<Fetch> {
+        let mut out = Vec::new();
+        for (i, issuer) in self.config.issuers.iter().enumerate() {
+            let (Keys::Remote(remote), Some(state)) = (&issuer.keys, self.keys.get_mut(i)) else {
+                continue;
+            };
+            sync_keys(state, i, store);
+            let due = state.jwks.is_none() || now >= state.fetched_at.saturating_add(remote.refresh_seconds);
+            if due && claim_fetch(store, i, remote.min_refetch_seconds, now) {
+                out.push(Fetch::Jwks(i));
+            }
+        }
+        out
+    }
+
+    /// The HTTP call for a fetch (`None` if it does not apply to this configuration).
+    pub fn call_for(&self, fetch: &Fetch) -> Option<HttpCall<'_>> {
+        match fetch {
+            Fetch::Jwks(i) => match &self.config.issuers.get(*i)?.keys {
+                Keys::Remote(r) => Some(HttpCall {
+                    target: &r.target,
+                    headers: vec![
+                        (":method", "GET".into()),
+                        (":path", r.target.path.clone()),
+                        (":authority", r.target.authority.clone()),
+                        ("accept", "application/jwk-set+json, application/json".into()),
+                    ],
+                    body: None,
+                }),
+                Keys::Inline(_) => None,
+            },
+            Fetch::Introspect(token) => {
+                let intro = self.config.introspection.as_ref()?;
+                Some(HttpCall {
+                    target: &intro.target,
+                    headers: vec![
+                        (":method", "POST".into()),
+                        (":path", intro.target.path.clone()),
+                        (":authority", intro.target.authority.clone()),
+                        ("content-type", "application/x-www-form-urlencoded".into()),
+                        ("accept", "application/json".into()),
+                        ("authorization", intro.authorization.clone()),
+                    ],
+                    body: Some(format!("token={}&token_type_hint=access_token", form_encode(token)).into_bytes()),
+                })
+            }
+        }
+    }
+
+    /// Takes the answer of a JWKS fetch for issuer `i`: on success (200, a JWKS with at least
+    /// one usable key, at most [`MAX_JWKS_BYTES`]) the keys replace this VM's and are published
+    /// to the other VMs; on failure the old keys stay. Returns the number of keys, or why the
+    /// answer was refused.
+    ///
+    /// # Errors
+    /// A message for the log (the status, or what is wrong with the document).
+    pub fn jwks_response(
+        &mut self,
+        i: usize,
+        status: Option<u16>,
+        body: &[u8],
+        store: &dyn SharedStore,
+        now: u64,
+    ) -> Result<usize, String> {
+        if status != Some(200) {
+            return Err(format!("status {}", status.map_or("none".into(), |s| s.to_string())));
+        }
+        if body.len() > MAX_JWKS_BYTES {
+            return Err(format!("document larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        let json = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_owned())?;
+        let jwks = parse_jwks(json, "jwks_uri response").map_err(|e| e.to_string())?;
+        let n = jwks.keys().len();
+        let state = self.keys.get_mut(i).ok_or("no such issuer")?;
+        let shared = store
+            .get(&jwks_key(i))
+            .ok()
+            .and_then(|(v, _)| v)
+            .and_then(|v| shared_header(&v).map(|(version, _)| version))
+            .unwrap_or(0);
+        let version = state.version.max(shared) + 1;
+        // Publishing is best effort: this VM has the keys either way.
+        let _ = store.set(&jwks_key(i), format!("{version} {now}\n{json}").as_bytes(), None);
+        *state = KeyState {
+            jwks: Some(jwks),
+            version,
+            fetched_at: now,
+        };
+        Ok(n)
+    }
+
+    /// Takes the answer of an introspection call for `token` and caches it (active or not).
+    ///
+    /// # Errors
+    /// `introspection_unavailable` if the call failed or the answer is not an introspection
+    /// response; the request is then refused with 503.
+    pub fn introspection_response(
+        &mut self,
+        token: &str,
+        status: Option<u16>,
+        body: &[u8],
+        now: u64,
+    ) -> Result<(), &'static str> {
+        let intro = self.config.introspection.as_ref().ok_or("introspection_unavailable")?;
+        if status != Some(200) {
+            return Err("introspection_unavailable");
+        }
+        let result = token::verify_introspection(body, &intro.policy, now);
+        let until = match &result {
+            Err(Error::Malformed { .. }) => return Err("introspection_unavailable"),
+            Err(_) => now + NEGATIVE_CACHE_SECONDS.min(intro.max_cache_seconds),
+            Ok(t) => t
+                .claims()
+                .exp
+                .map_or(u64::MAX, |exp| u64::try_from(exp).unwrap_or(0))
+                .min(now.saturating_add(intro.max_cache_seconds)),
+        };
+        let leeway = intro.policy.leeway;
+        let max = self.config.token_cache_entries.max(1);
+        cache_put(
+            &mut self.tokens,
+            max,
+            token_key(token),
+            Cached { result, leeway, until },
+            now,
+        );
+        Ok(())
+    }
+
     /// Decides a request.
     pub fn decide(&mut self, req: &Request<'_>, store: &dyn SharedStore, verifier: &dyn Verifier) -> Outcome {
+        self.decide_with(req, store, verifier, true)
+    }
+
+    /// Decides a request after the fetch an earlier [`Outcome::Fetch`] asked for; never asks for
+    /// another.
+    pub fn decide_again(&mut self, req: &Request<'_>, store: &dyn SharedStore, verifier: &dyn Verifier) -> Outcome {
+        self.decide_with(req, store, verifier, false)
+    }
+
+    fn decide_with(
+        &mut self,
+        req: &Request<'_>,
+        store: &dyn SharedStore,
+        verifier: &dyn Verifier,
+        may_fetch: bool,
+    ) -> Outcome {
         let (scopes, allow_bearer) = match self.config.rule_for(req.method, req.path) {
             Auth::None => {
                 return Outcome::Allow {
@@ -193,7 +453,7 @@ impl Gate {
             Auth::Token { scopes, allow_bearer } => (scopes, allow_bearer),
         };
         let mut log = DecisionLog::default();
-        match self.verify(req, &scopes, allow_bearer, store, verifier, &mut log) {
+        match self.verify(req, &scopes, allow_bearer, (store, verifier, may_fetch), &mut log) {
             Ok((set, fresh_nonce)) => {
                 log.decision = "allow";
                 log.reason = "ok";
@@ -204,6 +464,7 @@ impl Gate {
                     log,
                 }
             }
+            Err(Failure::Fetch(f)) => Outcome::Fetch(f),
             Err(Failure::Unavailable(reason)) => {
                 log.decision = "unavailable";
                 log.reason = reason;
@@ -302,8 +563,7 @@ impl Gate {
         req: &Request<'_>,
         scopes: &[String],
         allow_bearer: bool,
-        store: &dyn SharedStore,
-        verifier: &dyn Verifier,
+        (store, verifier, may_fetch): (&dyn SharedStore, &dyn Verifier, bool),
         log: &mut DecisionLog,
     ) -> Result<Allowed, Failure> {
         let htu = self.htu(req)?;
@@ -328,38 +588,87 @@ impl Gate {
             allow_bearer,
             required_scopes: scopes,
         };
-        let (issuers, tokens, max) = (&self.config.issuers, &mut self.tokens, self.config.token_cache_entries);
+        let (config, keys, tokens) = (&self.config, &mut self.keys, &mut self.tokens);
+        let now = req.now;
         let mut hit = false;
-        let verified = verify_request(&resource, &route, req.now, verifier, |t| {
-            let key: [u8; 32] = Sha256::digest(t.as_bytes()).into();
-            if let Some((cached, leeway)) = tokens.get(&key) {
-                if cached.valid_at(req.now, *leeway) {
+        // Set when the token cannot be decided without the network (or the network failed).
+        let mut need: Option<Failure> = None;
+        let verified = verify_request(&resource, &route, now, verifier, |t| {
+            let key = token_key(t);
+            if let Some(cached) = tokens.get(&key) {
+                if cached.usable(now) {
                     hit = true;
-                    return Ok(cached.clone());
+                    return cached.result.clone();
                 }
                 tokens.remove(&key);
             }
+            if t.split('.').count() != 3 {
+                // Not a JWT: an opaque token, for introspection if configured.
+                if config.introspection.is_none() {
+                    return Err(Error::Malformed {
+                        part: keybound_core::Part::AccessToken,
+                        what: "not a JWT",
+                    });
+                }
+                need = Some(if may_fetch {
+                    Failure::Fetch(Fetch::Introspect(t.to_owned()))
+                } else {
+                    Failure::Unavailable("introspection_unavailable")
+                });
+                return Err(Error::TokenInactive);
+            }
             let iss = token::unverified_issuer(t).ok_or(Error::Malformed {
                 part: keybound_core::Part::AccessToken,
-                what: "not a JWT with iss",
+                what: "JWT without iss",
             })?;
-            let issuer = issuers
+            let (i, issuer) = config
+                .issuers
                 .iter()
-                .find(|i| i.policy.issuer == iss)
+                .enumerate()
+                .find(|(_, i)| i.policy.issuer == iss)
                 .ok_or(Error::IssuerMismatch)?;
-            let v = token::verify_jwt(t, &issuer.jwks, &issuer.policy, req.now, verifier)?;
-            if max > 0 {
-                if tokens.len() >= max {
-                    tokens.retain(|_, (tok, leeway)| tok.valid_at(req.now, *leeway));
-                    if tokens.len() >= max {
-                        tokens.clear();
-                    }
+            let state = keys.get_mut(i).ok_or(Error::IssuerMismatch)?;
+            let remote = match &issuer.keys {
+                Keys::Remote(r) => Some(r),
+                Keys::Inline(_) => None,
+            };
+            if state.jwks.is_none() {
+                sync_keys(state, i, store);
+            }
+            let mut result = match &state.jwks {
+                Some(jwks) => token::verify_jwt(t, jwks, &issuer.policy, now, verifier),
+                None => Err(Error::UnknownKey {
+                    part: keybound_core::Part::AccessToken,
+                }),
+            };
+            if let (Err(Error::UnknownKey { .. }), Some(remote)) = (&result, remote) {
+                // Rotation at the issuer: another VM may have the new keys already; otherwise
+                // fetch them (rate-limited) and decide again.
+                if sync_keys(state, i, store)
+                    && let Some(jwks) = &state.jwks
+                {
+                    result = token::verify_jwt(t, jwks, &issuer.policy, now, verifier);
+                } else if may_fetch && claim_fetch(store, i, remote.min_refetch_seconds, now) {
+                    need = Some(Failure::Fetch(Fetch::Jwks(i)));
+                } else if state.jwks.is_none() {
+                    need = Some(Failure::Unavailable("jwks_unavailable"));
                 }
-                tokens.insert(key, (v.clone(), issuer.policy.leeway));
+            }
+            let v = result?;
+            if config.token_cache_entries > 0 {
+                let entry = Cached {
+                    result: Ok(v.clone()),
+                    leeway: issuer.policy.leeway,
+                    until: u64::MAX,
+                };
+                cache_put(tokens, config.token_cache_entries, key, entry, now);
             }
             Ok(v)
         });
         log.token_cache_hit = hit;
+        if let (Err(_), Some(need)) = (&verified, need) {
+            return Err(need);
+        }
         let verified = verified?;
         let claims = verified.token().claims();
         log.client_id = claims.client_id.clone();
@@ -411,6 +720,87 @@ type Allowed = (Vec<(String, String)>, Option<String>);
 enum Failure {
     Denied(Error),
     Unavailable(&'static str),
+    Fetch(Fetch),
+}
+
+fn token_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Inserts into the bounded token cache: when full, expired entries go first, then everything
+/// (the cache only saves work; correctness never depends on it).
+fn cache_put(tokens: &mut HashMap<[u8; 32], Cached>, max: usize, key: [u8; 32], entry: Cached, now: u64) {
+    if tokens.len() >= max {
+        tokens.retain(|_, c| c.usable(now));
+        if tokens.len() >= max {
+            tokens.clear();
+        }
+    }
+    tokens.insert(key, entry);
+}
+
+fn jwks_key(i: usize) -> String {
+    format!("kb/jwks/{i}")
+}
+
+fn lock_key(i: usize) -> String {
+    format!("kb/jwks-lock/{i}")
+}
+
+/// `<version> <fetched_at>` from the first line of a shared JWKS value.
+fn shared_header(value: &[u8]) -> Option<(u64, u64)> {
+    let end = value.iter().position(|&b| b == b'\n')?;
+    let head = std::str::from_utf8(value.get(..end)?).ok()?;
+    let (version, fetched_at) = head.split_once(' ')?;
+    Some((version.parse().ok()?, fetched_at.parse().ok()?))
+}
+
+/// Adopts the shared JWKS of issuer `i` if it is newer than this VM's. Returns whether it did.
+fn sync_keys(state: &mut KeyState, i: usize, store: &dyn SharedStore) -> bool {
+    let Ok((Some(value), _)) = store.get(&jwks_key(i)) else {
+        return false;
+    };
+    let Some((version, fetched_at)) = shared_header(&value) else {
+        return false;
+    };
+    if version <= state.version {
+        return false;
+    }
+    let json = value
+        .iter()
+        .position(|&b| b == b'\n')
+        .and_then(|n| value.get(n + 1..))
+        .and_then(|j| std::str::from_utf8(j).ok());
+    match json.map(|j| parse_jwks(j, "shared JWKS")) {
+        Some(Ok(jwks)) => {
+            *state = KeyState {
+                jwks: Some(jwks),
+                version,
+                fetched_at,
+            };
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Claims the instance-wide right to fetch issuer `i`'s JWKS now: succeeds if the last attempt
+/// is at least `min_interval` seconds old and this VM moves its time forward first (CAS).
+fn claim_fetch(store: &dyn SharedStore, i: usize, min_interval: u64, now: u64) -> bool {
+    let Ok((value, cas)) = store.get(&lock_key(i)) else {
+        return false;
+    };
+    let last: u64 = value
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if last != 0 && now < last.saturating_add(min_interval) {
+        return false;
+    }
+    matches!(
+        store.set(&lock_key(i), now.to_string().as_bytes(), cas),
+        Ok(Cas::Written)
+    )
 }
 
 impl From<Error> for Failure {

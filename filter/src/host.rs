@@ -4,15 +4,17 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keybound_core::jws::RustCrypto;
+use keybound_core::jwk::PublicKey;
+use keybound_core::jws::{Alg, P256Signer, RustCrypto, Signer, Verifier};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
-use crate::config::Config;
-use crate::gate::{DecisionLog, Gate, Outcome, Request};
+use crate::config::{Config, VerifierChoice};
+use crate::envoy_crypto::{es256_der, p256_spki, result_is_valid, verify_args};
+use crate::gate::{DecisionLog, Fetch, Gate, Outcome, Request};
 use crate::replay::{Cas, SharedStore, StoreError};
 
 proxy_wasm::main! {{
@@ -77,41 +79,203 @@ impl SharedStore for Shared {
     }
 }
 
+/// Signature verification: ES256 through Envoy's `verify_signature` (BoringSSL) when chosen,
+/// everything else (and ES256 otherwise) in pure Rust.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum HostVerifier {
+    Envoy,
+    #[default]
+    Rust,
+}
+
+impl Verifier for HostVerifier {
+    fn verify(&self, alg: Alg, key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
+        match (self, alg, key) {
+            (HostVerifier::Envoy, Alg::Es256, PublicKey::P256 { x, y }) => envoy_es256(x, y, message, signature),
+            _ => RustCrypto.verify(alg, key, message, signature),
+        }
+    }
+}
+
+fn envoy_es256(x: &[u8; 32], y: &[u8; 32], message: &[u8], jose: &[u8]) -> bool {
+    let Some(der) = es256_der(jose) else {
+        return false;
+    };
+    let args = verify_args(&p256_spki(x, y), &der, message);
+    matches!(
+        hostcalls::call_foreign_function("verify_signature", Some(&args)),
+        Ok(Some(out)) if result_is_valid(&out)
+    )
+}
+
+/// Whether the host's `verify_signature` works: it must accept a good ES256 signature and refuse
+/// the same signature with one bit flipped.
+fn host_verifier_works() -> bool {
+    let Ok(signer) = P256Signer::from_bytes(&[0x4b; 32]) else {
+        return false;
+    };
+    let message = b"keybound: verify_signature probe";
+    let (Ok(mut sig), PublicKey::P256 { x, y }) = (signer.sign(message), signer.public_key()) else {
+        return false;
+    };
+    let good = envoy_es256(x, y, message, &sig);
+    if let Some(b) = sig.get_mut(10) {
+        *b ^= 1;
+    }
+    good && !envoy_es256(x, y, message, &sig)
+}
+
+fn now_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Makes the HTTP call for a fetch from `ctx`; returns the call's token.
+fn dispatch(ctx: &dyn Context, gate: &Gate, fetch: &Fetch) -> Result<u32, String> {
+    let call = gate.call_for(fetch).ok_or("no such fetch")?;
+    let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ctx.dispatch_http_call(
+        &call.target.cluster,
+        headers,
+        call.body.as_deref(),
+        vec![],
+        Duration::from_millis(call.target.timeout_ms),
+    )
+    .map_err(|s| format!("dispatch to cluster {:?} failed: {s:?}", call.target.cluster))
+}
+
+/// Hands a call's answer to the gate, with metrics and a log line.
+fn take_answer(gate: &mut Gate, metrics: &mut Metrics, fetch: &Fetch, status: Option<u16>, body: &[u8], now: u64) {
+    match fetch {
+        Fetch::Jwks(i) => match gate.jwks_response(*i, status, body, &Shared, now) {
+            Ok(n) => {
+                metrics.inc("keybound.jwks_fetch_ok");
+                log(LogLevel::Info, &format!("keybound: issuer {i}: fetched {n} key(s)"));
+            }
+            Err(e) => {
+                metrics.inc("keybound.jwks_fetch_failed");
+                log(
+                    LogLevel::Warn,
+                    &format!("keybound: issuer {i}: JWKS fetch failed ({e}); keeping the keys we have"),
+                );
+            }
+        },
+        Fetch::Introspect(token) => {
+            if let Err(reason) = gate.introspection_response(token, status, body, now) {
+                metrics.inc("keybound.introspection_failed");
+                log(
+                    LogLevel::Warn,
+                    &format!("keybound: introspection failed ({reason}, status {status:?})"),
+                );
+            }
+        }
+    }
+}
+
+fn call_answer(ctx: &dyn Context, body_size: usize) -> (Option<u16>, Vec<u8>) {
+    let status = ctx
+        .get_http_call_response_header(":status")
+        .and_then(|s| s.parse().ok());
+    let body = if body_size > 0 {
+        ctx.get_http_call_response_body(0, body_size).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    (status, body)
+}
+
 #[derive(Default)]
 struct Root {
     gate: Option<Rc<RefCell<Gate>>>,
     metrics: Rc<RefCell<Metrics>>,
+    verifier: HostVerifier,
+    /// JWKS fetches in flight from this root context, by call token.
+    pending: HashMap<u32, Fetch>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let (Some(fetch), Some(gate)) = (self.pending.remove(&token), self.gate.clone()) else {
+            return;
+        };
+        let (status, body) = call_answer(self, body_size);
+        let now = now_secs(self.get_current_time());
+        take_answer(
+            &mut gate.borrow_mut(),
+            &mut self.metrics.borrow_mut(),
+            &fetch,
+            status,
+            &body,
+            now,
+        );
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration().unwrap_or_default();
-        match Config::parse(&raw) {
-            Ok(config) => {
-                let gate = Gate::new(config);
-                if let Err(e) = gate.replay().create_buckets(&Shared) {
-                    log(
-                        LogLevel::Critical,
-                        &format!("keybound: cannot create the replay cache: {e:?}"),
-                    );
-                    return false;
-                }
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "keybound: configured {} issuer(s); replay cache up to {} bytes",
-                        gate.config().issuers.len(),
-                        gate.replay().max_bytes()
-                    ),
-                );
-                self.gate = Some(Rc::new(RefCell::new(gate)));
-                true
-            }
+        let config = match Config::parse(&raw) {
+            Ok(config) => config,
             Err(e) => {
                 log(LogLevel::Critical, &format!("keybound: refusing configuration: {e}"));
-                false
+                return false;
+            }
+        };
+        self.verifier = match config.verifier {
+            VerifierChoice::Rust => HostVerifier::Rust,
+            VerifierChoice::Auto if host_verifier_works() => HostVerifier::Envoy,
+            VerifierChoice::Auto => HostVerifier::Rust,
+            VerifierChoice::Envoy if host_verifier_works() => HostVerifier::Envoy,
+            VerifierChoice::Envoy => {
+                log(
+                    LogLevel::Critical,
+                    "keybound: refusing configuration: verifier: \"envoy\" but this host has no working verify_signature",
+                );
+                return false;
+            }
+        };
+        let gate = Gate::new(config);
+        if let Err(e) = gate.prepare_shared(&Shared) {
+            log(
+                LogLevel::Critical,
+                &format!("keybound: cannot create shared data: {e:?}"),
+            );
+            return false;
+        }
+        if gate.config().has_remote_keys() {
+            self.set_tick_period(Duration::from_millis(500));
+        }
+        log(
+            LogLevel::Info,
+            &format!(
+                "keybound: configured {} issuer(s); replay cache up to {} bytes; ES256 verified by {}",
+                gate.config().issuers.len(),
+                gate.replay().max_bytes(),
+                match self.verifier {
+                    HostVerifier::Envoy => "Envoy (BoringSSL verify_signature)",
+                    HostVerifier::Rust => "keybound-core (pure Rust)",
+                }
+            ),
+        );
+        self.gate = Some(Rc::new(RefCell::new(gate)));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(gate) = self.gate.clone() else {
+            return;
+        };
+        let now = now_secs(self.get_current_time());
+        let fetches = gate.borrow_mut().due_fetches(&Shared, now);
+        for fetch in fetches {
+            self.metrics.borrow_mut().inc("keybound.jwks_fetches");
+            match dispatch(self, &gate.borrow(), &fetch) {
+                Ok(token) => {
+                    self.pending.insert(token, fetch);
+                }
+                Err(e) => {
+                    self.metrics.borrow_mut().inc("keybound.jwks_fetch_failed");
+                    log(LogLevel::Warn, &format!("keybound: JWKS fetch not sent: {e}"));
+                }
             }
         }
     }
@@ -120,7 +284,9 @@ impl RootContext for Root {
         Some(Box::new(Http {
             gate: self.gate.clone(),
             metrics: self.metrics.clone(),
+            verifier: self.verifier,
             fresh_nonce: None,
+            pending: None,
         }))
     }
 
@@ -132,24 +298,24 @@ impl RootContext for Root {
 struct Http {
     gate: Option<Rc<RefCell<Gate>>>,
     metrics: Rc<RefCell<Metrics>>,
+    verifier: HostVerifier,
     fresh_nonce: Option<String>,
+    /// The fetch this request waits for.
+    pending: Option<Fetch>,
 }
-
-impl Context for Http {}
 
 fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
-impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+const UNAVAILABLE: &[u8] = br#"{"error":"temporarily_unavailable"}"#;
+
+impl Http {
+    /// Decides the request (again, after a fetch, if `resumed`) and acts on the outcome.
+    fn run(&mut self, resumed: bool) -> Action {
         let Some(gate) = self.gate.clone() else {
             // Fail closed: no configuration, no traffic.
-            self.send_http_response(
-                503,
-                vec![("content-type", "application/json")],
-                Some(br#"{"error":"temporarily_unavailable"}"#),
-            );
+            self.send_http_response(503, vec![("content-type", "application/json")], Some(UNAVAILABLE));
             return Action::Pause;
         };
         let headers = self.get_http_request_headers();
@@ -163,11 +329,6 @@ impl HttpContext for Http {
         let digest = self
             .get_property(vec!["connection", "sha256_peer_certificate_digest"])
             .and_then(|b| String::from_utf8(b).ok());
-        let now = self
-            .get_current_time()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         let req = Request {
             method: pseudo(":method"),
             scheme: pseudo(":scheme"),
@@ -175,9 +336,13 @@ impl HttpContext for Http {
             path: pseudo(":path"),
             headers: &headers,
             peer_cert_digest: digest.as_deref(),
-            now,
+            now: now_secs(self.get_current_time()),
         };
-        let outcome = gate.borrow_mut().decide(&req, &Shared, &RustCrypto);
+        let outcome = if resumed {
+            gate.borrow_mut().decide_again(&req, &Shared, &self.verifier)
+        } else {
+            gate.borrow_mut().decide(&req, &Shared, &self.verifier)
+        };
         match outcome {
             Outcome::Allow {
                 strip,
@@ -196,6 +361,9 @@ impl HttpContext for Http {
                 if l.reason != "no_auth" {
                     log(LogLevel::Info, &l.to_json());
                 }
+                if resumed {
+                    self.resume_http_request();
+                }
                 Action::Continue
             }
             Outcome::Deny {
@@ -210,7 +378,63 @@ impl HttpContext for Http {
                 self.send_http_response(u32::from(status), hs, Some(body.as_bytes()));
                 Action::Pause
             }
+            Outcome::Fetch(fetch) => {
+                let metric = match fetch {
+                    Fetch::Jwks(_) => "keybound.jwks_fetches",
+                    Fetch::Introspect(_) => "keybound.introspection_calls",
+                };
+                self.metrics.borrow_mut().inc(metric);
+                let sent = if resumed {
+                    Err("a second fetch for one request".to_owned())
+                } else {
+                    dispatch(self, &gate.borrow(), &fetch)
+                };
+                match sent {
+                    Ok(_) => {
+                        self.pending = Some(fetch);
+                    }
+                    Err(e) => {
+                        log(LogLevel::Warn, &format!("keybound: {e}"));
+                        let reason = match fetch {
+                            Fetch::Jwks(_) => "jwks_unavailable",
+                            Fetch::Introspect(_) => "introspection_unavailable",
+                        };
+                        self.metrics.borrow_mut().record(&DecisionLog {
+                            decision: "unavailable",
+                            reason,
+                            ..DecisionLog::default()
+                        });
+                        self.send_http_response(503, vec![("content-type", "application/json")], Some(UNAVAILABLE));
+                    }
+                }
+                Action::Pause
+            }
         }
+    }
+}
+
+impl Context for Http {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let (Some(fetch), Some(gate)) = (self.pending.take(), self.gate.clone()) else {
+            return;
+        };
+        let (status, body) = call_answer(self, body_size);
+        let now = now_secs(self.get_current_time());
+        take_answer(
+            &mut gate.borrow_mut(),
+            &mut self.metrics.borrow_mut(),
+            &fetch,
+            status,
+            &body,
+            now,
+        );
+        self.run(true);
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        self.run(false)
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {

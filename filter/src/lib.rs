@@ -11,13 +11,17 @@
 //! verified claims as upstream headers (after removing any client copies), counts decisions in
 //! Envoy metrics and logs one JSON line per decision.
 //!
+//! Keys come inline or from a `jwks_uri` (fetched through an Envoy cluster, shared by all VMs
+//! of an instance, refreshed, refetched on an unknown `kid`, kept when a refresh fails); opaque
+//! tokens can be introspected (RFC 7662) through a cluster. ES256 signatures are verified by
+//! Envoy's BoringSSL (`verify_signature` foreign function, see [`envoy_crypto`]) when the host has
+//! it, by pure Rust otherwise.
+//!
 //! [`config`] documents the plugin configuration; [`gate`] the per-request decision;
 //! [`replay`] the shared replay cache.
-//!
-//! Not yet: fetching keys from a `jwks_uri`, introspection of opaque tokens, and Envoy's
-//! BoringSSL `verify_signature` (the pure-Rust verifier is used).
 
 pub mod config;
+pub mod envoy_crypto;
 pub mod gate;
 pub mod replay;
 

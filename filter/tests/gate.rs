@@ -3,6 +3,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
+    clippy::panic,
     reason = "test helpers fail the test on bad fixtures"
 )]
 
@@ -110,6 +111,7 @@ fn status(o: &Outcome) -> u16 {
     match o {
         Outcome::Allow { .. } => 200,
         Outcome::Deny { status, .. } => *status,
+        Outcome::Fetch(f) => panic!("unexpected fetch {f:?}"),
     }
 }
 
@@ -117,6 +119,7 @@ fn header<'a>(o: &'a Outcome, name: &str) -> Option<&'a str> {
     let list = match o {
         Outcome::Allow { set, .. } => set,
         Outcome::Deny { headers, .. } => headers,
+        Outcome::Fetch(f) => panic!("unexpected fetch {f:?}"),
     };
     list.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
@@ -124,6 +127,7 @@ fn header<'a>(o: &'a Outcome, name: &str) -> Option<&'a str> {
 fn reason(o: &Outcome) -> &'static str {
     match o {
         Outcome::Allow { log, .. } | Outcome::Deny { log, .. } => log.reason,
+        Outcome::Fetch(f) => panic!("unexpected fetch {f:?}"),
     }
 }
 

@@ -1,0 +1,443 @@
+//! Keys from a `jwks_uri` and introspection of opaque tokens, decided natively with Envoy's
+//! shared-data semantics: fail closed before the first fetch, one instance-wide fetch per interval,
+//! keys shared between VMs, rotation picked up through an unknown `kid`, keys kept when a refresh
+//! fails, introspection answers cached (active and inactive) and a failed call refused with 503.
+//! The same paths run inside a real Envoy in `tests/tests/keys.rs`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test helpers fail the test on bad fixtures"
+)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use keybound_core::dpop::{self, NewProof};
+use keybound_core::jwk::Jwk;
+use keybound_core::jws::{self, P256Signer, RustCrypto, Signer};
+use keybound_filter::config::Config;
+use keybound_filter::gate::{Fetch, Gate, Outcome, Request};
+use keybound_filter::replay::{Cas, SharedStore, StoreError};
+use serde_json::{Value, json};
+
+const NOW: u64 = 1_700_000_000;
+const ISS: &str = "https://as.example.com";
+const AUD: &str = "https://rs.example.com";
+
+/// Envoy's shared-data semantics, single-threaded (CAS ignored for absent keys).
+#[derive(Default)]
+struct Store(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+impl SharedStore for Store {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        Ok(self
+            .0
+            .borrow()
+            .get(key)
+            .map_or((None, None), |(v, c)| (Some(v.clone()), Some(*c))))
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Cas, StoreError> {
+        let mut m = self.0.borrow_mut();
+        let current = m.get(key).map(|(_, c)| *c);
+        if let (Some(cur), Some(c)) = (current, cas)
+            && cur != c
+        {
+            return Ok(Cas::Mismatch);
+        }
+        m.insert(key.into(), (value.to_vec(), current.map_or(1, |c| c + 1)));
+        Ok(Cas::Written)
+    }
+}
+
+fn signer(n: u8) -> P256Signer {
+    P256Signer::from_bytes(&[n; 32]).unwrap()
+}
+
+/// A JWKS with the issuer keys `(seed, kid)`.
+fn jwks(keys: &[(u8, &str)]) -> String {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(n, kid)| {
+            let jwk = Jwk::new(signer(*n).public_key().clone(), Some((*kid).into()), None);
+            serde_json::from_str(&jwk.to_json()).unwrap()
+        })
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+fn remote_config(extra: Value) -> Value {
+    let mut c = json!({
+        "issuers": [{"issuer": ISS, "audiences": [AUD], "jwks_uri": "http://idp.internal:8080/keys?v=1",
+            "jwks_cluster": "idp", "jwks_refresh_seconds": 300, "jwks_min_refetch_seconds": 10}],
+        "token_cache": {"max_entries": 0},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn new_gate(config: &Value, store: &Store) -> Gate {
+    let gate = Gate::new(Config::parse(config.to_string().as_bytes()).unwrap());
+    gate.prepare_shared(store).unwrap();
+    gate
+}
+
+/// A DPoP-bound access token from issuer key `(seed, kid)`.
+fn token(seed: u8, kid: &str, client_key: &dyn Signer, exp: u64) -> String {
+    let claims = json!({"iss": ISS, "aud": AUD, "sub": "alice", "client_id": "c1", "iat": NOW - 5, "exp": exp,
+        "jti": "t1", "scope": "read", "cnf": {"jkt": client_key.public_key().thumbprint().to_string()}});
+    jws::sign_json(&signer(seed), Some("at+jwt"), Some(kid), &claims).unwrap()
+}
+
+struct Client {
+    key: P256Signer,
+    jti: RefCell<u32>,
+}
+
+impl Client {
+    fn new() -> Client {
+        Client {
+            key: signer(1),
+            jti: RefCell::new(0),
+        }
+    }
+
+    /// Headers for a request with `token` and a fresh proof at `now`.
+    fn headers(&self, token: &str, now: u64) -> Vec<(String, String)> {
+        *self.jti.borrow_mut() += 1;
+        let jti = format!("jti-{}", self.jti.borrow());
+        let proof = dpop::create_proof(
+            &self.key,
+            &NewProof {
+                htm: "GET",
+                htu: "https://rs.example.com/api",
+                iat: now,
+                jti: &jti,
+                access_token: Some(token),
+                nonce: None,
+            },
+        )
+        .unwrap();
+        vec![
+            ("authorization".into(), format!("DPoP {token}")),
+            ("dpop".into(), proof),
+        ]
+    }
+}
+
+fn request(headers: &[(String, String)], now: u64) -> Request<'_> {
+    Request {
+        method: "GET",
+        scheme: "https",
+        authority: "rs.example.com",
+        path: "/api",
+        headers,
+        peer_cert_digest: None,
+        now,
+    }
+}
+
+fn decide(gate: &mut Gate, store: &Store, headers: &[(String, String)], now: u64) -> Outcome {
+    gate.decide(&request(headers, now), store, &RustCrypto)
+}
+
+fn again(gate: &mut Gate, store: &Store, headers: &[(String, String)], now: u64) -> Outcome {
+    gate.decide_again(&request(headers, now), store, &RustCrypto)
+}
+
+/// Status and reason of a final outcome.
+fn verdict(o: &Outcome) -> (u16, &'static str) {
+    match o {
+        Outcome::Allow { log, .. } => (200, log.reason),
+        Outcome::Deny { status, log, .. } => (*status, log.reason),
+        Outcome::Fetch(f) => panic!("unexpected fetch {f:?}"),
+    }
+}
+
+fn www_authenticate(o: &Outcome) -> &str {
+    match o {
+        Outcome::Deny { headers, .. } => headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .map(|(_, v)| v.as_str())
+            .unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn before_the_first_good_fetch_requests_fail_closed() {
+    let store = Store::default();
+    let mut gate = new_gate(&remote_config(json!({})), &store);
+    let client = Client::new();
+    let t = token(100, "k1", &client.key, NOW + 600);
+    let h = client.headers(&t, NOW);
+    // The first request asks for the keys, and the call is the configured one.
+    assert_eq!(decide(&mut gate, &store, &h, NOW), Outcome::Fetch(Fetch::Jwks(0)));
+    let call = gate.call_for(&Fetch::Jwks(0)).unwrap();
+    assert_eq!(call.target.cluster, "idp");
+    assert_eq!(call.target.timeout_ms, 5000);
+    assert!(call.headers.contains(&(":method", "GET".into())));
+    assert!(call.headers.contains(&(":path", "/keys?v=1".into())));
+    assert!(call.headers.contains(&(":authority", "idp.internal:8080".into())));
+    // While that fetch is in flight, a second request does not start another: 503.
+    let h2 = client.headers(&t, NOW);
+    assert_eq!(verdict(&decide(&mut gate, &store, &h2, NOW)), (503, "jwks_unavailable"));
+    // The endpoint is down: the waiting request is refused with 503, never let through.
+    assert!(gate.jwks_response(0, Some(502), b"", &store, NOW).is_err());
+    assert!(gate.jwks_response(0, None, b"", &store, NOW).is_err());
+    assert_eq!(verdict(&again(&mut gate, &store, &h, NOW)), (503, "jwks_unavailable"));
+    assert!(!gate.has_keys(0));
+    // Within the refetch interval nobody fetches; after it, the next request does.
+    let h3 = client.headers(&t, NOW + 5);
+    assert_eq!(
+        verdict(&decide(&mut gate, &store, &h3, NOW + 5)),
+        (503, "jwks_unavailable")
+    );
+    assert!(gate.due_fetches(&store, NOW + 5).is_empty());
+    let h4 = client.headers(&t, NOW + 10);
+    assert_eq!(decide(&mut gate, &store, &h4, NOW + 10), Outcome::Fetch(Fetch::Jwks(0)));
+    assert_eq!(
+        gate.jwks_response(0, Some(200), jwks(&[(100, "k1")]).as_bytes(), &store, NOW + 10),
+        Ok(1)
+    );
+    assert_eq!(verdict(&again(&mut gate, &store, &h4, NOW + 10)), (200, "ok"));
+}
+
+#[test]
+fn one_vm_fetches_and_the_others_adopt_the_keys() {
+    let store = Store::default();
+    let config = remote_config(json!({}));
+    let (mut a, mut b) = (new_gate(&config, &store), new_gate(&config, &store));
+    // On the first tick exactly one VM wins the right to fetch.
+    assert_eq!(a.due_fetches(&store, NOW), vec![Fetch::Jwks(0)]);
+    assert!(b.due_fetches(&store, NOW).is_empty());
+    a.jwks_response(0, Some(200), jwks(&[(100, "k1")]).as_bytes(), &store, NOW)
+        .unwrap();
+    // The other VM has the keys after its next tick, without a fetch of its own.
+    assert!(!b.has_keys(0));
+    assert!(b.due_fetches(&store, NOW + 1).is_empty());
+    assert!(b.has_keys(0));
+    let client = Client::new();
+    let t = token(100, "k1", &client.key, NOW + 600);
+    assert_eq!(
+        verdict(&decide(&mut b, &store, &client.headers(&t, NOW + 1), NOW + 1)),
+        (200, "ok")
+    );
+    // A third VM that never ticked finds them on its first request.
+    let mut c = new_gate(&config, &store);
+    assert_eq!(
+        verdict(&decide(&mut c, &store, &client.headers(&t, NOW + 1), NOW + 1)),
+        (200, "ok")
+    );
+    // The periodic refresh: due after jwks_refresh_seconds, for one VM only.
+    let later = NOW + 300;
+    let due: Vec<_> = [&mut a, &mut b, &mut c]
+        .into_iter()
+        .flat_map(|g| g.due_fetches(&store, later))
+        .collect();
+    assert_eq!(due, vec![Fetch::Jwks(0)]);
+}
+
+#[test]
+fn an_unknown_kid_triggers_one_refetch_then_is_rate_limited() {
+    let store = Store::default();
+    let mut gate = new_gate(&remote_config(json!({})), &store);
+    assert_eq!(gate.due_fetches(&store, NOW), vec![Fetch::Jwks(0)]);
+    gate.jwks_response(0, Some(200), jwks(&[(100, "k1")]).as_bytes(), &store, NOW)
+        .unwrap();
+    let client = Client::new();
+    // The issuer rotates to k2: a token signed by it makes the gate refetch, once.
+    let later = NOW + 60;
+    let t2 = token(101, "k2", &client.key, later + 600);
+    let h = client.headers(&t2, later);
+    assert_eq!(decide(&mut gate, &store, &h, later), Outcome::Fetch(Fetch::Jwks(0)));
+    gate.jwks_response(
+        0,
+        Some(200),
+        jwks(&[(100, "k1"), (101, "k2")]).as_bytes(),
+        &store,
+        later,
+    )
+    .unwrap();
+    assert_eq!(verdict(&again(&mut gate, &store, &h, later)), (200, "ok"));
+    // Tokens under the old key still verify.
+    let t1 = token(100, "k1", &client.key, later + 600);
+    assert_eq!(
+        verdict(&decide(&mut gate, &store, &client.headers(&t1, later), later)),
+        (200, "ok")
+    );
+    // A kid the issuer does not have: no second fetch within the interval, refused as invalid_token.
+    let t3 = token(102, "k3", &client.key, later + 600);
+    let o = decide(&mut gate, &store, &client.headers(&t3, later + 1), later + 1);
+    assert_eq!(verdict(&o), (401, "token_unknown_key"));
+    assert!(www_authenticate(&o).contains("error=\"invalid_token\""), "{o:?}");
+    // After the fetch the kid is still unknown: refused, and decide_again never fetches again.
+    let h3 = client.headers(&t3, later + 10);
+    assert_eq!(
+        decide(&mut gate, &store, &h3, later + 10),
+        Outcome::Fetch(Fetch::Jwks(0))
+    );
+    gate.jwks_response(
+        0,
+        Some(200),
+        jwks(&[(100, "k1"), (101, "k2")]).as_bytes(),
+        &store,
+        later + 10,
+    )
+    .unwrap();
+    assert_eq!(
+        verdict(&again(&mut gate, &store, &h3, later + 10)),
+        (401, "token_unknown_key")
+    );
+}
+
+#[test]
+fn keys_survive_failed_refreshes_and_bad_documents() {
+    let store = Store::default();
+    let mut gate = new_gate(&remote_config(json!({})), &store);
+    gate.due_fetches(&store, NOW);
+    gate.jwks_response(0, Some(200), jwks(&[(100, "k1")]).as_bytes(), &store, NOW)
+        .unwrap();
+    let big = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(70_000));
+    let private = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA", "d": "AAAA"}]}).to_string();
+    let bad: [(Option<u16>, &[u8]); 6] = [
+        (Some(503), b"{}"),
+        (None, b""),
+        (Some(200), b"not json"),
+        (Some(200), br#"{"keys": []}"#),
+        (Some(200), big.as_bytes()),
+        (Some(200), private.as_bytes()),
+    ];
+    let client = Client::new();
+    let t = token(100, "k1", &client.key, NOW + 6000);
+    for (i, (status, body)) in bad.iter().enumerate() {
+        let now = NOW + 300 * (i as u64 + 1);
+        assert_eq!(gate.due_fetches(&store, now), vec![Fetch::Jwks(0)], "case {i}");
+        assert!(gate.jwks_response(0, *status, body, &store, now).is_err(), "case {i}");
+        assert_eq!(
+            verdict(&decide(&mut gate, &store, &client.headers(&t, now), now)),
+            (200, "ok"),
+            "case {i}"
+        );
+    }
+}
+
+fn introspection_config() -> Value {
+    let jwk: Value = serde_json::from_str(&jwks(&[(100, "k1")])).unwrap();
+    json!({
+        "issuers": [{"issuer": ISS, "audiences": [AUD], "jwks": jwk}],
+        "introspection": {"endpoint": "https://as.internal/introspect", "cluster": "as", "client_id": "gw 1",
+            "client_secret": "s3cret:+", "issuer": ISS, "audiences": [AUD], "max_cache_seconds": 120},
+    })
+}
+
+fn active(client: &Client, exp: u64) -> String {
+    json!({"active": true, "iss": ISS, "aud": AUD, "sub": "alice", "client_id": "c1", "scope": "read",
+        "exp": exp, "token_type": "DPoP", "cnf": {"jkt": client.key.public_key().thumbprint().to_string()}})
+    .to_string()
+}
+
+#[test]
+fn opaque_tokens_are_introspected_once_and_cached_until_exp() {
+    let store = Store::default();
+    let mut gate = new_gate(&introspection_config(), &store);
+    let client = Client::new();
+    let opaque = "2YotnFZFEjr1zCsicMWpAA";
+    let h = client.headers(opaque, NOW);
+    let fetch = Fetch::Introspect(opaque.into());
+    assert_eq!(decide(&mut gate, &store, &h, NOW), Outcome::Fetch(fetch.clone()));
+    let call = gate.call_for(&fetch).unwrap();
+    assert_eq!(call.target.cluster, "as");
+    assert!(call.headers.contains(&(":method", "POST".into())));
+    assert!(call.headers.contains(&(":path", "/introspect".into())));
+    assert!(
+        call.headers
+            .contains(&("content-type", "application/x-www-form-urlencoded".into()))
+    );
+    // client_secret_basic: form-encoded id and secret (RFC 6749 §2.3.1), then base64.
+    // base64("gw%201:s3cret%3A%2B")
+    assert!(
+        call.headers
+            .contains(&("authorization", "Basic Z3clMjAxOnMzY3JldCUzQSUyQg==".into())),
+        "{:?}",
+        call.headers
+    );
+    assert_eq!(
+        call.body.as_deref(),
+        Some(&b"token=2YotnFZFEjr1zCsicMWpAA&token_type_hint=access_token"[..])
+    );
+    let exp = NOW + 100;
+    gate.introspection_response(opaque, Some(200), active(&client, exp).as_bytes(), NOW)
+        .unwrap();
+    let o = again(&mut gate, &store, &h, NOW);
+    assert_eq!(verdict(&o), (200, "ok"));
+    // The second request makes no call: the answer is cached, and the binding is still checked.
+    let o = decide(&mut gate, &store, &client.headers(opaque, NOW + 1), NOW + 1);
+    assert!(matches!(&o, Outcome::Allow { log, .. } if log.token_cache_hit), "{o:?}");
+    let thief = Client {
+        key: signer(9),
+        jti: RefCell::new(100),
+    };
+    let o = decide(&mut gate, &store, &thief.headers(opaque, NOW + 1), NOW + 1);
+    assert_eq!(verdict(&o).0, 401, "{o:?}");
+    // After exp (and leeway) the cached answer is not used: a new call.
+    let late = exp + 11;
+    assert!(matches!(
+        decide(&mut gate, &store, &client.headers(opaque, late), late),
+        Outcome::Fetch(_)
+    ));
+}
+
+#[test]
+fn inactive_tokens_are_refused_and_a_failed_introspection_is_503() {
+    let store = Store::default();
+    let mut gate = new_gate(&introspection_config(), &store);
+    let client = Client::new();
+    let revoked = "revoked-token";
+    let h = client.headers(revoked, NOW);
+    assert!(matches!(decide(&mut gate, &store, &h, NOW), Outcome::Fetch(_)));
+    gate.introspection_response(revoked, Some(200), br#"{"active": false}"#, NOW)
+        .unwrap();
+    let o = again(&mut gate, &store, &h, NOW);
+    assert_eq!(verdict(&o), (401, "token_inactive"));
+    assert!(www_authenticate(&o).contains("error=\"invalid_token\""));
+    // Cached: the next attempt makes no call.
+    let o = decide(&mut gate, &store, &client.headers(revoked, NOW + 1), NOW + 1);
+    assert_eq!(verdict(&o), (401, "token_inactive"));
+    // A token for another resource server is refused too.
+    let other = "other-audience";
+    let h = client.headers(other, NOW);
+    assert!(matches!(decide(&mut gate, &store, &h, NOW), Outcome::Fetch(_)));
+    let body = active(&client, NOW + 100).replace(AUD, "https://elsewhere.example");
+    gate.introspection_response(other, Some(200), body.as_bytes(), NOW)
+        .unwrap();
+    assert_eq!(verdict(&again(&mut gate, &store, &h, NOW)).0, 401);
+    // The server fails, or answers garbage: 503, nothing cached, the next request asks again.
+    for (status, body) in [(Some(500), &b"{}"[..]), (None, b""), (Some(200), b"<html>")] {
+        let t = "unlucky";
+        let h = client.headers(t, NOW);
+        assert!(matches!(decide(&mut gate, &store, &h, NOW), Outcome::Fetch(_)));
+        assert_eq!(
+            gate.introspection_response(t, status, body, NOW),
+            Err("introspection_unavailable")
+        );
+        assert_eq!(
+            verdict(&again(&mut gate, &store, &h, NOW)),
+            (503, "introspection_unavailable")
+        );
+    }
+}
+
+#[test]
+fn without_introspection_opaque_tokens_are_invalid() {
+    let store = Store::default();
+    let config = remote_config(json!({}));
+    let mut gate = new_gate(&config, &store);
+    let client = Client::new();
+    let o = decide(&mut gate, &store, &client.headers("opaque", NOW), NOW);
+    assert_eq!(verdict(&o).0, 401);
+    assert!(www_authenticate(&o).contains("invalid_token"));
+}
