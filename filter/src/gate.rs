@@ -266,6 +266,11 @@ impl Gate {
     /// Creates the shared-data keys of this configuration (replay buckets, shared JWKS and fetch
     /// locks) that do not exist yet. Called at configure time by every VM.
     ///
+    /// Creation is `get`, then `set` if absent (Envoy has no insert-if-absent: CAS is ignored for
+    /// absent keys). That is safe because the main thread's VM is configured first, while
+    /// Envoy's init manager holds the listeners: every key exists before any request, so a
+    /// worker VM configured later (lazily, on its first request) finds them and writes nothing.
+    ///
     /// # Errors
     /// If the host's shared data fails.
     pub fn prepare_shared(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
