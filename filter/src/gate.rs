@@ -267,9 +267,9 @@ impl Gate {
     /// locks) that do not exist yet. Called at configure time by every VM.
     ///
     /// Creation is `get`, then `set` if absent (Envoy has no insert-if-absent: CAS is ignored for
-    /// absent keys). That is safe because the main thread's VM is configured first, while
-    /// Envoy's init manager holds the listeners: every key exists before any request, so a
-    /// worker VM configured later (lazily, on its first request) finds them and writes nothing.
+    /// absent keys). That is safe because Envoy configures the main thread's VM first (in
+    /// `createWasm`, under the listener's init manager) and only then clones it to the workers:
+    /// every key exists before any request, so the worker VMs find them and write nothing.
     ///
     /// # Errors
     /// If the host's shared data fails.
