@@ -308,6 +308,11 @@ fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
+/// Whether Envoy would print an info line (so the decision line is only built when it is shown).
+fn info_enabled() -> bool {
+    hostcalls::get_log_level().map_or(true, |l| l as u32 <= LogLevel::Info as u32)
+}
+
 const UNAVAILABLE: &[u8] = br#"{"error":"temporarily_unavailable"}"#;
 
 impl Http {
@@ -350,15 +355,18 @@ impl Http {
                 fresh_nonce,
                 log: l,
             } => {
+                // Remove only what is there: each removal is a call into Envoy.
                 for name in gate.borrow().strip(strip) {
-                    self.set_http_request_header(name, None);
+                    if headers.iter().any(|(k, _)| k == name) {
+                        self.set_http_request_header(name, None);
+                    }
                 }
                 for (name, value) in &set {
                     self.set_http_request_header(name, Some(value));
                 }
                 self.fresh_nonce = fresh_nonce;
                 self.metrics.borrow_mut().record(&l);
-                if l.reason != "no_auth" {
+                if l.reason != "no_auth" && info_enabled() {
                     log(LogLevel::Info, &l.to_json());
                 }
                 if resumed {
@@ -373,7 +381,9 @@ impl Http {
                 log: l,
             } => {
                 self.metrics.borrow_mut().record(&l);
-                log(LogLevel::Info, &l.to_json());
+                if info_enabled() {
+                    log(LogLevel::Info, &l.to_json());
+                }
                 let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 self.send_http_response(u32::from(status), hs, Some(body.as_bytes()));
                 Action::Pause
