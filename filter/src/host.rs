@@ -26,21 +26,47 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct Metrics {
     ids: HashMap<String, u32>,
+    /// Decisions since the gauges were last updated.
+    since_gauges: u32,
 }
 
+/// The gauges are refreshed every this many decisions (they cost a call into Envoy each).
+const GAUGE_EVERY: u32 = 1024;
+
 impl Metrics {
+    fn id(&mut self, kind: MetricType, name: &str) -> Option<u32> {
+        if let Some(id) = self.ids.get(name) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, name).ok()?;
+        self.ids.insert(name.to_owned(), id);
+        Some(id)
+    }
+
     fn inc(&mut self, name: &str) {
-        let id = match self.ids.get(name) {
-            Some(id) => *id,
-            None => match hostcalls::define_metric(MetricType::Counter, name) {
-                Ok(id) => {
-                    self.ids.insert(name.to_owned(), id);
-                    id
-                }
-                Err(_) => return,
-            },
-        };
-        let _ = hostcalls::increment_metric(id, 1);
+        if let Some(id) = self.id(MetricType::Counter, name) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn gauge(&mut self, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Gauge, name) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
+    /// Every [`GAUGE_EVERY`] decisions: this VM's memory (wasm linear memory, which only grows)
+    /// and its token-cache size. The replay cache lives in shared data and is bounded by its
+    /// configuration (`buckets × entries_per_bucket × 24` bytes), whatever the traffic.
+    fn maybe_gauges(&mut self, gate: &Gate) {
+        self.since_gauges += 1;
+        if self.since_gauges < GAUGE_EVERY {
+            return;
+        }
+        self.since_gauges = 0;
+        let memory = core::arch::wasm32::memory_size::<0>() as u64 * 65_536;
+        self.gauge("keybound.vm_memory_bytes", memory);
+        self.gauge("keybound.token_cache_entries", gate.cached_tokens() as u64);
     }
 
     fn record(&mut self, log: &DecisionLog) {
@@ -348,6 +374,7 @@ impl Http {
         } else {
             gate.borrow_mut().decide(&req, &Shared, &self.verifier)
         };
+        self.metrics.borrow_mut().maybe_gauges(&gate.borrow());
         match outcome {
             Outcome::Allow {
                 strip,
