@@ -4,6 +4,12 @@
 //! release build of the keybound filter, an upstream that echoes the request headers it received
 //! as JSON, and a plain HTTP/1.1 client. Processes are stopped when their handle drops.
 
+pub mod tls;
+// lead's modules (e.g. `pub mod issuer;`) go here.
+pub mod issuer;
+
+pub use tls::{Identity, Pki, request_tls};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -90,14 +96,24 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) ->
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect {port}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    exchange(&mut s, method, path, headers)
+}
+
+/// Writes one request (`host: rs.example.com`, `connection: close`, the `headers` in order, an
+/// empty body) on `s` and reads the response until the server closes.
+fn exchange<S: Read + Write>(
+    s: &mut S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: rs.example.com\r\nconnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("content-length: 0\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let raw = tls::write_then_read_response(s, req.as_bytes())?;
     parse_response(&raw)
 }
 
@@ -178,6 +194,7 @@ impl Drop for Upstream {
 }
 
 fn serve(stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     loop {
@@ -209,11 +226,13 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body)?;
         let payload = serde_json::Value::Object(headers).to_string();
-        write!(
-            out,
+        // One write: `write!` would send the pieces as separate segments, and Nagle plus delayed
+        // ACKs would add ~40 ms to every request.
+        let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
             payload.len()
-        )?;
+        );
+        out.write_all(response.as_bytes())?;
         out.flush()?;
     }
 }
@@ -257,30 +276,110 @@ impl Drop for TempDir {
     }
 }
 
-/// The Envoy bootstrap for a plaintext listener, the filter with `filter_config` (JSON), and a
-/// route to `upstream_port`.
-pub fn envoy_yaml(port: u16, admin: u16, upstream_port: u16, wasm: &str, filter_config: &str) -> String {
-    let config = serde_json::Value::String(filter_config.to_owned()).to_string();
+/// A TLS listener for [`EnvoyOptions::tls`].
+#[derive(Debug, Clone, Default)]
+pub struct TlsListener {
+    /// Server certificate chain (PEM file).
+    pub cert: PathBuf,
+    /// Server private key (PEM file).
+    pub key: PathBuf,
+    /// If set, Envoy asks for a client certificate and verifies it against this CA (PEM file).
+    pub client_ca: Option<PathBuf>,
+    /// Refuse the handshake without a client certificate (needs `client_ca`).
+    pub require_client_cert: bool,
+    /// If not empty, only client certificates with one of these URI SANs are accepted.
+    pub client_uri_sans: Vec<String>,
+}
+
+/// TLS from Envoy to the `upstream` cluster, for [`EnvoyOptions::upstream_tls`].
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTls {
+    /// CA that signed the upstream's server certificate (PEM file).
+    pub ca: PathBuf,
+    /// SNI sent to the upstream (also used as the expected DNS SAN).
+    pub sni: String,
+    /// Envoy's own client certificate and key (PEM files), for mTLS to the upstream.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// Everything about an Envoy besides the filter configuration; `Default` is what
+/// [`Envoy::start`] uses: a plaintext listener and only the `upstream` cluster.
+#[derive(Debug, Clone, Default)]
+pub struct EnvoyOptions {
+    /// Extra STATIC clusters `(name, port)`: plaintext HTTP/1.1 to `127.0.0.1:port`, for the
+    /// filter's `dispatch_http_call` (JWKS, introspection).
+    pub clusters: Vec<(String, u16)>,
+    /// Serve TLS (optionally mTLS) on the listener instead of plaintext.
+    pub tls: Option<TlsListener>,
+    /// `forward_client_cert_details` of the HTTP connection manager: `SANITIZE` (Envoy's default),
+    /// `FORWARD_ONLY`, `APPEND_FORWARD`, `SANITIZE_SET` or `ALWAYS_FORWARD_ONLY`.
+    pub forward_client_cert: Option<String>,
+    /// `set_current_client_cert_details` fields set to true, of `subject`, `cert`, `chain`, `dns`,
+    /// `uri` (`Hash` and `By` are always in an element Envoy writes).
+    pub set_current_client_cert: Vec<String>,
+    /// TLS to the `upstream` cluster (e.g. a front proxy calling the gateway over mTLS).
+    pub upstream_tls: Option<UpstreamTls>,
+}
+
+fn yaml_str(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+fn path_str(p: &std::path::Path) -> String {
+    yaml_str(&p.display().to_string())
+}
+
+fn san_matchers(uris: &[String], dns: Option<&str>, indent: &str) -> String {
+    let mut out = String::new();
+    if uris.is_empty() && dns.is_none() {
+        return out;
+    }
+    out.push_str(&format!("{indent}match_typed_subject_alt_names:\n"));
+    for u in uris {
+        out.push_str(&format!(
+            "{indent}- {{ san_type: URI, matcher: {{ exact: {} }} }}\n",
+            yaml_str(u)
+        ));
+    }
+    if let Some(d) = dns {
+        out.push_str(&format!(
+            "{indent}- {{ san_type: DNS, matcher: {{ exact: {} }} }}\n",
+            yaml_str(d)
+        ));
+    }
+    out
+}
+
+fn static_cluster(name: &str, port: u16, transport: &str) -> String {
     format!(
-        r#"static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: upstream }}
-          http_filters:
-          - name: envoy.filters.http.wasm
+        r#"  - name: {name}
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+{transport}"#,
+        name = yaml_str(name)
+    )
+}
+
+/// The Envoy bootstrap: a listener on `port` (plaintext or TLS per `opts`), the keybound filter
+/// with `filter` = `(wasm path, JSON configuration)` if given (none: a plain proxy, e.g. a front
+/// hop), a route for everything to the `upstream` cluster at `upstream_port`, the extra clusters,
+/// and the admin interface on `admin`.
+pub fn bootstrap(
+    port: u16,
+    admin: u16,
+    upstream_port: u16,
+    filter: Option<(&str, &str)>,
+    opts: &EnvoyOptions,
+) -> String {
+    let wasm_filter = match filter {
+        None => String::new(),
+        Some((wasm, config)) => format!(
+            r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
@@ -293,21 +392,118 @@ pub fn envoy_yaml(port: u16, admin: u16, upstream_port: u16, wasm: &str, filter_
                 vm_config:
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: {wasm} }} }}
-          - name: envoy.filters.http.router
+"#,
+            config = yaml_str(config),
+            wasm = yaml_str(wasm)
+        ),
+    };
+    let listener_tls = match &opts.tls {
+        None => String::new(),
+        Some(t) => {
+            let validation = match &t.client_ca {
+                None => String::new(),
+                Some(ca) => format!(
+                    "            validation_context:\n              trusted_ca: {{ filename: {} }}\n{}",
+                    path_str(ca),
+                    san_matchers(&t.client_uri_sans, None, "              ")
+                ),
+            };
+            format!(
+                r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: {require}
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{ filename: {cert} }}
+              private_key: {{ filename: {key} }}
+{validation}"#,
+                require = t.require_client_cert,
+                cert = path_str(&t.cert),
+                key = path_str(&t.key),
+            )
+        }
+    };
+    let mut xfcc = String::new();
+    if let Some(mode) = &opts.forward_client_cert {
+        xfcc.push_str(&format!("          forward_client_cert_details: {mode}\n"));
+    }
+    if !opts.set_current_client_cert.is_empty() {
+        xfcc.push_str("          set_current_client_cert_details:\n");
+        for f in &opts.set_current_client_cert {
+            xfcc.push_str(&format!("            {f}: true\n"));
+        }
+    }
+    let upstream_transport = match &opts.upstream_tls {
+        None => String::new(),
+        Some(u) => {
+            let client = match &u.client_cert {
+                None => String::new(),
+                Some((cert, key)) => format!(
+                    "          tls_certificates:\n          - certificate_chain: {{ filename: {} }}\n            private_key: {{ filename: {} }}\n",
+                    path_str(cert),
+                    path_str(key)
+                ),
+            };
+            format!(
+                r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {sni}
+        common_tls_context:
+{client}          validation_context:
+            trusted_ca: {{ filename: {ca} }}
+{sans}"#,
+                sni = yaml_str(&u.sni),
+                ca = path_str(&u.ca),
+                sans = san_matchers(&[], Some(&u.sni), "            ")
+            )
+        }
+    };
+    let mut clusters = static_cluster("upstream", upstream_port, &upstream_transport);
+    for (name, p) in &opts.clusters {
+        clusters.push_str(&static_cluster(name, *p, ""));
+    }
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+{xfcc}          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream }}
+          http_filters:
+{wasm_filter}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }}
-admin:
+{listener_tls}  clusters:
+{clusters}admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 "#
+    )
+}
+
+/// The Envoy bootstrap for a plaintext listener, the filter with `filter_config` (JSON), and a
+/// route to `upstream_port`.
+pub fn envoy_yaml(port: u16, admin: u16, upstream_port: u16, wasm: &str, filter_config: &str) -> String {
+    bootstrap(
+        port,
+        admin,
+        upstream_port,
+        Some((wasm, filter_config)),
+        &EnvoyOptions::default(),
     )
 }
 
@@ -319,11 +515,41 @@ impl Envoy {
     /// If Envoy or the filter is missing, or Envoy does not become ready in 30 s (the message
     /// includes the end of its log).
     pub fn start(filter_config: &str, upstream: &Upstream) -> Result<Envoy, String> {
-        let envoy = envoy_binary()?;
-        let wasm = filter_wasm()?;
-        let dir = TempDir::new("envoy")?;
+        Envoy::start_with(filter_config, upstream, &EnvoyOptions::default())
+    }
+
+    /// As [`Envoy::start`], with extra clusters, a TLS listener and XFCC settings from `opts`.
+    ///
+    /// # Errors
+    /// As [`Envoy::start`].
+    pub fn start_with(filter_config: &str, upstream: &Upstream, opts: &EnvoyOptions) -> Result<Envoy, String> {
+        let wasm = filter_wasm()?.display().to_string();
         let (port, admin) = (free_port()?, free_port()?);
-        let yaml = envoy_yaml(port, admin, upstream.port, &wasm.display().to_string(), filter_config);
+        Envoy::start_yaml(
+            &bootstrap(port, admin, upstream.port, Some((&wasm, filter_config)), opts),
+            port,
+            admin,
+        )
+    }
+
+    /// An Envoy WITHOUT the keybound filter (a front hop) that routes everything to
+    /// `127.0.0.1:upstream_port` (e.g. another Envoy's [`Envoy::port`]).
+    ///
+    /// # Errors
+    /// As [`Envoy::start`].
+    pub fn start_proxy(upstream_port: u16, opts: &EnvoyOptions) -> Result<Envoy, String> {
+        let (port, admin) = (free_port()?, free_port()?);
+        Envoy::start_yaml(&bootstrap(port, admin, upstream_port, None, opts), port, admin)
+    }
+
+    /// Starts Envoy on a complete bootstrap whose listener is on `port` and admin on `admin`
+    /// (e.g. a committed `envoy/*.yaml` with its placeholders filled in).
+    ///
+    /// # Errors
+    /// As [`Envoy::start`].
+    pub fn start_yaml(yaml: &str, port: u16, admin: u16) -> Result<Envoy, String> {
+        let envoy = envoy_binary()?;
+        let dir = TempDir::new("envoy")?;
         let cfg = dir.0.join("envoy.yaml");
         std::fs::write(&cfg, yaml).map_err(|e| e.to_string())?;
         let log = dir.0.join("envoy.log");
@@ -405,16 +631,31 @@ impl Drop for Envoy {
 /// # Errors
 /// If Envoy is missing; otherwise returns whether validation passed and its output.
 pub fn validate(filter_config: &str) -> Result<(bool, String), String> {
+    validate_with(filter_config, &EnvoyOptions::default())
+}
+
+/// As [`validate`], with `opts` (clusters, TLS, XFCC).
+///
+/// # Errors
+/// If Envoy or the filter is missing.
+pub fn validate_with(filter_config: &str, opts: &EnvoyOptions) -> Result<(bool, String), String> {
+    let wasm = filter_wasm()?.display().to_string();
+    validate_yaml(&bootstrap(
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        Some((&wasm, filter_config)),
+        opts,
+    ))
+}
+
+/// Runs `envoy --mode validate` on a complete bootstrap.
+///
+/// # Errors
+/// If Envoy is missing; otherwise returns whether validation passed and its output.
+pub fn validate_yaml(yaml: &str) -> Result<(bool, String), String> {
     let envoy = envoy_binary()?;
-    let wasm = filter_wasm()?;
     let dir = TempDir::new("validate")?;
-    let yaml = envoy_yaml(
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        &wasm.display().to_string(),
-        filter_config,
-    );
     let cfg = dir.0.join("envoy.yaml");
     std::fs::write(&cfg, yaml).map_err(|e| e.to_string())?;
     let out = Command::new(envoy)

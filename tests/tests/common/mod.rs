@@ -1,0 +1,151 @@
+//! Shared fixtures of the end-to-end tests: the test issuer, filter configurations, tokens and
+//! DPoP proofs (all made with keybound-core), and assertions on Envoy's answers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    dead_code,
+    reason = "test helpers fail the test on bad fixtures; not every test file uses every helper"
+)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keybound_core::b64;
+use keybound_core::dpop;
+use keybound_core::jws::{self, P256Signer, Signer};
+use keybound_e2e::{Envoy, Response};
+use serde_json::{Value, json};
+
+/// The test issuer.
+pub const ISS: &str = "https://as.example.com";
+/// The resource server's audience.
+pub const AUD: &str = "https://rs.example.com";
+/// The `algs` every DPoP challenge lists.
+pub const ALGS: &str = r#"algs="ES256 PS256 EdDSA""#;
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A unique string (per process and call), for `jti`s.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{nanos}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The issuer's signing key (kid `k1`).
+pub fn issuer() -> P256Signer {
+    P256Signer::from_bytes(&[200; 32]).unwrap()
+}
+
+/// A client's P-256 key.
+pub fn p256(seed: u8) -> P256Signer {
+    P256Signer::from_bytes(&[seed; 32]).unwrap()
+}
+
+/// The public JWK of a key, as JSON.
+pub fn public_jwk(signer: &dyn Signer) -> Value {
+    serde_json::from_str(&signer.public_key().to_json()).unwrap()
+}
+
+/// The filter configuration: the test issuer with an inline JWKS, `/health` open, `/admin` needing
+/// scope `admin`; members of `extra` are added at the top level (replacing defaults).
+pub fn config(extra: Value) -> String {
+    let mut jwk = public_jwk(&issuer());
+    jwk["kid"] = json!("k1");
+    let mut c = json!({
+        "issuers": [{"issuer": ISS, "audiences": [AUD], "jwks": {"keys": [jwk]}}],
+        "rules": [
+            {"prefix": "/health", "auth": "none"},
+            {"prefix": "/admin", "scopes": ["admin"]},
+        ],
+    });
+    if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    c.to_string()
+}
+
+/// Standard access-token claims with this `cnf` (valid for 10 minutes).
+pub fn token_claims(cnf: Option<Value>) -> Value {
+    let n = now();
+    let mut c = json!({"iss": ISS, "aud": AUD, "sub": "alice", "client_id": "client-1", "iat": n,
+        "exp": n + 600, "jti": unique("t"), "scope": "accounts:read"});
+    if let Some(cnf) = cnf {
+        c["cnf"] = cnf;
+    }
+    c
+}
+
+/// Signs access-token claims with the issuer key (`typ` `at+jwt`, kid `k1`).
+pub fn sign_token(claims: &Value) -> String {
+    jws::sign_json(&issuer(), Some("at+jwt"), Some("k1"), claims).unwrap()
+}
+
+/// A token bound to a DPoP key (`cnf.jkt`).
+pub fn dpop_token(key: &dyn Signer) -> String {
+    sign_token(&token_claims(Some(
+        json!({"jkt": key.public_key().thumbprint().to_string()}),
+    )))
+}
+
+/// A token bound to a certificate (`cnf.x5t#S256`).
+pub fn cert_token(x5t: &str) -> String {
+    sign_token(&token_claims(Some(json!({"x5t#S256": x5t}))))
+}
+
+/// Signs arbitrary header and claims JSON with `signer` (the header as is, `alg` too).
+pub fn forge(signer: &dyn Signer, header: &Value, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64::encode(header.to_string().as_bytes()),
+        b64::encode(claims.to_string().as_bytes())
+    );
+    let sig = signer.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", b64::encode(&sig))
+}
+
+/// The standard proof header for `signer`.
+pub fn proof_header(signer: &dyn Signer) -> Value {
+    json!({"typ": "dpop+jwt", "alg": signer.alg().as_str(), "jwk": public_jwk(signer)})
+}
+
+/// Standard proof claims: `htm`, `htu` (`url`), `iat` now, a unique `jti`, `ath` of `token`.
+pub fn proof_claims(method: &str, url: &str, token: &str) -> Value {
+    json!({"jti": unique("p"), "htm": method, "htu": url, "iat": now(), "ath": dpop::access_token_hash(token)})
+}
+
+/// A valid proof made by core's `create_proof`.
+pub fn proof(key: &dyn Signer, method: &str, url: &str, token: &str) -> String {
+    dpop::create_proof(
+        key,
+        &dpop::NewProof {
+            htm: method,
+            htu: url,
+            iat: now(),
+            jti: &unique("p"),
+            access_token: Some(token),
+            nonce: None,
+        },
+    )
+    .unwrap()
+}
+
+/// The value of a counter of the keybound filter (`wasmcustom.keybound.<name>`).
+pub fn counter(envoy: &Envoy, name: &str) -> u64 {
+    envoy.counter(&format!("wasmcustom.keybound.{name}"))
+}
+
+/// Asserts a denial: status, exact `WWW-Authenticate`, and a JSON body with only the RFC code
+/// (`error` = `None`: no body code, e.g. a bare challenge).
+pub fn assert_denied(case: &str, r: &Response, status: u16, www_authenticate: &str, error: Option<&str>) {
+    assert_eq!(r.status, status, "{case}: {r:?}");
+    assert_eq!(r.header("www-authenticate"), Some(www_authenticate), "{case}: {r:?}");
+    if let Some(code) = error {
+        assert_eq!(r.json(), json!({ "error": code }), "{case}: {r:?}");
+    }
+}

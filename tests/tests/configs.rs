@@ -1,0 +1,396 @@
+//! The committed configurations in `envoy/`: every Envoy bootstrap passes `envoy --mode validate`
+//! with its placeholders filled in (see envoy/README.md), `gateway.yaml` and `behind-proxy.yaml`
+//! actually run and enforce bound tokens, and the Istio manifests parse, have the expected kinds,
+//! and carry plugin configurations the real filter accepts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test helpers fail the test on bad fixtures"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{forge, issuer, now, p256, proof_header, public_jwk, unique};
+use keybound_core::dpop;
+use keybound_core::jws::{self, Signer};
+use keybound_e2e::issuer::IssuerServer;
+use keybound_e2e::tls::FRONT_URI;
+use keybound_e2e::{
+    Envoy, EnvoyOptions, Identity, Pki, Response, TempDir, Upstream, filter_wasm, free_port, request, request_tls,
+    root, validate_with, validate_yaml,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const ISS: &str = "https://as.example.com";
+const AUD: &str = "https://api.example.com";
+
+fn envoy_dir() -> PathBuf {
+    root().join("envoy")
+}
+
+/// The placeholder files of envoy/README.md, made from the test PKI and the built filter.
+fn placeholder_files(pki: &Pki) -> TempDir {
+    let dir = TempDir::new("etc-keybound").unwrap();
+    let put = |rel: &str, from: &Path| {
+        let to = dir.0.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    };
+    let pair = |name: &str, id: &Identity| {
+        put(&format!("{name}.pem"), &id.cert);
+        put(&format!("{name}.key"), &id.key);
+    };
+    pair("tls/server", &pki.gateway);
+    pair("tls/front", &pki.front);
+    put("tls/client-ca.pem", &pki.ca);
+    put("mesh/ca.pem", &pki.mesh_ca);
+    pair("mesh/front", &pki.mesh_front);
+    pair("mesh/gateway", &pki.mesh_gateway);
+    std::os::unix::fs::symlink(filter_wasm().unwrap(), dir.0.join("keybound_filter.wasm")).unwrap();
+    dir
+}
+
+/// Fills in the placeholders of a committed file (paths and the SPIFFE domain).
+fn fill(text: &str, files: &TempDir, pki: &Pki) -> String {
+    let out = text
+        .replace("/etc/keybound/", &format!("{}/", files.0.display()))
+        .replace("/etc/ssl/certs/ca-certificates.crt", &pki.ca.display().to_string())
+        .replace("spiffe://keybound.example/", "spiffe://keybound.test/");
+    assert!(!out.contains("/etc/keybound") && !out.contains("keybound.example"));
+    out
+}
+
+/// Ports of a running copy.
+struct Ports {
+    listener: u16,
+    inner: u16,
+    admin: u16,
+}
+
+/// Makes a filled-in bootstrap runnable here: free ports on 127.0.0.1, the application at
+/// `app_port`, and the issuer cluster as plain HTTP to the local `IssuerServer` at `issuer_port`.
+fn runnable(filled: &str, app_port: u16, issuer_port: u16) -> (String, Ports) {
+    let ports = Ports {
+        listener: free_port().unwrap(),
+        inner: free_port().unwrap(),
+        admin: free_port().unwrap(),
+    };
+    let text = filled
+        .replace("address: 0.0.0.0", "address: 127.0.0.1")
+        .replace("port_value: 8443 ", &format!("port_value: {} ", ports.listener))
+        .replace("port_value: 10443 ", &format!("port_value: {} ", ports.inner))
+        .replace("port_value: 9901 ", &format!("port_value: {} ", ports.admin))
+        .replace("port_value: 8080 ", &format!("port_value: {app_port} "))
+        .replace(
+            "https://as.example.com/.well-known/jwks.json",
+            "http://as.example.com/jwks",
+        );
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let clusters = doc["static_resources"]["clusters"].as_sequence_mut().unwrap();
+    let issuer = clusters.iter_mut().find(|c| c["name"] == "issuer").unwrap();
+    let issuer = issuer.as_mapping_mut().unwrap();
+    issuer.remove("transport_socket");
+    issuer.remove("dns_lookup_family");
+    issuer.insert("type".into(), "STATIC".into());
+    let endpoint = &mut issuer["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
+    endpoint["address"]["socket_address"] =
+        serde_yaml::from_str(&format!("{{address: 127.0.0.1, port_value: {issuer_port}}}")).unwrap();
+    (serde_yaml::to_string(&doc).unwrap(), ports)
+}
+
+fn issuer_jwks() -> String {
+    let mut jwk = public_jwk(&issuer());
+    jwk["kid"] = json!("k1");
+    json!({ "keys": [jwk] }).to_string()
+}
+
+fn token(cnf: Value, scope: &str) -> String {
+    let n = now();
+    let claims = json!({"iss": ISS, "aud": AUD, "sub": "alice", "client_id": "c1", "iat": n, "exp": n + 600,
+        "jti": unique("t"), "scope": scope, "cnf": cnf});
+    jws::sign_json(&issuer(), Some("at+jwt"), Some("k1"), &claims).unwrap()
+}
+
+fn dpop_proof(key: &dyn Signer, method: &str, url: &str, token: &str) -> String {
+    let claims = json!({"jti": unique("p"), "htm": method, "htu": url, "iat": now(),
+        "ath": dpop::access_token_hash(token)});
+    forge(key, &proof_header(key), &claims)
+}
+
+fn tls_get(port: u16, pki: &Pki, client: Option<&Identity>, headers: &[(&str, &str)]) -> Response {
+    request_tls(port, pki, client, "GET", "/accounts/42", headers).unwrap()
+}
+
+#[test]
+fn every_committed_envoy_config_passes_envoy_validate() {
+    let pki = Pki::generate().unwrap();
+    let files = placeholder_files(&pki);
+    let mut files_seen = Vec::new();
+    for entry in std::fs::read_dir(envoy_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+            files_seen.push(path);
+        }
+    }
+    // Each validation compiles the filter in V8 (about a second): run them side by side.
+    std::thread::scope(|s| {
+        let runs: Vec<_> = files_seen
+            .iter()
+            .map(|path| {
+                let filled = fill(&std::fs::read_to_string(path).unwrap(), &files, &pki);
+                // A broken filter configuration in the same file must be refused, naming the field.
+                let broken = filled.replacen("\"rules\": [", "\"rulez\": [", 1);
+                assert_ne!(filled, broken);
+                let good = s.spawn(move || validate_yaml(&filled).unwrap());
+                let bad = s.spawn(move || validate_yaml(&broken).unwrap());
+                (path, good, bad)
+            })
+            .collect();
+        for (path, good, bad) in runs {
+            let (ok, out) = good.join().unwrap();
+            assert!(ok && out.contains("OK"), "{}: {out}", path.display());
+            let (ok, out) = bad.join().unwrap();
+            assert!(
+                !ok && out.contains("rulez"),
+                "{}: broken config accepted: {out}",
+                path.display()
+            );
+        }
+    });
+    let mut seen: Vec<String> = files_seen
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["behind-proxy.yaml", "gateway.yaml"]);
+}
+
+#[test]
+fn gateway_yaml_runs_and_enforces_dpop_and_certificate_bound_tokens() {
+    let pki = Pki::generate().unwrap();
+    let files = placeholder_files(&pki);
+    let app = Upstream::start().unwrap();
+    let idp = IssuerServer::start(&issuer_jwks(), "Basic unused").unwrap();
+    let text = std::fs::read_to_string(envoy_dir().join("gateway.yaml")).unwrap();
+    let (yaml, ports) = runnable(&fill(&text, &files, &pki), app.port, idp.port);
+    let envoy = Envoy::start_yaml(&yaml, ports.listener, ports.admin).unwrap();
+
+    // The health route needs no token.
+    let r = request_tls(ports.listener, &pki, None, "GET", "/healthz", &[]).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // DPoP-bound token, keys fetched from the issuer's jwks_uri through the `issuer` cluster.
+    let key = p256(31);
+    let t = token(
+        json!({"jkt": key.public_key().thumbprint().to_string()}),
+        "accounts:read",
+    );
+    let url = "https://rs.example.com/accounts/42";
+    let r = tls_get(
+        ports.listener,
+        &pki,
+        None,
+        &[
+            ("authorization", &format!("DPoP {t}")),
+            ("dpop", &dpop_proof(&key, "GET", url, &t)),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", envoy.log_tail());
+    assert_eq!(r.json()["x-keybound-binding"], "dpop");
+    assert!(!idp.jwks_calls().is_empty());
+
+    // Certificate-bound token over the listener's optional mTLS.
+    let t = token(json!({"x5t#S256": pki.alice.x5t_s256()}), "accounts:read");
+    let auth = format!("Bearer {t}");
+    let r = tls_get(ports.listener, &pki, Some(&pki.alice), &[("authorization", &auth)]);
+    assert_eq!(r.status, 200, "{r:?}\n{}", envoy.log_tail());
+    assert_eq!(r.json()["x-keybound-x5t-s256"], pki.alice.x5t_s256());
+    for client in [Some(&pki.bob), None] {
+        let r = tls_get(ports.listener, &pki, client, &[("authorization", &auth)]);
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    // Writing needs accounts:write.
+    let r = request_tls(
+        ports.listener,
+        &pki,
+        Some(&pki.alice),
+        "POST",
+        "/accounts",
+        &[("authorization", &auth)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(r#"Bearer error="insufficient_scope", scope="accounts:write""#)
+    );
+    // Allowed: the health check (auth "none" counts too), the DPoP and the mTLS request.
+    assert_eq!(envoy.counter("wasmcustom.keybound.allowed"), 3);
+    assert_eq!(envoy.counter("wasmcustom.keybound.denied"), 3);
+    // The listener is TLS only.
+    assert!(request(ports.listener, "GET", "/healthz", &[]).is_err());
+}
+
+#[test]
+fn behind_proxy_yaml_runs_and_trusts_xfcc_only_from_its_front() {
+    let pki = Pki::generate().unwrap();
+    let files = placeholder_files(&pki);
+    let app = Upstream::start().unwrap();
+    let idp = IssuerServer::start(&issuer_jwks(), "Basic unused").unwrap();
+    let text = std::fs::read_to_string(envoy_dir().join("behind-proxy.yaml")).unwrap();
+    let (yaml, ports) = runnable(&fill(&text, &files, &pki), app.port, idp.port);
+    let envoy = Envoy::start_yaml(&yaml, ports.listener, ports.admin).unwrap();
+    let auth = format!(
+        "Bearer {}",
+        token(json!({"x5t#S256": pki.alice.x5t_s256()}), "accounts:read")
+    );
+    let forged = format!("By={FRONT_URI};Hash={}", pki.alice.sha256_hex());
+
+    // Alice through the front: allowed, the gateway saw the front's XFCC.
+    let r = tls_get(ports.listener, &pki, Some(&pki.alice), &[("authorization", &auth)]);
+    assert_eq!(r.status, 200, "{r:?}\n{}", envoy.log_tail());
+    let seen = r.json();
+    assert_eq!(seen["x-keybound-binding"], "mtls");
+    assert!(
+        seen["x-forwarded-client-cert"].as_str().unwrap().starts_with(&forged),
+        "{seen}"
+    );
+    // Bob, with or without a forged XFCC naming Alice's certificate: refused.
+    for headers in [
+        vec![("authorization", auth.as_str())],
+        vec![("authorization", auth.as_str()), ("x-forwarded-client-cert", &forged)],
+    ] {
+        let r = tls_get(ports.listener, &pki, Some(&pki.bob), &headers);
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    // No certificate at the front and a forged XFCC: refused.
+    let r = tls_get(
+        ports.listener,
+        &pki,
+        None,
+        &[("authorization", &auth), ("x-forwarded-client-cert", &forged)],
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(envoy.counter("wasmcustom.keybound.denied.certificate_mismatch"), 2);
+    assert_eq!(envoy.counter("wasmcustom.keybound.denied.certificate_required"), 1);
+    // Straight to the gateway listener: only the front's mesh certificate gets through the
+    // handshake, so a forged XFCC never reaches the filter, with or without a client certificate.
+    for client in [None, Some(&pki.alice), Some(&pki.front)] {
+        let r = request_tls(
+            ports.inner,
+            &pki,
+            client,
+            "GET",
+            "/accounts/42",
+            &[("authorization", &auth), ("x-forwarded-client-cert", &forged)],
+        );
+        assert!(r.is_err(), "{r:?}");
+    }
+    assert_eq!(envoy.counter("wasmcustom.keybound.allowed"), 1);
+    assert_eq!(envoy.counter("wasmcustom.keybound.denied"), 3);
+}
+
+/// Every document of every `envoy/istio/*.yaml`, with its file name.
+fn istio_documents() -> Vec<(String, serde_yaml::Value)> {
+    let mut docs = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(envoy_dir().join("istio"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+            docs.push((name.clone(), value));
+        }
+    }
+    docs
+}
+
+#[test]
+fn istio_manifests_parse_with_the_expected_kinds_and_plugin_configs_the_filter_accepts() {
+    let docs = istio_documents();
+    let kinds: Vec<(String, String)> = docs
+        .iter()
+        .map(|(f, d)| (f.clone(), d["kind"].as_str().unwrap_or("?").to_owned()))
+        .collect();
+    let expected = [
+        ("issuer.yaml", "ServiceEntry"),
+        ("issuer.yaml", "DestinationRule"),
+        ("mtls-xfcc.yaml", "Gateway"),
+        ("mtls-xfcc.yaml", "VirtualService"),
+        ("mtls-xfcc.yaml", "PeerAuthentication"),
+        ("mtls-xfcc.yaml", "AuthorizationPolicy"),
+        ("wasmplugin-gateway.yaml", "WasmPlugin"),
+        ("wasmplugin-workload.yaml", "WasmPlugin"),
+    ];
+    let expected: Vec<(String, String)> = expected.iter().map(|(f, k)| ((*f).into(), (*k).into())).collect();
+    assert_eq!(kinds, expected);
+    for (file, d) in &docs {
+        assert!(d["apiVersion"].as_str().is_some(), "{file}: apiVersion");
+        assert!(d["metadata"]["name"].as_str().is_some(), "{file}: metadata.name");
+    }
+    let find = |kind: &str| {
+        docs.iter()
+            .filter(|(_, d)| d["kind"] == kind)
+            .map(|(_, d)| d)
+            .collect::<Vec<_>>()
+    };
+    // Mesh mTLS is strict, the gateway asks for client certificates, and only the ingress
+    // gateway may call the workload.
+    assert_eq!(find("PeerAuthentication")[0]["spec"]["mtls"]["mode"], "STRICT");
+    assert_eq!(
+        find("Gateway")[0]["spec"]["servers"][0]["tls"]["mode"],
+        "OPTIONAL_MUTUAL"
+    );
+    let principals = &find("AuthorizationPolicy")[0]["spec"]["rules"][0]["from"][0]["source"]["principals"];
+    assert_eq!(
+        principals.as_sequence().unwrap().len(),
+        1,
+        "only the ingress gateway: {principals:?}"
+    );
+    let se = find("ServiceEntry")[0];
+    let cluster = format!(
+        "outbound|{}||{}",
+        se["spec"]["ports"][0]["number"].as_u64().unwrap(),
+        se["spec"]["hosts"][0].as_str().unwrap()
+    );
+
+    let plugins = find("WasmPlugin");
+    for p in &plugins {
+        let spec = &p["spec"];
+        assert_eq!(p["apiVersion"], "extensions.istio.io/v1alpha1");
+        assert_eq!(spec["phase"], "AUTHN");
+        assert_eq!(spec["failStrategy"], "FAIL_CLOSE");
+        assert!(spec["url"].as_str().unwrap().starts_with("oci://"));
+        assert!(spec["selector"]["matchLabels"].as_mapping().is_some());
+        // The plugin configuration, as Istio hands it to the filter (JSON), loaded by the real
+        // filter in Envoy; its JWKS cluster is the ServiceEntry's.
+        let config: Value = serde_json::to_value(&spec["pluginConfig"]).unwrap();
+        let jwks_cluster = config["issuers"][0]["jwks_cluster"].as_str().unwrap().to_owned();
+        assert_eq!(jwks_cluster, cluster);
+        let opts = EnvoyOptions {
+            clusters: vec![(jwks_cluster, free_port().unwrap())],
+            ..EnvoyOptions::default()
+        };
+        let (ok, out) = validate_with(&config.to_string(), &opts).unwrap();
+        assert!(ok, "{}: {out}", p["metadata"]["name"].as_str().unwrap());
+        // The same with a typo is refused, naming the field: the check above is not vacuous.
+        let mut typo = config.clone();
+        typo["mtls"]["elemnt_from_end"] = json!(1);
+        let (ok, out) = validate_with(&typo.to_string(), &opts).unwrap();
+        assert!(!ok && out.contains("elemnt_from_end"), "{out}");
+    }
+    let sources: Vec<&str> = plugins
+        .iter()
+        .map(|p| p["spec"]["pluginConfig"]["mtls"]["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["connection", "xfcc"]);
+}
