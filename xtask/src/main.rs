@@ -4,12 +4,14 @@
 //!   rustup), then runs every check: formatting, clippy, the wasm builds of core and the filter,
 //!   docs, all Rust tests (including the filter inside a real Envoy), the interop tests against an
 //!   independent JOSE implementation, and the fuzz targets' build. Ends with `xtask: N passed, M failed` and exits non-zero if any step failed.
-//! - `cargo xtask demo`, `cargo xtask bench`: not yet built (see README, Status).
+//! - `cargo xtask bench`: the gateway benchmarks (see `bench.rs` and BENCHMARKS.md).
+//! - `cargo xtask demo`: not yet built (see README, Status).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bench;
 mod tools;
 
 fn main() -> ExitCode {
@@ -17,7 +19,8 @@ fn main() -> ExitCode {
     let root = workspace_root();
     match args.first().map(String::as_str) {
         Some("test") => test(&root, args.get(1..).unwrap_or_default()),
-        Some("demo") | Some("bench") => {
+        Some("bench") => bench::bench(&root, args.get(1..).unwrap_or_default()),
+        Some("demo") => {
             eprintln!(
                 "xtask: `cargo xtask {}` needs the Envoy filter and the authorization server, which are not built yet \
                  (see README, Status).",
@@ -26,7 +29,10 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         _ => {
-            eprintln!("usage: cargo xtask test [--skip-interop]\n       cargo xtask demo | bench (not yet built)");
+            eprintln!(
+                "usage: cargo xtask test [--skip-interop]\n       cargo xtask bench [--runs N] [--seconds S] [--only NAME] \
+                 [--connections C] [--memory-proofs N]\n       cargo xtask demo (not yet built)"
+            );
             ExitCode::from(2)
         }
     }
