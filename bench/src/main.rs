@@ -407,9 +407,13 @@ fn run(opts: &Options) -> Result<(), String> {
     } else {
         None
     };
-    let report = report_json(&rows, verify_per_s, memory, opts);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = root.join("target/bench");
+    let mut report = report_json(&rows, verify_per_s, memory, opts);
+    // The micro-benchmarks, if `cargo xtask bench` ran them first.
+    if let (Ok(text), Some(obj)) = (std::fs::read_to_string(dir.join("micro.json")), report.as_object_mut()) {
+        obj.insert("micro".into(), serde_json::from_str(&text).unwrap_or(Value::Null));
+    }
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let path = dir.join("gateway.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| e.to_string())?;
@@ -566,6 +570,35 @@ fn markdown(r: &Value) -> String {
         pct("s4_over_s3t_rps"),
         us("s2_minus_s1_cpu_us"),
     ));
+    if let Some(micro) = r.get("micro").and_then(Value::as_array) {
+        out.push_str(
+            "## keybound-core micro-benchmarks\n\ncriterion medians (`cargo bench -p keybound-micro`; the same \
+             benchmark built for `wasm32-wasip1` and run in V8 under node's WASI, the engine Envoy runs the \
+             filter in). In Envoy, ES256 signatures go to BoringSSL instead (scenario 5 against 6 above).\n\n\
+             | operation | native | wasm (V8) | wasm / native |\n|---|---|---|---|\n",
+        );
+        let t = |ns: f64| {
+            if ns >= 1000.0 {
+                format!("{:.1} µs", ns / 1000.0)
+            } else {
+                format!("{ns:.0} ns")
+            }
+        };
+        for m in micro {
+            let (n, w) = (f(m, "native_ns"), f(m, "wasm_ns"));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                m.get("name").and_then(Value::as_str).unwrap_or(""),
+                n.map_or("".into(), t),
+                w.map_or("".into(), t),
+                match (n, w) {
+                    (Some(n), Some(w)) => format!("{:.1}x", w / n),
+                    _ => String::new(),
+                }
+            ));
+        }
+        out.push('\n');
+    }
     if let Some(m) = r.get("memory").filter(|m| !m.is_null()) {
         out.push_str(&format!(
             "## Memory after {} distinct proofs\n\nOne worker, replay cache configured for {} entries \

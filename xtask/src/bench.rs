@@ -1,8 +1,10 @@
-//! `cargo xtask bench`: installs what the gateway benchmark needs (wasm targets, Envoy, a Python
-//! venv with matplotlib), builds the filter and `keybound-bench` in release mode, runs it pinned
-//! to CPU 1 (each Envoy it starts is pinned to CPU 0), and renders the plot. The bench itself
-//! rewrites `BENCHMARKS.md`; arguments are passed through (`--runs`, `--seconds`, `--only`,
-//! `--connections`, `--memory-proofs`).
+//! `cargo xtask bench`: installs what the benchmarks need (wasm targets, Envoy, a Python venv with
+//! matplotlib), runs the keybound-core micro-benchmarks (criterion, natively and as
+//! `wasm32-wasip1` inside V8 under node's WASI), builds the filter and `keybound-bench` in release
+//! mode, runs the gateway scenarios pinned to CPU 1 (each Envoy it starts is pinned to CPU 0), and
+//! renders the plot. `keybound-bench` rewrites `BENCHMARKS.md`; arguments are passed through
+//! (`--runs`, `--seconds`, `--only`, `--connections`, `--memory-proofs`); `--no-micro` skips the
+//! micro-benchmarks.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -24,10 +26,16 @@ pub fn bench(root: &Path, args: &[String]) -> ExitCode {
 }
 
 fn steps(root: &Path, args: &[String]) -> Result<(), String> {
+    let micro_wanted = !args.iter().any(|a| a == "--no-micro");
+    let args: Vec<String> = args.iter().filter(|a| *a != "--no-micro").cloned().collect();
+    let args = args.as_slice();
     println!("==> set up: rust targets, Envoy, matplotlib");
     tools::rust_targets(root)?;
     tools::envoy(root)?;
     let plot_venv = tools::python_venv(root, "plot", "bench/requirements.txt")?;
+    if micro_wanted {
+        micro(root)?;
+    }
     println!("==> build the filter and keybound-bench (release)");
     cargo(
         root,
@@ -68,4 +76,94 @@ fn steps(root: &Path, args: &[String]) -> Result<(), String> {
         .arg("bench/plot.py")
         .arg("target/bench/gateway.json")
         .arg("docs/bench-gateway.png"))
+}
+
+/// The criterion benchmarks of keybound-core, natively and in V8 (node's WASI); medians to
+/// `target/bench/micro.json`.
+fn micro(root: &Path) -> Result<(), String> {
+    let out = root.join("target/bench");
+    let native_home = out.join("criterion-native");
+    let wasm_dir = out.join("wasm");
+    std::fs::create_dir_all(&wasm_dir).map_err(|e| e.to_string())?;
+    let criterion_args = ["--warm-up-time", "1", "--measurement-time", "3"];
+    println!("==> keybound-core micro-benchmarks, native");
+    run(Command::new("cargo")
+        .current_dir(root)
+        .env("CRITERION_HOME", &native_home)
+        .args(["bench", "--locked", "-p", "keybound-micro", "--bench", "core", "--"])
+        .args(criterion_args))?;
+    println!("==> keybound-core micro-benchmarks, wasm32-wasip1 in V8 (node)");
+    let built = Command::new("cargo")
+        .current_dir(root)
+        .args([
+            "bench",
+            "--locked",
+            "-p",
+            "keybound-micro",
+            "--bench",
+            "core",
+            "--target",
+            "wasm32-wasip1",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .output()
+        .map_err(|e| format!("cargo bench --no-run: {e}"))?;
+    if !built.status.success() {
+        return Err(format!(
+            "building the wasm micro-benchmarks failed: {}",
+            String::from_utf8_lossy(&built.stderr)
+        ));
+    }
+    let wasm = String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .filter_map(serde_json_lite::executable)
+        .find(|e| e.ends_with(".wasm"))
+        .ok_or("cargo did not report the wasm bench executable")?;
+    run(Command::new("node")
+        .current_dir(root)
+        .env("CRITERION_HOME", "/criterion")
+        .args(["--no-warnings", "bench/micro/run-wasi.mjs", &wasm])
+        .arg(&wasm_dir)
+        .arg("--bench")
+        .args(criterion_args))?;
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(&native_home).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "report" {
+            continue;
+        }
+        let median = |home: &Path| -> Option<String> {
+            let text = std::fs::read_to_string(home.join(&name).join("new/estimates.json")).ok()?;
+            serde_json_lite::median_ns(&text)
+        };
+        rows.push(format!(
+            "{{\"name\":{:?},\"native_ns\":{},\"wasm_ns\":{}}}",
+            name,
+            median(&native_home).unwrap_or_else(|| "null".into()),
+            median(&wasm_dir.join("criterion")).unwrap_or_else(|| "null".into())
+        ));
+    }
+    rows.sort();
+    std::fs::write(out.join("micro.json"), format!("[{}]\n", rows.join(",\n"))).map_err(|e| e.to_string())
+}
+
+/// Just enough JSON reading for two fields, so xtask stays dependency-free.
+mod serde_json_lite {
+    /// The `executable` of a cargo `compiler-artifact` message line.
+    pub fn executable(line: &str) -> Option<String> {
+        let start = line.find("\"executable\":\"")? + "\"executable\":\"".len();
+        let rest = line.get(start..)?;
+        Some(rest.get(..rest.find('"')?)?.to_owned())
+    }
+
+    /// `median.point_estimate` of a criterion `estimates.json`, in ns.
+    pub fn median_ns(text: &str) -> Option<String> {
+        let median = text.get(text.find("\"median\"")?..)?;
+        let start = median.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+        let rest = median.get(start..)?;
+        let end = rest.find([',', '}'])?;
+        Some(rest.get(..end)?.trim().to_owned())
+    }
 }
