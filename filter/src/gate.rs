@@ -597,12 +597,15 @@ impl Gate {
         let (config, keys, tokens) = (&self.config, &mut self.keys, &mut self.tokens);
         let now = req.now;
         let mut hit = false;
+        // The token's client, for the log line even when a later check (the binding) fails.
+        let mut client_id: Option<String> = None;
         // Set when the token cannot be decided without the network (or the network failed).
         let mut need: Option<Failure> = None;
         let verified = verify_request(&resource, &route, now, verifier, |t| {
             if let Some(cached) = tokens.get(t) {
                 if cached.usable(now) {
                     hit = true;
+                    client_id = cached.result.as_ref().ok().and_then(|v| v.claims().client_id.clone());
                     return cached.result.clone();
                 }
                 tokens.remove(t);
@@ -660,6 +663,7 @@ impl Gate {
                 }
             }
             let v = result?;
+            client_id = v.claims().client_id.clone();
             if config.token_cache_entries > 0 {
                 let entry = Cached {
                     result: Ok(v.clone()),
@@ -671,12 +675,12 @@ impl Gate {
             Ok(v)
         });
         log.token_cache_hit = hit;
+        log.client_id = client_id;
         if let (Err(_), Some(need)) = (&verified, need) {
             return Err(need);
         }
         let verified = verified?;
         let claims = verified.token().claims();
-        log.client_id = claims.client_id.clone();
         log.jkt = verified.proof().map(|p| p.jkt().to_string());
         // Last: the replay check, so that only fully verified proofs are recorded.
         let mut fresh_nonce = None;

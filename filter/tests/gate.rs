@@ -228,6 +228,14 @@ fn certificate_bound_tokens_over_the_connection() {
     let o = decide(&mut gate, &store, &[("authorization", &auth)], Some(&other), NOW);
     assert_eq!((status(&o), reason(&o)), (401, "certificate_mismatch"));
     assert_eq!(header(&o, "www-authenticate"), Some(r#"Bearer error="invalid_token""#));
+    // The log line names the token's client and the certificate presented, for the SIEM.
+    let Outcome::Deny { log, .. } = &o else { panic!("{o:?}") };
+    assert!(log.token_cache_hit);
+    assert_eq!(log.client_id.as_deref(), Some("c1"));
+    assert_eq!(
+        log.x5t.as_deref(),
+        Some(X5tS256::from_der(b"another").to_string().as_str())
+    );
     let o = decide(&mut gate, &store, &[("authorization", &auth)], None, NOW);
     assert_eq!((status(&o), reason(&o)), (401, "certificate_required"));
 }
