@@ -2,16 +2,20 @@
 //!
 //! - `cargo xtask test`: installs what the tests need (idempotently, into `.tools/` or through
 //!   rustup), then runs every check: formatting, clippy, the wasm builds of core and the filter,
-//!   docs, all Rust tests (including the filter inside a real Envoy), the interop tests against an
-//!   independent JOSE implementation, and the fuzz targets' build. Ends with `xtask: N passed, M failed` and exits non-zero if any step failed.
-//! - `cargo xtask bench`: the gateway benchmarks (see `bench.rs` and BENCHMARKS.md).
-//! - `cargo xtask demo`: not yet built (see README, Status).
+//!   docs, all Rust tests (the filter inside a real Envoy, the authorization server over real
+//!   TLS), the interop tests against independent JOSE and OAuth implementations, the browser
+//!   module in headless Chromium, the demo's story and its page in Chromium, and the fuzz targets'
+//!   build. Ends with `xtask: N passed, M failed` and exits non-zero if any step failed.
+//! - `cargo xtask demo`: builds and runs the whole system on 127.0.0.1 (see `demo.rs`, README).
+//! - `cargo xtask bench`: the benchmarks (see `bench.rs` and BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod bench;
+mod browser;
+mod demo;
 mod tools;
 
 fn main() -> ExitCode {
@@ -20,18 +24,11 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("test") => test(&root, args.get(1..).unwrap_or_default()),
         Some("bench") => bench::bench(&root, args.get(1..).unwrap_or_default()),
-        Some("demo") => {
-            eprintln!(
-                "xtask: `cargo xtask {}` needs the Envoy filter and the authorization server, which are not built yet \
-                 (see README, Status).",
-                args.first().map(String::as_str).unwrap_or_default()
-            );
-            ExitCode::from(2)
-        }
+        Some("demo") => demo::demo(&root, args.get(1..).unwrap_or_default()),
         _ => {
             eprintln!(
                 "usage: cargo xtask test [--skip-interop]\n       cargo xtask bench [--runs N] [--seconds S] [--only NAME] \
-                 [--connections C] [--memory-proofs N]\n       cargo xtask demo (not yet built)"
+                 [--connections C] [--memory-proofs N]\n       cargo xtask demo [--scenario-only] [--free-ports] [port flags: see demo/README.md]"
             );
             ExitCode::from(2)
         }
@@ -156,6 +153,14 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
             &mut || interop(root),
         );
     }
+    step(
+        "browser: wasm-bindgen tests in headless Chromium, npm package, types, jose interop",
+        &mut || browser::test(root),
+    );
+    step(
+        "demo: the story (keybound-demo --scenario-only), the demo page in headless Chromium, docker-compose config",
+        &mut || demo::test(root),
+    );
     step("fuzz targets build (cargo check, stable)", &mut || {
         cargo(root, &["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
     });

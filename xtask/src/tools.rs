@@ -8,6 +8,11 @@ use std::process::Command;
 
 use crate::run;
 
+/// Debian's Chromium.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's ChromeDriver.
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
 /// The wasm targets core must build for.
 pub const WASM_TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-unknown-unknown"];
 
@@ -106,4 +111,119 @@ fn capture(cmd: &mut Command) -> Result<String, String> {
         return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR` if set, else `target/`).
+pub fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() { dir } else { root.join(dir) }
+        }
+        _ => root.join("target"),
+    }
+}
+
+/// The `version` of a package in Cargo.lock.
+pub fn locked_version(root: &Path, package: &str) -> Result<String, String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).map_err(|e| format!("Cargo.lock: {e}"))?;
+    let wanted = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == wanted
+            && let Some(version) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = \""))
+                .and_then(|v| v.strip_suffix('"'))
+        {
+            return Ok(version.to_string());
+        }
+    }
+    Err(format!("{package} is not in Cargo.lock"))
+}
+
+/// wasm-bindgen-cli of the version in Cargo.lock, in `.tools/wasm-bindgen`; returns its `bin/`.
+pub fn wasm_bindgen_cli(root: &Path) -> Result<PathBuf, String> {
+    let version = locked_version(root, "wasm-bindgen")?;
+    let install_root = root.join(".tools/wasm-bindgen");
+    let bin = install_root.join("bin");
+    let installed = Command::new(bin.join("wasm-bindgen"))
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let runner_present = bin.join("wasm-bindgen-test-runner").exists();
+    if installed.as_deref() == Some(&format!("wasm-bindgen {version}")) && runner_present {
+        println!("wasm-bindgen-cli {version}: installed in .tools/wasm-bindgen");
+    } else {
+        println!(
+            "wasm-bindgen-cli {version}: installing into .tools/wasm-bindgen with cargo install (found {}; takes a few minutes)",
+            installed.as_deref().unwrap_or("none")
+        );
+        run(Command::new("cargo")
+            .current_dir(root)
+            .args([
+                "install",
+                "wasm-bindgen-cli",
+                "--force",
+                "--version",
+                &version,
+                "--root",
+            ])
+            .arg(&install_root))?;
+    }
+    Ok(bin)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Debian's `chromium` and `chromium-driver`, installed with apt-get when missing.
+pub fn chromium() -> Result<(), String> {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+        println!("chromium and chromedriver: installed");
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "{CHROMIUM} or {CHROMEDRIVER} is missing: install Debian's packages as root: \
+             `apt-get install -y chromium chromium-driver`"
+        ));
+    }
+    println!("chromium and chromedriver: installing Debian's chromium and chromium-driver with apt-get");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
+        "install",
+        "-y",
+        "-qq",
+        "chromium",
+        "chromium-driver",
+    ]))
+}
+
+/// node and npm (Debian's `nodejs` and `npm` when missing).
+pub fn node() -> Result<(), String> {
+    let has = |cmd: &str| {
+        Command::new(cmd)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has("node") && has("npm") {
+        println!("node and npm: installed");
+        return Ok(());
+    }
+    if !is_root() {
+        return Err("node or npm is missing: install them, e.g. `apt-get install -y nodejs npm`".into());
+    }
+    println!("node and npm: installing Debian's nodejs and npm with apt-get");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "nodejs", "npm"]))
 }

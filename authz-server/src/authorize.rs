@@ -1,0 +1,592 @@
+//! The authorization endpoint, the login page and the consent page (plain HTML forms).
+//!
+//! `GET /authorize?client_id=..&request_uri=..` accepts only pushed requests (PAR is required for
+//! every client, RFC 9126 §5 `require_pushed_authorization_requests`): it checks that the
+//! `request_uri` exists, has not expired or been used, and belongs to `client_id`, then starts a
+//! browser transaction (a random id in an `HttpOnly`, `Secure`, `SameSite=Lax` cookie, echoed in
+//! a hidden form field so a cross-site form post cannot drive it) and shows the login form.
+//! A `request_uri` may be opened several times until authorization completes. After login
+//! (argon2 password check) the consent page lists the client and scopes; approving consumes the
+//! `request_uri` (one use), records the consent as a JWT signed by the server, and redirects
+//! (303) with `code`, `state` and `iss` (RFC 9207). Denying redirects with `access_denied`.
+//!
+//! Errors before the redirect URI is known to belong to the client are shown as a page with the
+//! RFC error code, never redirected. No CORS headers are sent by these endpoints.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keybound_core::jws::sign_json;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::par::{AuthzRequest, REQUEST_URI_PREFIX};
+use crate::server::{App, AppState, Params, Transaction, log_line, paths};
+use crate::storage::{CodeRecord, ConsentRecord};
+
+/// How long a browser transaction lives (seconds).
+pub const TRANSACTION_LIFETIME: u64 = 600;
+/// The name of the transaction cookie.
+pub const COOKIE: &str = "kb_txn";
+
+/// What an authorization code stands for (stored as JSON with the code's hash).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeData {
+    /// The authorization request.
+    pub request: AuthzRequest,
+    /// The user.
+    pub sub: String,
+    /// When the user logged in.
+    pub auth_time: u64,
+}
+
+/// The SHA-256 of an authorization code (only the hash is stored).
+pub fn code_hash(code: &str) -> Vec<u8> {
+    Sha256::digest(code.as_bytes()).to_vec()
+}
+
+/// Escapes text for HTML.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1>{body}</body></html>",
+        t = html_escape(title)
+    );
+    let mut res = (status, html).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    res
+}
+
+/// An error page carrying the RFC error code (`<p id="error">code</p>`).
+fn error_page(status: StatusCode, code: &str, reason: &str) -> Response {
+    log_line("error", code, reason);
+    page(
+        status,
+        "Authorization failed",
+        &format!("<p id=\"error\">{}</p>", html_escape(code)),
+    )
+}
+
+fn login_form(txn: &str, message: Option<&str>) -> String {
+    let msg = message.map_or_else(String::new, |m| format!("<p id=\"message\">{}</p>", html_escape(m)));
+    format!(
+        "{msg}<form method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"txn\" value=\"{txn}\">\
+         <label>Username <input name=\"username\" autocomplete=\"username\"></label>\
+         <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\"></label>\
+         <button type=\"submit\">Log in</button></form>",
+        action = paths::LOGIN,
+        txn = html_escape(txn),
+    )
+}
+
+fn cookie_txn(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Builds the redirect to the client with `params` appended to its query.
+pub fn redirect(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        ser.append_pair(k, v);
+    }
+    let sep = if redirect_uri.contains('?') { '&' } else { '?' };
+    let location = format!("{redirect_uri}{sep}{}", ser.finish());
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let clear = format!(
+        "{COOKIE}=; Path={}; Max-Age=0; HttpOnly; Secure; SameSite=Lax",
+        paths::AUTHORIZE
+    );
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+/// `GET /authorize`.
+pub async fn start(State(app): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let now = crate::random::now();
+    let params = match Params::parse(query.unwrap_or_default().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, e.code, &e.reason),
+    };
+    let Some(request_uri) = params.get("request_uri") else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "no request_uri: PAR is required",
+        );
+    };
+    let Some(client_id) = params.get("client_id") else {
+        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "no client_id");
+    };
+    if !request_uri.starts_with(REQUEST_URI_PREFIX) {
+        return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "not a PAR request_uri");
+    }
+    let par = match app.store.par(request_uri) {
+        Ok(Some(p)) => p,
+        Ok(None) => return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "unknown request_uri"),
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+    };
+    if par.consumed || par.expires_at <= now {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_uri",
+            "request_uri used or expired",
+        );
+    }
+    if par.client_id != client_id {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_uri",
+            "request_uri of another client",
+        );
+    }
+    let txn_id = match crate::random::token() {
+        Ok(t) => t,
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+    };
+    {
+        let mut txns = match app.transactions.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        };
+        txns.retain(|_, t| t.expires_at > now);
+        txns.insert(
+            txn_id.clone(),
+            Transaction {
+                request_uri: request_uri.to_string(),
+                client_id: client_id.to_string(),
+                user: None,
+                pending_user: None,
+                failures: 0,
+                auth_time: None,
+                expires_at: now.saturating_add(TRANSACTION_LIFETIME),
+                started_at: now,
+            },
+        );
+    }
+    let mut res = page(StatusCode::OK, "Log in", &login_form(&txn_id, None));
+    let cookie = format!(
+        "{COOKIE}={txn_id}; Path={}; HttpOnly; Secure; SameSite=Lax",
+        paths::AUTHORIZE
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+/// Finds the transaction of a form post, checking the cookie matches the form field.
+fn transaction(
+    app: &App,
+    headers: &HeaderMap,
+    params: &Params,
+    now: u64,
+) -> Result<(String, Transaction), Box<Response>> {
+    let txn_id = params
+        .get("txn")
+        .ok_or_else(|| Box::new(error_page(StatusCode::BAD_REQUEST, "invalid_request", "no txn")))?;
+    if cookie_txn(headers).as_deref() != Some(txn_id) {
+        return Err(Box::new(error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "txn cookie mismatch",
+        )));
+    }
+    let txns = match app.transactions.lock() {
+        Ok(t) => t,
+        Err(p) => p.into_inner(),
+    };
+    match txns.get(txn_id) {
+        Some(t) if t.expires_at > now => Ok((txn_id.to_string(), t.clone())),
+        _ => Err(Box::new(error_page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "unknown or expired txn",
+        ))),
+    }
+}
+
+fn form(headers: &HeaderMap, body: &[u8]) -> Result<Params, Box<Response>> {
+    Params::from_form(headers, body).map_err(|e| Box::new(error_page(StatusCode::BAD_REQUEST, e.code, &e.reason)))
+}
+
+fn password_ok(hash: &str, password: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier;
+    argon2::Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
+}
+
+/// `POST /authorize/login`.
+pub async fn login(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = crate::random::now();
+    let params = match form(&headers, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let (txn_id, txn) = match transaction(&app, &headers, &params, now) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let username = params.get("username").unwrap_or("").to_string();
+    let password = params.get("password").unwrap_or("").to_string();
+    let hash = app.config.users.get(&username).map(|u| u.password_hash.clone());
+    let known = hash.is_some();
+    // An unknown user is checked against a dummy hash, so timing does not reveal usernames.
+    let hash = hash.unwrap_or_else(|| app.dummy_hash.clone());
+    let ok = match app.password_slots.acquire().await {
+        Ok(_permit) => tokio::task::spawn_blocking(move || password_ok(&hash, &password))
+            .await
+            .unwrap_or(false),
+        Err(_) => false,
+    } && known;
+    if !ok {
+        log_line("info", "login_failed", &username);
+        if record_failure(&app, &txn_id) {
+            return error_page(StatusCode::BAD_REQUEST, "access_denied", "too many failed attempts");
+        }
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "Log in",
+            &login_form(&txn_id, Some("Invalid username or password")),
+        );
+    }
+    let needs_totp = app.config.users.get(&username).is_some_and(|u| u.totp_secret.is_some());
+    update(&app, &txn_id, |t| {
+        if needs_totp {
+            t.pending_user = Some(username.clone());
+        } else {
+            t.user = Some(username.clone());
+            t.auth_time = Some(now);
+        }
+    });
+    if needs_totp {
+        return page(StatusCode::OK, "One-time code", &totp_form(&txn_id, None));
+    }
+    consent_page(&app, &txn_id, &txn, &username)
+}
+
+/// Records a failed attempt; `true` (and the transaction is dropped) after [`MAX_FAILURES`].
+fn record_failure(app: &App, txn_id: &str) -> bool {
+    let mut txns = match app.transactions.lock() {
+        Ok(t) => t,
+        Err(p) => p.into_inner(),
+    };
+    let failures = txns.get_mut(txn_id).map_or(MAX_FAILURES, |t| {
+        t.failures = t.failures.saturating_add(1);
+        t.failures
+    });
+    if failures >= MAX_FAILURES {
+        txns.remove(txn_id);
+        true
+    } else {
+        false
+    }
+}
+
+fn update(app: &App, txn_id: &str, f: impl FnOnce(&mut Transaction)) {
+    let mut txns = match app.transactions.lock() {
+        Ok(t) => t,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(t) = txns.get_mut(txn_id) {
+        f(t);
+    }
+}
+
+/// Failed password or TOTP attempts allowed per transaction.
+pub const MAX_FAILURES: u32 = 5;
+
+fn totp_form(txn: &str, message: Option<&str>) -> String {
+    let msg = message.map_or_else(String::new, |m| format!("<p id=\"message\">{}</p>", html_escape(m)));
+    format!(
+        "{msg}<form method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"txn\" value=\"{txn}\">\
+         <label>Code <input name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\"></label>\
+         <button type=\"submit\">Continue</button></form>",
+        action = paths::TOTP,
+        txn = html_escape(txn),
+    )
+}
+
+/// `POST /authorize/totp`: the second factor for users with a TOTP secret.
+pub async fn totp(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = crate::random::now();
+    let params = match form(&headers, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let (txn_id, txn) = match transaction(&app, &headers, &params, now) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let Some(username) = txn.pending_user.clone() else {
+        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "no password step");
+    };
+    let Some(secret) = app.config.users.get(&username).and_then(|u| u.totp_secret.clone()) else {
+        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "user has no TOTP");
+    };
+    let given = params.get("code").unwrap_or("");
+    let fresh = match crate::totp::verify(&secret, given, now) {
+        Some(step) => {
+            let mut h = Sha256::new();
+            h.update(b"keybound-totp-v1\0");
+            h.update(username.as_bytes());
+            h.update(step.to_be_bytes());
+            let expires = step.saturating_add(2).saturating_mul(crate::totp::STEP);
+            match app.store.remember_once(&h.finalize(), expires, now) {
+                Ok(fresh) => fresh,
+                Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+            }
+        }
+        None => false,
+    };
+    if !fresh {
+        log_line("info", "totp_failed", &username);
+        if record_failure(&app, &txn_id) {
+            return error_page(StatusCode::BAD_REQUEST, "access_denied", "too many failed attempts");
+        }
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "One-time code",
+            &totp_form(&txn_id, Some("Invalid or already used code")),
+        );
+    }
+    update(&app, &txn_id, |t| {
+        t.pending_user = None;
+        t.user = Some(username.clone());
+        t.auth_time = Some(now);
+    });
+    consent_page(&app, &txn_id, &txn, &username)
+}
+
+fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str) -> Response {
+    let par = match app.store.par(&txn.request_uri) {
+        Ok(Some(p)) => p,
+        _ => return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "request_uri vanished"),
+    };
+    let Ok(request) = serde_json::from_str::<AuthzRequest>(&par.params) else {
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "stored request unreadable",
+        );
+    };
+    let client_name = app
+        .client(&txn.client_id)
+        .ok()
+        .flatten()
+        .map_or(txn.client_id.clone(), |c| c.name.clone());
+    let scopes: String = request
+        .scopes
+        .iter()
+        .map(|s| format!("<li class=\"scope\">{}</li>", html_escape(s)))
+        .collect();
+    let body = format!(
+        "<p><span id=\"client\">{client}</span> asks to access your account (<span id=\"user\">{user}</span>) with:</p>\
+         <ul id=\"scopes\">{scopes}</ul>\
+         <form method=\"post\" action=\"{action}\">\
+         <input type=\"hidden\" name=\"txn\" value=\"{txn}\">\
+         <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
+         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+        client = html_escape(&client_name),
+        user = html_escape(username),
+        action = paths::CONSENT,
+        txn = html_escape(txn_id),
+    );
+    page(StatusCode::OK, "Consent", &body)
+}
+
+/// `POST /authorize/consent`.
+pub async fn consent(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = crate::random::now();
+    let params = match form(&headers, &body) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let (txn_id, txn) = match transaction(&app, &headers, &params, now) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let (Some(user), Some(auth_time)) = (txn.user.clone(), txn.auth_time) else {
+        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "consent before login");
+    };
+    let decision = params.get("decision").unwrap_or("");
+    if decision != "allow" && decision != "deny" {
+        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "decision");
+    }
+    {
+        let mut txns = match app.transactions.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        };
+        txns.remove(&txn_id);
+    }
+    let par = match app.store.par(&txn.request_uri) {
+        Ok(Some(p)) => p,
+        Ok(None) => return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "request_uri vanished"),
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+    };
+    let Ok(request) = serde_json::from_str::<AuthzRequest>(&par.params) else {
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "stored request unreadable",
+        );
+    };
+    // One use: the first completed authorization consumes the request_uri.
+    match app.store.consume_par(&txn.request_uri, txn.started_at) {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_uri",
+                "request_uri already used",
+            );
+        }
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+    }
+    let outcome = if decision == "deny" {
+        Err("access_denied")
+    } else {
+        issue_code(&app, &request, &user, auth_time, now).map_err(|e| {
+            log_line("error", "server_error", &e);
+            "server_error"
+        })
+    };
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    match &outcome {
+        Ok(code) => out.push(("code", code)),
+        Err(error) => out.push(("error", error)),
+    }
+    if let Some(s) = &request.state {
+        out.push(("state", s));
+    }
+    authorization_response(&app, &request, &out, now)
+}
+
+/// The authorization response: `iss` added to the query (RFC 9207), or, for
+/// `response_mode=jwt`, every parameter inside a JWT signed by the server (JARM: `iss`, `aud` the
+/// client, `exp` 60 s) sent as the `response` query parameter.
+fn authorization_response(app: &App, request: &AuthzRequest, params: &[(&str, &str)], now: u64) -> Response {
+    let iss = app.config.issuer.as_str();
+    if request.response_mode != "jwt" {
+        let mut all = params.to_vec();
+        all.push(("iss", iss));
+        return redirect(&request.redirect_uri, &all);
+    }
+    let mut claims = serde_json::json!({
+        "iss": iss,
+        "aud": request.client_id,
+        "iat": now,
+        "exp": now.saturating_add(JARM_LIFETIME),
+    });
+    if let Some(o) = claims.as_object_mut() {
+        for (k, v) in params {
+            o.insert((*k).to_string(), (*v).into());
+        }
+    }
+    let keys = app.keyring();
+    let jwt = keys
+        .active()
+        .ok_or_else(|| "no signing key".to_string())
+        .and_then(|k| sign_json(&k.signer, Some("JWT"), Some(&k.kid), &claims).map_err(|e| e.to_string()));
+    match jwt {
+        Ok(jwt) => redirect(&request.redirect_uri, &[("response", &jwt)]),
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e),
+    }
+}
+
+/// Lifetime of a JARM response JWT (seconds).
+pub const JARM_LIFETIME: u64 = 60;
+
+/// Records the signed consent and stores a new code; returns the code.
+fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now: u64) -> Result<String, String> {
+    let consent_id = crate::random::token().map_err(|e| e.to_string())?;
+    let scope = request.scopes.join(" ");
+    let keys = app.keyring();
+    let key = keys.active().ok_or("no signing key")?;
+    let consent_jwt = sign_json(
+        &key.signer,
+        Some("consent+jwt"),
+        Some(&key.kid),
+        &serde_json::json!({
+            "iss": app.config.issuer,
+            "sub": user,
+            "client_id": request.client_id,
+            "scope": scope,
+            "redirect_uri": request.redirect_uri,
+            "iat": now,
+            "jti": consent_id,
+        }),
+    )
+    .map_err(|e| e.to_string())?;
+    app.store
+        .put_consent(&ConsentRecord {
+            id: consent_id,
+            subject: user.to_string(),
+            client_id: request.client_id.clone(),
+            scope,
+            jwt: consent_jwt,
+            created_at: now,
+        })
+        .map_err(|e| e.to_string())?;
+    let code = crate::random::token().map_err(|e| e.to_string())?;
+    let grant_id = crate::random::token().map_err(|e| e.to_string())?;
+    let data = CodeData {
+        request: request.clone(),
+        sub: user.to_string(),
+        auth_time,
+    };
+    app.store
+        .put_code(&CodeRecord {
+            code_hash: code_hash(&code),
+            client_id: request.client_id.clone(),
+            grant_id,
+            data: serde_json::to_string(&data).map_err(|e| e.to_string())?,
+            expires_at: now.saturating_add(app.config.lifetimes.code),
+            used: false,
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(code)
+}

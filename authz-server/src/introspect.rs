@@ -1,0 +1,154 @@
+//! Token introspection (RFC 7662, with the JWT response of RFC 9701) and revocation (RFC 7009).
+//!
+//! Introspection is for resource servers only: clients registered with `introspection = true`,
+//! authenticated like at the token endpoint. An access token is active when its signature (one of
+//! this server's published keys), issuer, audience and times verify (keybound-core
+//! `verify_jwt`) and its record is not revoked; a refresh token when its record exists, is not
+//! revoked and not expired. The answer carries `cnf` and `token_type` so a gateway can check the
+//! binding. With `Accept: application/token-introspection+jwt` the answer is a JWT signed by the
+//! server (`typ: token-introspection+jwt`, `aud` the resource server).
+//!
+//! Revocation revokes an access token (its `jti`), or a refresh token together with every token
+//! of its grant. It answers 200 for unknown tokens and for tokens of other clients (which it
+//! leaves alone), as RFC 7009 §2.2 allows, so it reveals nothing about them.
+
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keybound_core::jws::{RustCrypto, sign_json};
+use keybound_core::token::{TokenPolicy, verify_jwt};
+
+use crate::server::{App, AppState, OAuthError, Params, json_no_store, no_store};
+use crate::storage::TokenRecord;
+use crate::tls::PeerCerts;
+
+/// The media type of a JWT introspection response (RFC 9701 §5).
+pub const JWT_MEDIA_TYPE: &str = "application/token-introspection+jwt";
+
+/// Finds the record of a token this server issued, if it is well-formed and signed by it (for
+/// access tokens, which must also be unexpired). Revocation state is not checked here.
+fn find(app: &App, token: &str, now: u64) -> Result<Option<TokenRecord>, OAuthError> {
+    if token.split('.').count() == 3 {
+        let keys = app.keyring().jwks(now, app.key_retention());
+        let policy = TokenPolicy::new(app.config.issuer.clone(), app.config.audience.clone());
+        let Ok(verified) = verify_jwt(token, &keys, &policy, now, &RustCrypto) else {
+            return Ok(None);
+        };
+        let Some(jti) = verified.claims().jti.as_deref() else {
+            return Ok(None);
+        };
+        Ok(app.store.token(jti)?.filter(|r| r.kind == "access"))
+    } else {
+        Ok(app
+            .store
+            .token(&crate::token::refresh_id(token))?
+            .filter(|r| r.kind == "refresh"))
+    }
+}
+
+/// `POST /introspect`.
+pub async fn introspect(
+    State(app): State<AppState>,
+    Extension(peer): Extension<PeerCerts>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match introspect_inner(&app, &peer, &headers, &body) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn introspect_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let now = crate::random::now();
+    let params = Params::from_form(headers, body)?;
+    let client =
+        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now)?;
+    if !client.client.introspection {
+        return Err(OAuthError::invalid_client("client may not introspect"));
+    }
+    let token = params.require("token")?;
+    crate::client_auth::record_assertion(app, &client, now)?;
+    let record = find(app, token, now)?.filter(|r| !r.revoked && r.expires_at > now);
+    let answer = match record {
+        Some(r) => {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&r.data).map_err(|e| OAuthError::server(e.to_string()))?;
+            if let Some(o) = v.as_object_mut() {
+                o.remove("refresh");
+                o.insert("active".into(), true.into());
+            }
+            v
+        }
+        None => serde_json::json!({ "active": false }),
+    };
+    let wants_jwt = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            m.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case(JWT_MEDIA_TYPE)
+        });
+    if !wants_jwt {
+        return Ok(json_no_store(StatusCode::OK, &answer));
+    }
+    let keys = app.keyring();
+    let key = keys.active().ok_or_else(|| OAuthError::server("no signing key"))?;
+    let jwt = sign_json(
+        &key.signer,
+        Some("token-introspection+jwt"),
+        Some(&key.kid),
+        &serde_json::json!({
+            "iss": app.config.issuer,
+            "aud": client.client.id,
+            "iat": now,
+            "token_introspection": answer,
+        }),
+    )
+    .map_err(|e| OAuthError::server(e.to_string()))?;
+    let mut res = (StatusCode::OK, jwt).into_response();
+    no_store(res.headers_mut());
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JWT_MEDIA_TYPE));
+    Ok(res)
+}
+
+/// `POST /revoke`.
+pub async fn revoke(
+    State(app): State<AppState>,
+    Extension(peer): Extension<PeerCerts>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match revoke_inner(&app, &peer, &headers, &body) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn revoke_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let now = crate::random::now();
+    let params = Params::from_form(headers, body)?;
+    let client =
+        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now)?;
+    let token = params.require("token")?;
+    crate::client_auth::record_assertion(app, &client, now)?;
+    if let Some(r) = find(app, token, now)?
+        && r.client_id == client.client.id
+    {
+        if r.kind == "refresh" {
+            app.store.revoke_grant(&r.grant_id)?;
+        } else {
+            app.store.revoke_token(&r.id)?;
+        }
+    }
+    let mut res = StatusCode::OK.into_response();
+    no_store(res.headers_mut());
+    Ok(res)
+}

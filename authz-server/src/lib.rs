@@ -1,0 +1,47 @@
+//! # keybound-authz
+//!
+//! keybound's FAPI 2.0 authorization server: it issues the DPoP-bound (`cnf.jkt`) and
+//! certificate-bound (`cnf.x5t#S256`) RFC 9068 access tokens that the keybound gateway filter
+//! enforces. Every protocol check (JOSE, DPoP proofs, PKCE, nonces, thumbprints) is
+//! `keybound-core`'s, so the gateway and this server share one implementation.
+//!
+//! ## What it does
+//! - HTTPS with rustls (TLS 1.2+, `ring`), client certificates requested but optional on the one
+//!   listener ([`tls`]); a TOML configuration refused at load with the field named ([`config`]).
+//! - Discovery at both well-known URLs and the JWKS ([`discovery`]); persisted ES256 signing keys
+//!   ([`keys`]) in SQLite behind the [`storage::Storage`] trait, with migrations.
+//! - PAR (RFC 9126, [`par`]), the authorization endpoint with login and consent pages
+//!   ([`authorize`]), and the token endpoint for `authorization_code` with PKCE S256 ([`token`]).
+//!   Client authentication: `private_key_jwt`, `tls_client_auth`, `self_signed_tls_client_auth`,
+//!   `none` ([`client_auth`]). DPoP at PAR and token endpoint with server nonces ([`proof`]).
+//! - `refresh_token` (bound, not rotated) and `client_credentials` grants ([`token`]);
+//!   introspection (RFC 7662, JWT answers per RFC 9701) and revocation (RFC 7009)
+//!   ([`introspect`]); JARM (`response_mode=jwt`); UserInfo checked with core's
+//!   `verify_request` ([`userinfo`]); pairwise subjects; a TOTP second factor ([`totp`]); CORS
+//!   on the token and PAR endpoints ([`cors`]); dynamic client registration and management
+//!   (RFC 7591/7592, [`registration`]).
+//!
+//! ## What it does not do
+//! Request objects (JAR), `jwks_uri` for clients, `client_secret_*`, plain authorization requests
+//! without PAR, and a PostgreSQL backend (the [`storage::Storage`] trait is ready for one).
+//!
+//! The binary is `keybound-authz` (`init`, `serve`, `hash-password`, `keys rotate`).
+
+pub mod authorize;
+pub mod client_auth;
+pub mod config;
+pub mod cors;
+pub mod discovery;
+pub mod init;
+pub mod introspect;
+pub mod keys;
+pub mod par;
+pub mod proof;
+pub mod random;
+pub mod registration;
+pub mod server;
+pub mod storage;
+pub mod tls;
+pub mod token;
+pub mod totp;
+pub mod userinfo;

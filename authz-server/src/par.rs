@@ -1,0 +1,179 @@
+//! Pushed authorization requests (RFC 9126) and the validation of authorization parameters.
+//!
+//! ## Order of checks at `POST /par`
+//! 1. the body is a form with no repeated parameter (`invalid_request`);
+//! 2. client authentication, stateless part ([`crate::client_auth`], `invalid_client`);
+//! 3. the `DPoP` header, if any ([`crate::proof`]: `invalid_dpop_proof`, `use_dpop_nonce`);
+//! 4. the authorization parameters ([`validate`]);
+//! 5. the assertion `jti` and the proof `jti` are recorded (replays refused);
+//! 6. the request is stored under a fresh `request_uri` (one use, `tokens.par_lifetime` seconds,
+//!    bound to the client) and `201` returned.
+
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keybound_core::Part;
+use keybound_core::jwk::Jkt;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Client, GrantType, SenderConstraint};
+use crate::server::{App, AppState, OAuthError, Params, json_no_store, paths};
+use crate::storage::ParRecord;
+use crate::tls::PeerCerts;
+
+/// The prefix of `request_uri` values (RFC 9126 §2.2).
+pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
+
+/// The longest `state` and `nonce` accepted.
+pub const MAX_STATE_LEN: usize = 2048;
+
+/// A validated authorization request, as stored with a PAR `request_uri`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthzRequest {
+    /// The client.
+    pub client_id: String,
+    /// The redirect URI (one of the client's, exactly).
+    pub redirect_uri: String,
+    /// The requested scopes, in request order without duplicates.
+    pub scopes: Vec<String>,
+    /// `state`, returned as is.
+    pub state: Option<String>,
+    /// OIDC `nonce`, put into the ID token.
+    pub nonce: Option<String>,
+    /// The PKCE S256 challenge.
+    pub code_challenge: String,
+    /// The DPoP key the code is bound to (RFC 9449 §10), if any.
+    pub dpop_jkt: Option<String>,
+    /// `query`, or `jwt` (JARM, `query.jwt`).
+    pub response_mode: String,
+}
+
+/// Validates authorization parameters for `client`. `proof_jkt` is the thumbprint of a DPoP proof
+/// sent with the request (PAR), which must agree with a `dpop_jkt` parameter.
+///
+/// # Errors
+/// The RFC 6749 §4.1.2.1 / RFC 9126 / RFC 9449 code for the first failed check.
+pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Result<AuthzRequest, OAuthError> {
+    if params.0.contains_key("request_uri") {
+        return Err(OAuthError::invalid_request("request_uri inside a pushed request"));
+    }
+    if params.0.contains_key("request") {
+        return Err(OAuthError::bad(
+            "request_not_supported",
+            "request objects are not supported",
+        ));
+    }
+    let response_type = params.require("response_type")?;
+    if response_type != "code" {
+        return Err(OAuthError::bad("unsupported_response_type", response_type.to_string()));
+    }
+    if params.get("client_id").is_some_and(|id| id != client.id) {
+        return Err(OAuthError::invalid_request("client_id is not the authenticated client"));
+    }
+    if !client.grant_types.contains(&GrantType::AuthorizationCode) {
+        return Err(OAuthError::bad("unauthorized_client", "authorization_code not allowed"));
+    }
+    let redirect_uri = params.require("redirect_uri")?;
+    if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
+        return Err(OAuthError::invalid_request("redirect_uri not registered"));
+    }
+    let mut scopes: Vec<String> = Vec::new();
+    for s in params.get("scope").unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
+        if !client.scopes.iter().any(|c| c == s) {
+            return Err(OAuthError::bad("invalid_scope", format!("scope {s} not allowed")));
+        }
+        if !scopes.iter().any(|x| x == s) {
+            scopes.push(s.to_string());
+        }
+    }
+    let challenge = params.get("code_challenge").unwrap_or("");
+    keybound_core::pkce::check_challenge(params.get("code_challenge_method"), challenge)
+        .map_err(|e| OAuthError::invalid_request(e.reason()))?;
+    let response_mode = match params.get("response_mode") {
+        None | Some("query") => "query",
+        // JARM: `jwt` means `query.jwt` for the code response type.
+        Some("jwt" | "query.jwt") => "jwt",
+        Some(other) => return Err(OAuthError::invalid_request(format!("response_mode {other}"))),
+    };
+    for name in ["state", "nonce"] {
+        if params.get(name).is_some_and(|v| v.len() > MAX_STATE_LEN) {
+            return Err(OAuthError::invalid_request(format!("{name} too long")));
+        }
+    }
+    let dpop_jkt = match params.get("dpop_jkt") {
+        Some(j) => Some(Jkt::parse(j, Part::Other).map_err(|_| OAuthError::invalid_request("malformed dpop_jkt"))?),
+        None => None,
+    };
+    if let (Some(param), Some(proof)) = (&dpop_jkt, proof_jkt)
+        && param != proof
+    {
+        return Err(OAuthError::bad(
+            "invalid_dpop_proof",
+            "dpop_jkt differs from the DPoP proof key",
+        ));
+    }
+    let dpop_jkt = dpop_jkt.or(proof_jkt.copied());
+    if dpop_jkt.is_some() && client.sender_constraint != SenderConstraint::Dpop {
+        return Err(OAuthError::invalid_request(
+            "DPoP binding requested by a client registered for mTLS",
+        ));
+    }
+    Ok(AuthzRequest {
+        client_id: client.id.clone(),
+        redirect_uri: redirect_uri.to_string(),
+        scopes,
+        state: params.get("state").map(str::to_string),
+        nonce: params.get("nonce").map(str::to_string),
+        code_challenge: challenge.to_string(),
+        dpop_jkt: dpop_jkt.map(|j| j.to_string()),
+        response_mode: response_mode.to_string(),
+    })
+}
+
+/// `POST /par`.
+pub async fn push(
+    State(app): State<AppState>,
+    Extension(peer): Extension<PeerCerts>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match push_inner(&app, &peer, &headers, &body) {
+        Ok(res) => res,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn push_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let now = crate::random::now();
+    let params = Params::from_form(headers, body)?;
+    let client =
+        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now)?;
+    let proof = crate::proof::check(app, headers, paths::PAR, now)?;
+    let request = validate(&client.client, &params, proof.as_ref().map(|p| p.proof.jkt()))?;
+    crate::client_auth::record_assertion(app, &client, now)?;
+    if let Some(p) = &proof {
+        crate::proof::record(app, p, now)?;
+    }
+    let id = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
+    let request_uri = format!("{REQUEST_URI_PREFIX}{id}");
+    let lifetime = app.config.lifetimes.par;
+    app.store.put_par(&ParRecord {
+        request_uri: request_uri.clone(),
+        client_id: client.client.id.clone(),
+        params: serde_json::to_string(&request).map_err(|e| OAuthError::server(e.to_string()))?,
+        expires_at: now.saturating_add(lifetime),
+        consumed: false,
+    })?;
+    let mut res = json_no_store(
+        StatusCode::CREATED,
+        &serde_json::json!({ "request_uri": request_uri, "expires_in": lifetime }),
+    );
+    if let Some(n) = proof
+        .and_then(|p| p.next_nonce)
+        .and_then(|n| HeaderValue::from_str(&n).ok())
+    {
+        res.headers_mut().insert("dpop-nonce", n);
+    }
+    Ok(res)
+}

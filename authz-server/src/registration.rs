@@ -1,0 +1,341 @@
+//! Dynamic client registration (RFC 7591) and management (RFC 7592).
+//!
+//! Registration needs an initial access token from `registration.initial_access_tokens` (Bearer);
+//! without that section the endpoint is not offered. The metadata is validated exactly like a
+//! client in the config file: redirect URIs https (or http on a loopback host) without fragment
+//! (`invalid_redirect_uri`), a supported `token_endpoint_auth_method`, a public `jwks` by value
+//! for `private_key_jwt` (`jwks_uri` is not supported), scopes the server knows, and a sender
+//! constraint (`dpop_bound_access_tokens` or `tls_client_certificate_bound_access_tokens`), since
+//! this server never issues unbound tokens (`invalid_client_metadata`). A
+//! `self_signed_tls_client_auth` client registers its certificate as `x5c` of a JWKS key.
+//!
+//! The answer carries a `registration_access_token` (only its hash is stored) and the
+//! `registration_client_uri` where the client reads (`GET`), replaces (`PUT`) or deletes
+//! (`DELETE`) its registration with that token. Wrong or missing tokens are `401 invalid_token`.
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::config::{AuthMethod, Config, ConfigError, GrantType, RawClient, SenderConstraint, SubjectType};
+use crate::server::{AppState, OAuthError, json_no_store, paths};
+use crate::storage::RegisteredClient;
+
+fn bad_metadata(reason: impl Into<String>) -> OAuthError {
+    OAuthError::bad("invalid_client_metadata", reason)
+}
+
+fn invalid_token(reason: &str) -> OAuthError {
+    OAuthError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "invalid_token",
+        dpop_nonce: None,
+        reason: reason.to_string(),
+    }
+}
+
+fn token_hash(token: &str) -> String {
+    keybound_core::b64::encode(&Sha256::digest(token.as_bytes()))
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let v = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+fn str_list(meta: &serde_json::Value, name: &str) -> Result<Option<Vec<String>>, OAuthError> {
+    match meta.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad_metadata(format!("{name} entry")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(bad_metadata(format!("{name} must be an array"))),
+    }
+}
+
+fn string(meta: &serde_json::Value, name: &str) -> Result<Option<String>, OAuthError> {
+    match meta.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad_metadata(format!("{name} must be a string"))),
+    }
+}
+
+fn flag(meta: &serde_json::Value, name: &str) -> Result<bool, OAuthError> {
+    match meta.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(false),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad_metadata(format!("{name} must be a boolean"))),
+    }
+}
+
+fn map_config_error(e: ConfigError) -> OAuthError {
+    if e.field.contains("redirect_uris") {
+        OAuthError::bad("invalid_redirect_uri", e.to_string())
+    } else {
+        bad_metadata(e.to_string())
+    }
+}
+
+/// Builds a client from registration metadata (RFC 7591 §2 names), validated like a configured
+/// client.
+///
+/// # Errors
+/// `invalid_redirect_uri` or `invalid_client_metadata`.
+pub fn client_from_metadata(
+    config: &Config,
+    client_id: &str,
+    meta: &serde_json::Value,
+) -> Result<crate::config::Client, OAuthError> {
+    if !meta.is_object() {
+        return Err(bad_metadata("metadata must be a JSON object"));
+    }
+    if meta.get("jwks_uri").is_some() {
+        return Err(bad_metadata("jwks_uri is not supported; send jwks"));
+    }
+    if meta.get("sector_identifier_uri").is_some() {
+        return Err(bad_metadata("sector_identifier_uri is not supported"));
+    }
+    let method = string(meta, "token_endpoint_auth_method")?
+        .ok_or_else(|| bad_metadata("token_endpoint_auth_method is required"))?;
+    let auth_method: AuthMethod = serde_json::from_value(serde_json::Value::String(method.clone()))
+        .map_err(|_| bad_metadata(format!("token_endpoint_auth_method {method}")))?;
+    if let Some(rt) = str_list(meta, "response_types")?
+        && rt != ["code"]
+    {
+        return Err(bad_metadata("response_types must be [\"code\"]"));
+    }
+    let grant_types = match str_list(meta, "grant_types")? {
+        None => vec![GrantType::AuthorizationCode],
+        Some(g) => g
+            .iter()
+            .map(|name| {
+                serde_json::from_value(serde_json::Value::String(name.clone()))
+                    .map_err(|_| bad_metadata(format!("grant type {name}")))
+            })
+            .collect::<Result<Vec<GrantType>, _>>()?,
+    };
+    let sender_constraint = if flag(meta, "dpop_bound_access_tokens")? {
+        SenderConstraint::Dpop
+    } else if flag(meta, "tls_client_certificate_bound_access_tokens")? {
+        SenderConstraint::Mtls
+    } else {
+        return Err(bad_metadata(
+            "dpop_bound_access_tokens or tls_client_certificate_bound_access_tokens is required",
+        ));
+    };
+    let jwks = match meta.get("jwks") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v @ serde_json::Value::Object(_)) => Some(v.clone()),
+        Some(_) => return Err(bad_metadata("jwks must be an object")),
+    };
+    let certificate_x5t = if auth_method == AuthMethod::SelfSignedTlsClientAuth {
+        let x5c = jwks
+            .as_ref()
+            .and_then(|j| j.get("keys"))
+            .and_then(|k| k.as_array())
+            .and_then(|keys| keys.iter().find_map(|k| k.get("x5c")?.as_array()?.first()?.as_str()))
+            .ok_or_else(|| bad_metadata("self_signed_tls_client_auth needs a jwks key with x5c"))?;
+        let der = keybound_core::b64::decode_pem_body(x5c).map_err(|_| bad_metadata("x5c is not base64"))?;
+        x509_parser::parse_x509_certificate(&der).map_err(|_| bad_metadata("x5c is not a certificate"))?;
+        Some(keybound_core::cert::X5tS256::from_der(&der))
+    } else {
+        None
+    };
+    let subject_type = match string(meta, "subject_type")?.as_deref() {
+        None | Some("public") => SubjectType::Public,
+        Some("pairwise") => SubjectType::Pairwise,
+        Some(other) => return Err(bad_metadata(format!("subject_type {other}"))),
+    };
+    let raw = RawClient {
+        client_id: client_id.to_string(),
+        name: string(meta, "client_name")?,
+        auth_method,
+        redirect_uris: str_list(meta, "redirect_uris")?.unwrap_or_default(),
+        scopes: string(meta, "scope")?
+            .map(|s| s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default(),
+        sender_constraint,
+        grant_types,
+        // Only usable keys are kept; the x5c certificate (self-signed) is checked above.
+        jwks: jwks
+            .filter(|_| auth_method == AuthMethod::PrivateKeyJwt)
+            .map(|j| j.to_string()),
+        tls_client_auth_subject_dn: string(meta, "tls_client_auth_subject_dn")?,
+        tls_client_auth_san_dns: string(meta, "tls_client_auth_san_dns")?,
+        certificate_x5t,
+        subject_type,
+        ..RawClient::default()
+    };
+    crate::config::validate_registered(raw, config).map_err(map_config_error)
+}
+
+/// The metadata that is stored and echoed: the recognised members only (`jwks_uri` and
+/// `sector_identifier_uri` are recognised so that they are refused, not silently dropped).
+fn normalise(meta: &serde_json::Value) -> serde_json::Value {
+    const KNOWN: &[&str] = &[
+        "jwks_uri",
+        "sector_identifier_uri",
+        "redirect_uris",
+        "token_endpoint_auth_method",
+        "grant_types",
+        "response_types",
+        "client_name",
+        "scope",
+        "jwks",
+        "tls_client_auth_subject_dn",
+        "tls_client_auth_san_dns",
+        "dpop_bound_access_tokens",
+        "tls_client_certificate_bound_access_tokens",
+        "subject_type",
+    ];
+    let mut out = serde_json::Map::new();
+    if let Some(o) = meta.as_object() {
+        for k in KNOWN {
+            if let Some(v) = o.get(*k) {
+                out.insert((*k).to_string(), v.clone());
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+fn parse_json(body: &[u8]) -> Result<serde_json::Value, OAuthError> {
+    serde_json::from_slice(body).map_err(|_| bad_metadata("body is not JSON"))
+}
+
+/// `POST /register` (RFC 7591).
+pub async fn register(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = (|| {
+        let tokens = app
+            .config
+            .registration_tokens
+            .as_ref()
+            .ok_or_else(|| invalid_token("registration is off"))?;
+        let given = bearer(&headers).ok_or_else(|| invalid_token("no initial access token"))?;
+        if !tokens.iter().any(|t| ct_eq(t.as_bytes(), given.as_bytes())) {
+            return Err(invalid_token("wrong initial access token"));
+        }
+        let meta = normalise(&parse_json(&body)?);
+        let client_id = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
+        client_from_metadata(&app.config, &client_id, &meta)?;
+        let reg_token = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
+        let now = crate::random::now();
+        app.store.put_client(&RegisteredClient {
+            client_id: client_id.clone(),
+            metadata: meta.to_string(),
+            registration_token_hash: token_hash(&reg_token),
+            created_at: now,
+        })?;
+        Ok(json_no_store(
+            StatusCode::CREATED,
+            &answer(&app, &client_id, &meta, now, Some(&reg_token)),
+        ))
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn answer(
+    app: &crate::server::App,
+    client_id: &str,
+    meta: &serde_json::Value,
+    issued_at: u64,
+    reg_token: Option<&str>,
+) -> serde_json::Value {
+    let mut out = meta.clone();
+    if let Some(o) = out.as_object_mut() {
+        o.insert("client_id".into(), client_id.into());
+        o.insert("client_id_issued_at".into(), issued_at.into());
+        o.insert(
+            "registration_client_uri".into(),
+            app.config.url(&format!("{}/{client_id}", paths::REGISTER)).into(),
+        );
+        if let Some(t) = reg_token {
+            o.insert("registration_access_token".into(), t.into());
+        }
+    }
+    out
+}
+
+/// Checks the registration access token of `client_id`.
+fn registered(app: &crate::server::App, headers: &HeaderMap, client_id: &str) -> Result<RegisteredClient, OAuthError> {
+    let given = bearer(headers).ok_or_else(|| invalid_token("no registration access token"))?;
+    let rec = app
+        .store
+        .client(client_id)?
+        .ok_or_else(|| invalid_token("unknown client"))?;
+    if !ct_eq(token_hash(given).as_bytes(), rec.registration_token_hash.as_bytes()) {
+        return Err(invalid_token("wrong registration access token"));
+    }
+    Ok(rec)
+}
+
+/// `GET /register/{client_id}` (RFC 7592 §2.1).
+pub async fn read(State(app): State<AppState>, UrlPath(client_id): UrlPath<String>, headers: HeaderMap) -> Response {
+    match registered(&app, &headers, &client_id) {
+        Ok(rec) => {
+            let meta: serde_json::Value = serde_json::from_str(&rec.metadata).unwrap_or_default();
+            json_no_store(StatusCode::OK, &answer(&app, &client_id, &meta, rec.created_at, None))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PUT /register/{client_id}` (RFC 7592 §2.2): replaces the metadata; invalid metadata changes
+/// nothing.
+pub async fn update(
+    State(app): State<AppState>,
+    UrlPath(client_id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = (|| {
+        let rec = registered(&app, &headers, &client_id)?;
+        let raw = parse_json(&body)?;
+        if raw
+            .get("client_id")
+            .and_then(|v| v.as_str())
+            .is_some_and(|id| id != client_id)
+        {
+            return Err(OAuthError::invalid_request("client_id differs"));
+        }
+        let meta = normalise(&raw);
+        client_from_metadata(&app.config, &client_id, &meta)?;
+        app.store.put_client(&RegisteredClient {
+            metadata: meta.to_string(),
+            ..rec.clone()
+        })?;
+        Ok(json_no_store(
+            StatusCode::OK,
+            &answer(&app, &client_id, &meta, rec.created_at, None),
+        ))
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `DELETE /register/{client_id}` (RFC 7592 §2.3).
+pub async fn delete(State(app): State<AppState>, UrlPath(client_id): UrlPath<String>, headers: HeaderMap) -> Response {
+    let result = (|| {
+        registered(&app, &headers, &client_id)?;
+        app.store.delete_client(&client_id)?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })();
+    result.unwrap_or_else(|e: OAuthError| e.into_response())
+}

@@ -1,0 +1,448 @@
+//! The HTTPS server: state, routes, the TLS accept loop, and the OAuth error response.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::Router;
+use axum::extract::Extension;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::keys::KeyRing;
+use crate::storage::{SqliteStorage, Storage, StorageError};
+use crate::tls::{CaVerifier, PeerCerts};
+
+/// The endpoint paths, under the issuer.
+pub mod paths {
+    /// OpenID Provider metadata.
+    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+    /// RFC 8414 metadata.
+    pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
+    /// The JWKS.
+    pub const JWKS: &str = "/jwks";
+    /// Pushed authorization requests (RFC 9126).
+    pub const PAR: &str = "/par";
+    /// The authorization endpoint.
+    pub const AUTHORIZE: &str = "/authorize";
+    /// The login form target.
+    pub const LOGIN: &str = "/authorize/login";
+    /// The TOTP form target.
+    pub const TOTP: &str = "/authorize/totp";
+    /// The consent form target.
+    pub const CONSENT: &str = "/authorize/consent";
+    /// The token endpoint.
+    pub const TOKEN: &str = "/token";
+    /// Token introspection (RFC 7662).
+    pub const INTROSPECT: &str = "/introspect";
+    /// Token revocation (RFC 7009).
+    pub const REVOKE: &str = "/revoke";
+    /// Dynamic client registration (RFC 7591); `/register/{client_id}` for RFC 7592.
+    pub const REGISTER: &str = "/register";
+    /// OpenID Connect UserInfo.
+    pub const USERINFO: &str = "/userinfo";
+}
+
+/// An in-progress browser authorization (between the authorization endpoint and consent).
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    /// The PAR `request_uri` being authorized.
+    pub request_uri: String,
+    /// The client.
+    pub client_id: String,
+    /// The user, once logged in (every factor).
+    pub user: Option<String>,
+    /// The user whose password was right, while the TOTP code is awaited.
+    pub pending_user: Option<String>,
+    /// Failed password or TOTP attempts.
+    pub failures: u32,
+    /// When the user logged in.
+    pub auth_time: Option<u64>,
+    /// Expiry (Unix seconds).
+    pub expires_at: u64,
+    /// When it started (the `request_uri` was valid then).
+    pub started_at: u64,
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// Persistent state.
+    pub store: Arc<dyn Storage>,
+    /// Signing keys.
+    pub keys: RwLock<KeyRing>,
+    /// Verifier for `tls_client_auth` chains.
+    pub ca: Option<CaVerifier>,
+    /// Browser transactions by id (in memory: an unfinished login is not committed state).
+    pub transactions: Mutex<BTreeMap<String, Transaction>>,
+    /// An argon2 hash of a random password, checked for unknown users.
+    pub dummy_hash: String,
+    /// Bounds concurrent argon2 checks (each takes ~19 MiB and tens of ms of CPU).
+    pub password_slots: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "App({})", self.config.issuer)
+    }
+}
+
+impl App {
+    /// Opens storage, loads keys and builds the state.
+    ///
+    /// # Errors
+    /// A message if storage, keys or the CA file fail.
+    pub fn new(config: Config) -> Result<App, String> {
+        let store: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&config.database).map_err(|e| e.to_string())?);
+        let keys = KeyRing::load_or_create(store.as_ref(), crate::random::now()).map_err(|e| e.to_string())?;
+        let ca = config
+            .tls
+            .client_ca
+            .as_deref()
+            .map(CaVerifier::from_pem_file)
+            .transpose()?;
+        Ok(App {
+            config,
+            store,
+            keys: RwLock::new(keys),
+            ca,
+            transactions: Mutex::new(BTreeMap::new()),
+            dummy_hash: crate::init::hash_password(&crate::random::token().map_err(|e| e.to_string())?)?,
+            password_slots: tokio::sync::Semaphore::new(PASSWORD_SLOTS),
+        })
+    }
+
+    /// A client by id: from the configuration, else a dynamically registered one.
+    ///
+    /// # Errors
+    /// `server_error` if storage fails.
+    pub fn client(&self, id: &str) -> Result<Option<Arc<crate::config::Client>>, OAuthError> {
+        if let Some(c) = self.config.clients.get(id) {
+            return Ok(Some(Arc::new(c.clone())));
+        }
+        let Some(rec) = self.store.client(id)? else {
+            return Ok(None);
+        };
+        let meta: serde_json::Value =
+            serde_json::from_str(&rec.metadata).map_err(|e| OAuthError::server(e.to_string()))?;
+        crate::registration::client_from_metadata(&self.config, id, &meta)
+            .map(|c| Some(Arc::new(c)))
+            .map_err(|e| OAuthError::server(format!("stored client {id}: {}", e.reason)))
+    }
+
+    /// The subject identifier `client` sees for the local user `local` (OIDC Core §8): the user
+    /// name for public clients; for pairwise clients base64url(SHA-256(sector, user, salt)), the
+    /// same for every client of a sector and unlinkable across sectors.
+    pub fn subject(&self, client: &crate::config::Client, local: &str) -> String {
+        use sha2::{Digest, Sha256};
+        match (&client.sector, &self.config.pairwise_salt) {
+            (Some(sector), Some(salt)) => {
+                let mut h = Sha256::new();
+                h.update(b"keybound-pairwise-v1\0");
+                h.update(sector.as_bytes());
+                h.update(b"\0");
+                h.update(local.as_bytes());
+                h.update(b"\0");
+                h.update(salt);
+                keybound_core::b64::encode(&h.finalize())
+            }
+            _ => local.to_string(),
+        }
+    }
+
+    /// How long a retired signing key stays published: the longest token it may have signed.
+    pub fn key_retention(&self) -> u64 {
+        let l = &self.config.lifetimes;
+        l.access_token.max(l.id_token).saturating_add(60)
+    }
+
+    /// Reloads the signing keys from storage (picks up `keybound-authz keys rotate`).
+    pub fn reload_keys(&self) {
+        match KeyRing::load_or_create(self.store.as_ref(), crate::random::now()) {
+            Ok(ring) => match self.keys.write() {
+                Ok(mut k) => *k = ring,
+                Err(p) => *p.into_inner() = ring,
+            },
+            Err(e) => log_line("error", "key_reload_failed", &e.to_string()),
+        }
+    }
+
+    /// The key ring (a poisoned lock still holds valid keys).
+    pub fn keyring(&self) -> KeyRing {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// An OAuth error response (RFC 6749 §5.2 and the RFCs that extend it): only the code is sent.
+#[derive(Debug)]
+pub struct OAuthError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The RFC error code.
+    pub code: &'static str,
+    /// A fresh DPoP nonce to send (`use_dpop_nonce`, RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
+    /// What happened, for the log only.
+    pub reason: String,
+}
+
+impl OAuthError {
+    /// A 400 error.
+    pub fn bad(code: &'static str, reason: impl Into<String>) -> Self {
+        OAuthError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            dpop_nonce: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// `invalid_request`.
+    pub fn invalid_request(reason: impl Into<String>) -> Self {
+        Self::bad("invalid_request", reason)
+    }
+
+    /// `invalid_client` (401).
+    pub fn invalid_client(reason: impl Into<String>) -> Self {
+        OAuthError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_client",
+            dpop_nonce: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// `invalid_grant`.
+    pub fn invalid_grant(reason: impl Into<String>) -> Self {
+        Self::bad("invalid_grant", reason)
+    }
+
+    /// `server_error` (500).
+    pub fn server(reason: impl Into<String>) -> Self {
+        OAuthError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "server_error",
+            dpop_nonce: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// A core error at an endpoint of this server (400 with the core's RFC code).
+    pub fn from_core(e: &keybound_core::Error) -> Self {
+        let code = e.code().map_or("invalid_request", |c| c.as_str());
+        Self::bad(code, e.reason())
+    }
+}
+
+impl From<StorageError> for OAuthError {
+    fn from(e: StorageError) -> Self {
+        OAuthError::server(e.to_string())
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        log_line("error", self.code, &self.reason);
+        let mut res = (self.status, axum::Json(serde_json::json!({ "error": self.code }))).into_response();
+        let h = res.headers_mut();
+        no_store(h);
+        if let Some(nonce) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            h.insert("dpop-nonce", nonce);
+        }
+        res
+    }
+}
+
+/// Writes one JSON log line to stderr.
+pub fn log_line(level: &str, event: &str, detail: &str) {
+    eprintln!(
+        "{}",
+        serde_json::json!({ "ts": crate::random::now(), "level": level, "event": event, "detail": detail })
+    );
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
+pub fn no_store(h: &mut HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// A JSON response with `no-store`.
+pub fn json_no_store(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut res = (status, axum::Json(body.clone())).into_response();
+    no_store(res.headers_mut());
+    res
+}
+
+/// Form parameters with each name at most once (RFC 6749 §3.1).
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub BTreeMap<String, String>);
+
+impl Params {
+    /// Parses an `application/x-www-form-urlencoded` body.
+    ///
+    /// # Errors
+    /// `invalid_request` if the content type is not a form or a parameter repeats.
+    pub fn from_form(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(OAuthError::invalid_request("content type is not a form"));
+        }
+        Params::parse(body)
+    }
+
+    /// Parses urlencoded pairs (a query string or form body).
+    ///
+    /// # Errors
+    /// `invalid_request` if a parameter repeats.
+    pub fn parse(raw: &[u8]) -> Result<Params, OAuthError> {
+        let mut map = BTreeMap::new();
+        for (k, v) in form_urlencoded::parse(raw) {
+            if map.insert(k.into_owned(), v.into_owned()).is_some() {
+                return Err(OAuthError::invalid_request("repeated parameter"));
+            }
+        }
+        Ok(Params(map))
+    }
+
+    /// A parameter; an empty value counts as absent (RFC 6749 §3.1).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// A required parameter.
+    ///
+    /// # Errors
+    /// `invalid_request` if absent.
+    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("missing {name}")))
+    }
+}
+
+/// How many argon2 password checks may run at once.
+pub const PASSWORD_SLOTS: usize = 4;
+
+/// How often a running server reloads its signing keys from storage (seconds).
+pub const KEY_RELOAD_SECONDS: u64 = 10;
+
+/// The shared state type of the router.
+pub type AppState = Arc<App>;
+
+/// The routes.
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route(paths::OPENID_CONFIGURATION, get(crate::discovery::metadata))
+        .route(paths::OAUTH_METADATA, get(crate::discovery::metadata))
+        .route(paths::JWKS, get(crate::discovery::jwks))
+        .route(paths::PAR, post(crate::par::push).options(crate::cors::preflight))
+        .route(paths::AUTHORIZE, get(crate::authorize::start))
+        .route(paths::LOGIN, post(crate::authorize::login))
+        .route(paths::TOTP, post(crate::authorize::totp))
+        .route(paths::CONSENT, post(crate::authorize::consent))
+        .route(paths::TOKEN, post(crate::token::token).options(crate::cors::preflight))
+        .route(paths::INTROSPECT, post(crate::introspect::introspect))
+        .route(paths::REVOKE, post(crate::introspect::revoke))
+        .route(
+            paths::USERINFO,
+            get(crate::userinfo::userinfo).post(crate::userinfo::userinfo),
+        )
+        .route(paths::REGISTER, post(crate::registration::register))
+        .route(
+            "/register/{client_id}",
+            get(crate::registration::read)
+                .put(crate::registration::update)
+                .delete(crate::registration::delete),
+        )
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::cors::cors))
+        .with_state(app)
+}
+
+/// Binds the listener and serves until the process ends. Prints `listening on <addr>` to stdout
+/// once the socket is bound.
+///
+/// # Errors
+/// A message if the address cannot be bound or the TLS files are unusable.
+pub async fn run(config: Config) -> Result<(), String> {
+    let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key)?;
+    let listen = config.listen;
+    let app = Arc::new(App::new(config)?);
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("listen {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {addr}");
+    serve(listener, TlsAcceptor::from(Arc::new(tls)), app).await;
+    Ok(())
+}
+
+/// The accept loop: TLS handshake (10 s limit), then HTTP/1.1 with the peer certificate attached.
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: AppState) {
+    let routes = router(app.clone());
+    let bg = app.clone();
+    tokio::spawn(async move {
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(KEY_RELOAD_SECONDS)).await;
+            ticks = ticks.wrapping_add(1);
+            bg.reload_keys();
+            if ticks.is_multiple_of(6)
+                && let Err(e) = bg.store.purge_expired(crate::random::now())
+            {
+                log_line("error", "purge_failed", &e.to_string());
+            }
+        }
+    });
+    loop {
+        let (tcp, peer_addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                log_line("error", "accept_failed", &e.to_string());
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let routes = routes.clone();
+        tokio::spawn(async move { handle_connection(tcp, peer_addr, acceptor, routes).await });
+    }
+}
+
+async fn handle_connection(tcp: tokio::net::TcpStream, peer_addr: SocketAddr, acceptor: TlsAcceptor, routes: Router) {
+    let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            log_line("info", "tls_handshake_failed", &format!("{peer_addr}: {e}"));
+            return;
+        }
+        Err(_) => return,
+    };
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>()));
+    let svc = TowerToHyperService::new(routes.layer(Extension(PeerCerts(certs))));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .serve_connection(TokioIo::new(tls), svc)
+        .await;
+    if let Err(e) = conn {
+        log_line("info", "connection_error", &e.to_string());
+    }
+}

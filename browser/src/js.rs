@@ -1,0 +1,141 @@
+//! Bindings to `glue.js` (IndexedDB as Promises, the global scope's `crypto.subtle`, `fetch` and
+//! `sessionStorage`)
+//! and small conversions between JavaScript values and Rust.
+
+use js_sys::{Object, Promise, Reflect};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::error::BrowserError;
+
+#[wasm_bindgen(module = "/src/glue.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = idbOpen, catch)]
+    fn idb_open_promise(name: &str) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(js_name = idbGet, catch)]
+    fn idb_get_promise(db: &JsValue, id: &str) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(js_name = idbAddIfAbsent, catch)]
+    fn idb_add_promise(db: &JsValue, id: &str, value: &JsValue) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(js_name = idbDelete, catch)]
+    fn idb_delete_promise(db: &JsValue, id: &str) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(js_name = subtleCrypto)]
+    fn subtle_crypto_value() -> JsValue;
+    #[wasm_bindgen(js_name = globalFetch, catch)]
+    fn global_fetch_promise(request: &web_sys::Request) -> Result<Promise, JsValue>;
+    /// `Date.now()`.
+    #[wasm_bindgen(js_name = nowMillis)]
+    pub fn now_millis() -> f64;
+    /// `sessionStorage.getItem(key)`.
+    #[wasm_bindgen(js_name = sessionGet, catch)]
+    pub fn session_get(key: &str) -> Result<Option<String>, JsValue>;
+    /// `sessionStorage.setItem(key, value)`.
+    #[wasm_bindgen(js_name = sessionSet, catch)]
+    pub fn session_set(key: &str, value: &str) -> Result<(), JsValue>;
+    /// `sessionStorage.removeItem(key)`.
+    #[wasm_bindgen(js_name = sessionRemove, catch)]
+    pub fn session_remove(key: &str) -> Result<(), JsValue>;
+    /// `Date.parse(value)` (NaN when unparseable).
+    #[wasm_bindgen(js_name = parseHttpDate)]
+    pub fn parse_http_date(value: &str) -> f64;
+}
+
+/// Awaits a Promise-returning call.
+pub async fn call(promise: Result<Promise, JsValue>) -> Result<JsValue, JsValue> {
+    JsFuture::from(promise?).await
+}
+
+/// Opens the key database.
+///
+/// # Errors
+/// What IndexedDB said (missing, refused, blocked, version error).
+pub async fn idb_open(name: &str) -> Result<JsValue, JsValue> {
+    call(idb_open_promise(name)).await
+}
+
+/// The record under `id` (`undefined` if none).
+///
+/// # Errors
+/// What IndexedDB said.
+pub async fn idb_get(db: &JsValue, id: &str) -> Result<JsValue, JsValue> {
+    call(idb_get_promise(db, id)).await
+}
+
+/// Adds the record if `id` is free; `false` when another writer was first.
+///
+/// # Errors
+/// What IndexedDB said, e.g. `DataCloneError` where CryptoKeys cannot be stored.
+pub async fn idb_add_if_absent(db: &JsValue, id: &str, value: &JsValue) -> Result<bool, JsValue> {
+    Ok(call(idb_add_promise(db, id, value)).await?.as_bool().unwrap_or(false))
+}
+
+/// Deletes the record under `id`.
+///
+/// # Errors
+/// What IndexedDB said.
+pub async fn idb_delete(db: &JsValue, id: &str) -> Result<(), JsValue> {
+    call(idb_delete_promise(db, id)).await.map(|_| ())
+}
+
+/// `crypto.subtle`, if this context has it (secure contexts only).
+pub fn subtle() -> Option<web_sys::SubtleCrypto> {
+    subtle_crypto_value().dyn_into().ok()
+}
+
+/// The global `fetch(request)`.
+///
+/// # Errors
+/// What `fetch` rejected with (a network error is a `TypeError`).
+pub async fn fetch(request: &web_sys::Request) -> Result<web_sys::Response, JsValue> {
+    call(global_fetch_promise(request)).await?.dyn_into()
+}
+
+/// A property of a JavaScript object.
+pub fn get(target: &JsValue, key: &str) -> JsValue {
+    Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// An optional string property: `Ok(None)` when absent (`undefined` or `null`).
+///
+/// # Errors
+/// `invalid_request` if the property is present and not a string.
+pub fn optional_string(target: &JsValue, key: &str) -> Result<Option<String>, BrowserError> {
+    let value = get(target, key);
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    value
+        .as_string()
+        .map(Some)
+        .ok_or_else(|| BrowserError::bad_argument(format!("`{key}` must be a string")))
+}
+
+/// A required string property.
+///
+/// # Errors
+/// `invalid_request` if it is missing or not a string.
+pub fn required_string(target: &JsValue, key: &str) -> Result<String, BrowserError> {
+    optional_string(target, key)?.ok_or_else(|| BrowserError::bad_argument(format!("`{key}` is required")))
+}
+
+/// Checks that `value` is an object (an options bag).
+///
+/// # Errors
+/// `invalid_request` otherwise.
+pub fn options_object(value: &JsValue, what: &str) -> Result<Object, BrowserError> {
+    value
+        .dyn_ref::<Object>()
+        .filter(|_| !value.is_function())
+        .cloned()
+        .ok_or_else(|| BrowserError::bad_argument(format!("{what} must be an object")))
+}
+
+/// Builds a plain object from string keys and values.
+pub fn object(entries: &[(&str, &JsValue)]) -> Object {
+    let obj = Object::new();
+    for (key, value) in entries {
+        // Defining a property on a fresh plain object cannot fail.
+        let _ = Reflect::set(&obj, &JsValue::from_str(key), value);
+    }
+    obj
+}

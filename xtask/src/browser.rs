@@ -1,0 +1,365 @@
+//! The browser module's step of `cargo xtask test`: installs what it needs (wasm-bindgen-cli
+//! matching Cargo.lock into `.tools/wasm-bindgen`, Debian's `chromium` and `chromium-driver`, the
+//! npm packages of `browser/js`), lints the crate for `wasm32-unknown-unknown`, runs its
+//! wasm-bindgen tests in headless Chromium against a local test server, builds the npm package
+//! into `browser/pkg/`, type-checks the TypeScript example against it, and verifies its proofs
+//! with an independent JOSE implementation (npm `jose`, under node). The lint, the browser tests,
+//! the build and the interop run twice: for the default build (the npm package) and for the build
+//! with the opt-in `software-key` feature (packaged into the target directory, not published).
+//!
+//! Every action prints a line; everything already in place is left alone.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::{run, tools};
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+/// wasm-opt's flags: optimise for size, with the wasm features rustc emits for this target.
+pub const WASM_OPT_FLAGS: [&str; 7] = [
+    "-Oz",
+    "--enable-bulk-memory",
+    "--enable-nontrapping-float-to-int",
+    "--enable-sign-ext",
+    "--enable-mutable-globals",
+    "--enable-reference-types",
+    "--enable-multivalue",
+];
+
+/// Runs the browser checks; see the module docs.
+pub fn test(root: &Path) -> Result<(), String> {
+    let wasm_bindgen_bin = tools::wasm_bindgen_cli(root)?;
+    tools::chromium()?;
+    tools::node()?;
+    let target_dir = tools::target_dir(root);
+
+    // Each check runs for the default build and for the one with the opt-in software key.
+    for features in FEATURE_SETS {
+        println!("browser: clippy for {WASM_TARGET}{}", describe(features));
+        let mut args = vec![
+            "clippy",
+            "-p",
+            "keybound-browser",
+            "--all-targets",
+            "--locked",
+            "--target",
+            WASM_TARGET,
+        ];
+        args.extend(features);
+        args.extend(["--", "-D", "warnings"]);
+        run(Command::new("cargo").current_dir(root).args(&args))?;
+    }
+
+    let server = TestServer::start(root, &target_dir)?;
+    for features in FEATURE_SETS {
+        println!("browser: wasm-bindgen tests in headless Chromium{}", describe(features));
+        browser_tests(root, &target_dir, &wasm_bindgen_bin, &server.url, features)?;
+    }
+    drop(server);
+
+    let js = root.join("browser/js");
+    let stamp = js.join("node_modules/.package-lock.json");
+    if stamp.exists() && modified(&stamp) >= modified(&js.join("package-lock.json")) {
+        println!("browser: npm packages of browser/js already installed");
+    } else {
+        println!("browser: npm ci in browser/js (typescript, jose, binaryen)");
+        run(Command::new("npm")
+            .current_dir(&js)
+            .args(["ci", "--no-audit", "--no-fund"]))?;
+    }
+
+    for features in FEATURE_SETS {
+        // The npm package is the default build; the software-key build is checked beside it.
+        let pkg = if features.is_empty() {
+            root.join("browser/pkg")
+        } else {
+            target_dir.join("browser-pkg-software-key")
+        };
+        println!(
+            "browser: npm package into {} (release wasm, wasm-bindgen --target web, wasm-opt -Oz){}",
+            pkg.display(),
+            describe(features)
+        );
+        build_package(root, &target_dir, &wasm_bindgen_bin, features, &pkg)?;
+        report_sizes(&pkg)?;
+        if features.is_empty() {
+            println!("browser: tsc --noEmit (the .d.ts against browser/js/example.ts)");
+            run(Command::new("node").current_dir(&js).args([
+                "node_modules/typescript/bin/tsc",
+                "-p",
+                "tsconfig.json",
+            ]))?;
+        }
+        println!(
+            "browser: the package's proofs verified by jose under node{}",
+            describe(features)
+        );
+        run(Command::new("node")
+            .current_dir(&js)
+            .env("KEYBOUND_PKG", &pkg)
+            .env("KEYBOUND_SOFTWARE_KEY", if features.is_empty() { "0" } else { "1" })
+            .args(["--test", "interop.test.mjs"]))?;
+    }
+    Ok(())
+}
+
+/// The cargo feature flags of the builds checked: default, and with the software key.
+const FEATURE_SETS: [&[&str]; 2] = [&[], &["--features", "software-key"]];
+
+fn describe(features: &[&str]) -> &'static str {
+    if features.is_empty() {
+        ""
+    } else {
+        " (feature software-key)"
+    }
+}
+
+/// The local test server (`browser/examples/dpop_test_server.rs`), killed when dropped.
+struct TestServer {
+    child: Child,
+    url: String,
+}
+
+impl TestServer {
+    fn start(root: &Path, target_dir: &Path) -> Result<TestServer, String> {
+        run(Command::new("cargo").current_dir(root).args([
+            "build",
+            "-p",
+            "keybound-browser",
+            "--example",
+            "dpop_test_server",
+            "--locked",
+        ]))?;
+        let exe = target_dir.join("debug/examples/dpop_test_server");
+        let mut child = Command::new(&exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", exe.display()))?;
+        let mut line = String::new();
+        let read = match child.stdout.take() {
+            Some(out) => BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string()),
+            None => Err("no stdout".to_string()),
+        };
+        let url = line.trim().strip_prefix("listening on ").map(str::to_string);
+        match (read, url) {
+            (Ok(_), Some(url)) => {
+                println!("browser: test server on {url}");
+                Ok(TestServer { child, url })
+            }
+            (read, _) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("the test server did not start: {read:?} {line:?}"))
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cargo test -p keybound-browser --target wasm32-unknown-unknown` through
+/// wasm-bindgen-test-runner in headless Chromium with a fresh profile, against the test server.
+fn browser_tests(
+    root: &Path,
+    target_dir: &Path,
+    wasm_bindgen_bin: &Path,
+    server_url: &str,
+    features: &[&str],
+) -> Result<(), String> {
+    let work = target_dir.join("browser-tests");
+    let profile = work.join(format!("chromium-profile-{}", std::process::id()));
+    if profile.exists() {
+        std::fs::remove_dir_all(&profile).map_err(|e| format!("{}: {e}", profile.display()))?;
+    }
+    std::fs::create_dir_all(&profile).map_err(|e| format!("{}: {e}", profile.display()))?;
+    let webdriver = std::fs::read_to_string(root.join("browser/webdriver.json"))
+        .map_err(|e| format!("browser/webdriver.json: {e}"))?;
+    let with_profile = webdriver.replacen(
+        "\"args\": [",
+        &format!("\"args\": [\n      \"--user-data-dir={}\",", profile.display()),
+        1,
+    );
+    if with_profile == webdriver {
+        return Err("browser/webdriver.json has no \"args\": [ list".into());
+    }
+    let webdriver_json = work.join("webdriver.json");
+    std::fs::write(&webdriver_json, with_profile).map_err(|e| format!("{}: {e}", webdriver_json.display()))?;
+    let mut args = vec![
+        "test",
+        "-p",
+        "keybound-browser",
+        "--target",
+        WASM_TARGET,
+        "--tests",
+        "--locked",
+    ];
+    args.extend(features);
+    let result = run(Command::new("cargo")
+        .current_dir(root)
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            wasm_bindgen_bin.join("wasm-bindgen-test-runner"),
+        )
+        .env("CHROMEDRIVER", tools::CHROMEDRIVER)
+        .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", &webdriver_json)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+        .env("KEYBOUND_TEST_SERVER", server_url)
+        .args(&args));
+    let _ = std::fs::remove_dir_all(&profile);
+    result
+}
+
+/// The workspace version (`[workspace.package] version` of the root Cargo.toml).
+fn workspace_version(root: &Path) -> Result<String, String> {
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).map_err(|e| format!("Cargo.toml: {e}"))?;
+    let mut in_package = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[workspace.package]";
+        } else if in_package && let Some(v) = line.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')) {
+            return Ok(v.to_string());
+        }
+    }
+    Err("no [workspace.package] version in Cargo.toml".into())
+}
+
+/// Builds the release wasm (size-optimised profile) with `features` and runs `wasm-bindgen
+/// --target web` and `wasm-opt` into `pkg`, with a `package.json`.
+fn build_package(
+    root: &Path,
+    target_dir: &Path,
+    wasm_bindgen_bin: &Path,
+    features: &[&str],
+    pkg: &Path,
+) -> Result<(), String> {
+    let mut args = vec![
+        // `cargo rustc` to build the cdylib alone: with the manifest's `rlib` beside it (which the
+        // tests need), LTO removes far less (about 40 KB more wasm).
+        "rustc",
+        "-p",
+        "keybound-browser",
+        "--lib",
+        "--crate-type",
+        "cdylib",
+        "--locked",
+        "--target",
+        WASM_TARGET,
+        // A size-optimised profile defined here, so the workspace's release builds are untouched.
+        "--config",
+        "profile.wasm-release.inherits=\"release\"",
+        "--config",
+        "profile.wasm-release.opt-level=\"z\"",
+        "--config",
+        "profile.wasm-release.panic=\"abort\"",
+        "--profile",
+        "wasm-release",
+    ];
+    args.extend(features);
+    run(Command::new("cargo").current_dir(root).args(&args))?;
+    let wasm = target_dir.join(WASM_TARGET).join("wasm-release/keybound_browser.wasm");
+    if pkg.exists() {
+        std::fs::remove_dir_all(pkg).map_err(|e| format!("{}: {e}", pkg.display()))?;
+    }
+    run(Command::new(wasm_bindgen_bin.join("wasm-bindgen"))
+        .args([
+            "--target",
+            "web",
+            "--remove-name-section",
+            "--remove-producers-section",
+            "--out-dir",
+        ])
+        .arg(pkg)
+        .arg(&wasm))?;
+    // Binaryen's wasm-opt, from npm (browser/js/node_modules/binaryen).
+    let bg = pkg.join("keybound_browser_bg.wasm");
+    run(Command::new("node")
+        .arg(root.join("browser/js/node_modules/binaryen/bin/wasm-opt"))
+        .args(WASM_OPT_FLAGS)
+        .arg(&bg)
+        .arg("-o")
+        .arg(&bg))?;
+    let version = workspace_version(root)?;
+    let package_json = format!(
+        r#"{{
+  "name": "keybound-browser",
+  "version": "{version}",
+  "description": "DPoP (RFC 9449) keys and proofs for browsers: non-extractable WebCrypto keys, proofs built by keybound-core",
+  "license": "Apache-2.0 OR MIT",
+  "type": "module",
+  "main": "./keybound_browser.js",
+  "types": "./keybound_browser.d.ts",
+  "exports": {{
+    ".": {{
+      "types": "./keybound_browser.d.ts",
+      "default": "./keybound_browser.js"
+    }},
+    "./keybound_browser_bg.wasm": "./keybound_browser_bg.wasm"
+  }},
+  "files": [
+    "keybound_browser.js",
+    "keybound_browser.d.ts",
+    "keybound_browser_bg.wasm",
+    "keybound_browser_bg.wasm.d.ts",
+    "snippets/"
+  ],
+  "sideEffects": [
+    "./snippets/*"
+  ]
+}}
+"#
+    );
+    let path = pkg.join("package.json");
+    std::fs::write(&path, package_json).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Prints the sizes README.md reports: the wasm and the JS glue, raw and `gzip -9`.
+fn report_sizes(pkg: &Path) -> Result<(), String> {
+    let size = |name: &str| std::fs::metadata(pkg.join(name)).map(|m| m.len()).unwrap_or(0);
+    let gzipped = |name: &str| -> Result<usize, String> {
+        let out = Command::new("gzip")
+            .args(["-9", "-c"])
+            .arg(pkg.join(name))
+            .output()
+            .map_err(|e| format!("gzip: {e}"))?;
+        Ok(out.stdout.len())
+    };
+    println!(
+        "browser: sizes: keybound_browser_bg.wasm {} bytes ({} gzipped), JS glue keybound_browser.js {} bytes ({} gzipped) + snippets {} bytes",
+        size("keybound_browser_bg.wasm"),
+        gzipped("keybound_browser_bg.wasm")?,
+        size("keybound_browser.js"),
+        gzipped("keybound_browser.js")?,
+        walk_size(&pkg.join("snippets"))
+    );
+    Ok(())
+}
+
+fn walk_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk_size(&path)
+            } else {
+                std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
