@@ -22,7 +22,9 @@
 use std::sync::Arc;
 
 use keybound_core::Part;
-use keybound_core::jws::{Alg, AlgSet, Jws, RustCrypto};
+use keybound_core::jws::{Alg, AlgSet, Jws};
+
+use crate::crypto::Ring;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -145,7 +147,7 @@ fn private_key_jwt(app: &App, params: &Params, assertion: &str, now: u64) -> Res
         return Err(bad("client is not registered for private_key_jwt"));
     }
     let jwks = client.jwks.as_ref().ok_or_else(|| bad("client has no keys"))?;
-    jws.verify_with_set(jwks, &RustCrypto, Part::Other)
+    jws.verify_with_set(jwks, &Ring, Part::Other)
         .map_err(|e| bad(e.reason()))?;
     let claims: AssertionClaims = serde_json::from_slice(jws.payload()).map_err(|_| bad("claims"))?;
     if claims.sub.as_deref() != Some(client.id.as_str()) {

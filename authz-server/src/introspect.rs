@@ -16,7 +16,9 @@ use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keybound_core::jws::{RustCrypto, sign_json};
+use keybound_core::jws::sign_json;
+
+use crate::crypto::Ring;
 use keybound_core::token::{TokenPolicy, verify_jwt};
 
 use crate::server::{App, AppState, OAuthError, Params, json_no_store, no_store};
@@ -32,7 +34,7 @@ fn find(app: &App, token: &str, now: u64) -> Result<Option<TokenRecord>, OAuthEr
     if token.split('.').count() == 3 {
         let keys = app.keyring().jwks(now, app.key_retention());
         let policy = TokenPolicy::new(app.config.issuer.clone(), app.config.audience.clone());
-        let Ok(verified) = verify_jwt(token, &keys, &policy, now, &RustCrypto) else {
+        let Ok(verified) = verify_jwt(token, &keys, &policy, now, &Ring) else {
             return Ok(None);
         };
         let Some(jti) = verified.claims().jti.as_deref() else {

@@ -6,7 +6,9 @@
 //! tokens it signed still verify, and is deleted after that.
 
 use keybound_core::jwk::{Jwk, Jwks};
-use keybound_core::jws::{Alg, P256Signer, Signer};
+use keybound_core::jws::{Alg, Signer};
+
+use crate::crypto::RingP256Signer;
 
 use crate::storage::{SigningKeyRecord, Storage, StorageError};
 
@@ -16,7 +18,7 @@ pub struct SigningKey {
     /// The `kid`.
     pub kid: String,
     /// The signer.
-    pub signer: P256Signer,
+    pub signer: RingP256Signer,
     /// Retirement time, if retired.
     pub retired_at: Option<u64>,
 }
@@ -64,7 +66,7 @@ pub fn generate(now: u64) -> Result<SigningKeyRecord, KeyError> {
     // A random 32-byte string is a valid scalar with overwhelming probability; retry otherwise.
     for _ in 0..8 {
         let secret = crate::random::bytes::<32>().map_err(|_| KeyError::Random)?;
-        if let Ok(signer) = P256Signer::from_bytes(&secret) {
+        if let Ok(signer) = RingP256Signer::from_bytes(&secret) {
             return Ok(SigningKeyRecord {
                 kid: signer.public_key().thumbprint().to_string(),
                 secret: secret.to_vec(),
@@ -95,7 +97,7 @@ impl KeyRing {
                 .as_slice()
                 .try_into()
                 .map_err(|_| KeyError::Corrupt(r.kid.clone()))?;
-            let signer = P256Signer::from_bytes(&secret).map_err(|_| KeyError::Corrupt(r.kid.clone()))?;
+            let signer = RingP256Signer::from_bytes(&secret).map_err(|_| KeyError::Corrupt(r.kid.clone()))?;
             keys.push(SigningKey {
                 kid: r.kid,
                 signer,

@@ -31,6 +31,7 @@ pub mod authorize;
 pub mod client_auth;
 pub mod config;
 pub mod cors;
+pub mod crypto;
 pub mod discovery;
 pub mod init;
 pub mod introspect;

@@ -5,10 +5,10 @@
 //! without a valid nonce gets `400 use_dpop_nonce` and a `DPoP-Nonce` header (RFC 9449 §8). The
 //! `jti` replay check is separate ([`record`]) so the endpoint can do it last.
 
+use crate::crypto::Ring;
 use axum::http::HeaderMap;
 use keybound_core::dpop::{NonceCheck, ProofPolicy, ProofTarget, VerifiedProof, verify_proof};
 use keybound_core::htu::Htu;
-use keybound_core::jws::RustCrypto;
 use keybound_core::nonce::NonceAge;
 use keybound_core::request::single_dpop_header;
 
@@ -61,7 +61,7 @@ pub fn check(app: &App, headers: &HeaderMap, path: &str, now: u64) -> Result<Opt
         htu: &htu,
         access_token: None,
     };
-    let proof = verify_proof(jwt, &target, &policy, nonce, now, &RustCrypto).map_err(|e| proof_error(app, &e, now))?;
+    let proof = verify_proof(jwt, &target, &policy, nonce, now, &Ring).map_err(|e| proof_error(app, &e, now))?;
     let next_nonce = match (proof.nonce_age(), &app.config.dpop.nonce) {
         (Some(NonceAge::Previous), Some(n)) => Some(n.issue(now)),
         _ => None,

@@ -7,13 +7,13 @@
 //! `jti` is recorded last. Errors are `401`/`403` with `WWW-Authenticate` carrying only the RFC
 //! code.
 
+use crate::crypto::Ring;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keybound_core::dpop::{NonceCheck, ProofPolicy};
 use keybound_core::error::Challenge;
 use keybound_core::htu::Htu;
-use keybound_core::jws::RustCrypto;
 use keybound_core::request::{ResourceRequest, RoutePolicy, scheme_of, verify_request};
 use keybound_core::token::{TokenPolicy, verify_jwt};
 
@@ -95,8 +95,8 @@ pub async fn userinfo(
     let keys = app.keyring().jwks(now, app.key_retention());
     let policy = TokenPolicy::new(app.config.issuer.clone(), app.config.audience.clone());
     let store = app.store.clone();
-    let verified = verify_request(&req, &route, now, &RustCrypto, |t| {
-        let v = verify_jwt(t, &keys, &policy, now, &RustCrypto)?;
+    let verified = verify_request(&req, &route, now, &Ring, |t| {
+        let v = verify_jwt(t, &keys, &policy, now, &Ring)?;
         let live = v
             .claims()
             .jti

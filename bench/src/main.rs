@@ -629,6 +629,150 @@ fn markdown(r: &Value) -> String {
                 .unwrap_or_default()
         ));
     }
+    // The token-endpoint and browser benchmarks, if `cargo xtask bench` ran them (bench/authz,
+    // bench/browser).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let read =
+        |name: &str| -> Option<Value> { serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok() };
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    if let Some(a) = read("authz.json") {
+        let o = a.get("options").cloned().unwrap_or(Value::Null);
+        let empty = Vec::new();
+        let servers = a.get("servers").and_then(Value::as_array).unwrap_or(&empty);
+        let by = |name: &str| {
+            servers
+                .iter()
+                .find(|x| x.get("name").and_then(Value::as_str) == Some(name))
+        };
+        out.push_str(&format!(
+            "## Authorization server: token endpoint\n\n\
+             keybound-authz beside [oidc-provider](https://github.com/panva/node-oidc-provider) (npm, the version \
+             below, pinned in `bench/authz/oidc-provider/package-lock.json`), both doing the same request: \
+             `grant_type=client_credentials`, the client authenticated with `private_key_jwt` (ES256 assertion, \
+             `aud` = issuer), a DPoP proof (ES256) in every request, answered with a DPoP-bound ES256 JWT access \
+             token (`cnf.jkt`). Every request carries a fresh client assertion and a fresh DPoP proof (unique \
+             `jti`s, all signed before the clock starts); replay checks stay on in both (before measuring, the \
+             benchmark checks that each server issues a DPoP-bound JWT and refuses a replayed proof and a replayed \
+             assertion). The servers' state differs: keybound-authz writes the assertion and proof `jti`s and \
+             the issued token's `jti` (for introspection and revocation) to SQLite and keeps them until they \
+             expire; oidc-provider stores no JWT access token and keeps replay records in its development \
+             in-memory adapter, an LRU of 1,000 to 2,000 entries, so under load it forgets a `jti` after about \
+             1,000 newer requests. **DPoP nonces are off in both** (keybound-authz `dpop.nonce = \"off\"`, oidc-provider \
+             without `nonceSecret`), so a request is one round trip. TLS (the same ECDSA P-256 server certificate \
+             from `keybound-authz init`), HTTP/1.1 keep-alive, {} concurrent connections (closed loop) from the \
+             same load generator as the gateway scenarios (`bench/src/load.rs`) on CPU 1; each server pinned to \
+             CPU {} (`taskset`). Runs alternate between the servers; values are medians of {} runs of {} s (after \
+             a warm-up run). **Server CPU µs/request** is the server process's user + system time (all threads) \
+             per answered request; **capacity** is 1 / that, the number to compare: req/s, latency and the \
+             share of its core a server got depend on what else runs on this shared 2-core machine (the kernel \
+             shares a contended core per thread, so node with its helper threads gets more of it than a server \
+             with one busy thread). Measured {}.\n\n\
+             | server | req/s | p50 ms | p99 ms | server CPU µs/request | capacity req/s per core | \
+             capacity vs oidc-provider | server's share of its core |\n|---|---|---|---|---|---|---|---|\n",
+            o.get("connections").unwrap_or(&Value::Null),
+            o.get("server_cpu").and_then(Value::as_str).unwrap_or("(not pinned)"),
+            o.get("runs").unwrap_or(&Value::Null),
+            o.get("seconds").unwrap_or(&Value::Null),
+            s(&a, "measured_at"),
+        ));
+        let reference = by("oidc-provider").and_then(|x| f(x, "cpu_us_per_request"));
+        for x in servers {
+            let cpu = f(x, "cpu_us_per_request").unwrap_or(f64::NAN);
+            out.push_str(&format!(
+                "| {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.0}% |\n",
+                s(x, "title"),
+                f(x, "rps").unwrap_or(0.0),
+                f(x, "p50_us").unwrap_or(0.0) / 1000.0,
+                f(x, "p99_us").unwrap_or(0.0) / 1000.0,
+                cpu,
+                1e6 / cpu,
+                reference.map_or(String::new(), |r| format!("{:.2}x", r / cpu)),
+                f(x, "utilisation").unwrap_or(0.0) * 100.0,
+            ));
+        }
+        out.push_str(
+            "\nRepeat: `cargo xtask bench --no-micro --no-browser` (with the gateway scenarios), or only this: \
+             `cargo build --release -p keybound-authz -p keybound-bench-authz && \
+             (cd bench/authz/oidc-provider && npm ci) && \
+             taskset -c 1 target/release/keybound-bench-authz --authz-bin target/release/keybound-authz` \
+             (`--runs`, `--seconds`, `--connections`, `--only NAME`; writes `target/bench/authz.json`).\n\n",
+        );
+    }
+    if let Some(b) = read("browser.json") {
+        let z = Value::Null;
+        let sizes = b.get("sizes").unwrap_or(&z);
+        let n = |k: &str| sizes.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let ms = |k: &str| -> (f64, f64, f64) {
+            let v = b.get(k).unwrap_or(&z);
+            (
+                f(v, "median").unwrap_or(f64::NAN),
+                f(v, "min").unwrap_or(f64::NAN),
+                f(v, "max").unwrap_or(f64::NAN),
+            )
+        };
+        let o = b.get("options").unwrap_or(&z);
+        let (kb, dp, sign) = (
+            ms("keybound_create_proof_ms"),
+            ms("dpop_generate_proof_ms"),
+            ms("subtle_sign_ms"),
+        );
+        out.push_str(&format!(
+            "## Browser module: proof creation and size\n\n\
+             keybound-browser (the npm package in `browser/pkg`: wasm + JS glue) beside panva's \
+             [dpop](https://github.com/panva/dpop) {} (npm, pinned in `bench/browser/package-lock.json`) in the \
+             same page of headless Chromium {}, each with a non-extractable ECDSA P-256 WebCrypto key \
+             (`DpopKey.open({{storage: \"memory\"}})`, `DPoP.generateKeyPair(\"ES256\")`), making the same proof: \
+             `POST`, the same URL, `ath` for the same access token, the same nonce (both proofs are checked in the \
+             page: header, claims and signature). The page is cross-origin isolated (fine `performance.now()`); \
+             each round times {} samples of {} operations per library (which goes first alternates) and takes \
+             the median; the table has the median over {} rounds (range in brackets), after a discarded warm-up \
+             round. Measured {}.\n\n\
+             | | median per proof | |\n|---|---|---|\n\
+             | keybound-browser `createProof` | {:.3} ms ({:.3} to {:.3}) | {:.2}x dpop's time |\n\
+             | dpop `generateProof` | {:.3} ms ({:.3} to {:.3}) | |\n\
+             | `crypto.subtle.sign` alone (ES256, 450 bytes): the floor under both | {:.3} ms ({:.3} to {:.3}) | |\n\n\
+             What the browser downloads (gzip level 9):\n\n\
+             | | raw bytes | gzipped bytes |\n|---|---|---|\n\
+             | keybound-browser `keybound_browser_bg.wasm` | {} | {} |\n\
+             | keybound-browser JS glue (`keybound_browser.js` + `snippets/`) | {} | {} |\n\
+             | keybound-browser total | {} | {} |\n\
+             | dpop `build/index.js` (as published, not minified; no dependencies) | {} | {} |\n\n\
+             keybound-browser's wasm initialisation (`await init()`, fetch + compile + instantiate) took {:.1} ms \
+             once per page. Its larger size buys the proof code shared with the gateway and the authorization server \
+             (keybound-core: JSON, SHA-256, `htu` normalisation), IndexedDB key persistence and the nonce-retrying \
+             `fetch`; dpop only makes proofs.\n\n\
+             Repeat: `cargo xtask bench --no-micro --no-authz` (with the gateway scenarios), or only this, after \
+             `cargo xtask test` has built `browser/pkg`: `(cd bench/browser && npm ci) && node bench/browser/run.mjs` \
+             (`--rounds`, `--samples`, `--batch`; writes `target/bench/browser.json`).\n\n",
+            s(&b, "dpop_version"),
+            s(&b, "chromium"),
+            o.get("samples").unwrap_or(&z),
+            o.get("batch").unwrap_or(&z),
+            o.get("rounds").unwrap_or(&z),
+            s(&b, "measured_at"),
+            kb.0,
+            kb.1,
+            kb.2,
+            kb.0 / dp.0,
+            dp.0,
+            dp.1,
+            dp.2,
+            sign.0,
+            sign.1,
+            sign.2,
+            n("keybound_wasm"),
+            n("keybound_wasm_gzip"),
+            n("keybound_js"),
+            n("keybound_js_gzip"),
+            n("keybound_wasm") + n("keybound_js"),
+            n("keybound_wasm_gzip") + n("keybound_js_gzip"),
+            n("dpop_js"),
+            n("dpop_js_gzip"),
+            b.pointer("/setup/keybound_init_ms")
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN),
+        ));
+    }
     out
 }
 

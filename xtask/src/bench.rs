@@ -4,7 +4,8 @@
 //! mode, runs the gateway scenarios pinned to CPU 1 (each Envoy it starts is pinned to CPU 0), and
 //! renders the plot. `keybound-bench` rewrites `BENCHMARKS.md`; arguments are passed through
 //! (`--runs`, `--seconds`, `--only`, `--connections`, `--memory-proofs`); `--no-micro` skips the
-//! micro-benchmarks.
+//! micro-benchmarks, `--no-authz` the token-endpoint benchmark (`bench/authz`), `--no-browser` the
+//! browser one (`bench/browser`); `--only` skips both.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -27,7 +28,16 @@ pub fn bench(root: &Path, args: &[String]) -> ExitCode {
 
 fn steps(root: &Path, args: &[String]) -> Result<(), String> {
     let micro_wanted = !args.iter().any(|a| a == "--no-micro");
-    let args: Vec<String> = args.iter().filter(|a| *a != "--no-micro").cloned().collect();
+    // The token-endpoint and browser benchmarks run unless skipped, or unless `--only` picks
+    // gateway scenarios.
+    let only = args.iter().any(|a| a == "--only");
+    let authz_wanted = !only && !args.iter().any(|a| a == "--no-authz");
+    let browser_wanted = !only && !args.iter().any(|a| a == "--no-browser");
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| !["--no-micro", "--no-authz", "--no-browser"].contains(&a.as_str()))
+        .cloned()
+        .collect();
     let args = args.as_slice();
     println!("==> set up: rust targets, Envoy, matplotlib");
     tools::rust_targets(root)?;
@@ -35,6 +45,12 @@ fn steps(root: &Path, args: &[String]) -> Result<(), String> {
     let plot_venv = tools::python_venv(root, "plot", "bench/requirements.txt")?;
     if micro_wanted {
         micro(root)?;
+    }
+    if authz_wanted {
+        authz(root)?;
+    }
+    if browser_wanted {
+        browser(root)?;
     }
     println!("==> build the filter and keybound-bench (release)");
     cargo(
@@ -147,6 +163,66 @@ fn micro(root: &Path) -> Result<(), String> {
     }
     rows.sort();
     std::fs::write(out.join("micro.json"), format!("[{}]\n", rows.join(",\n"))).map_err(|e| e.to_string())
+}
+
+/// `npm ci` in `dir` unless its `node_modules` already has `package` (the lock file pins it).
+fn npm_ci(root: &Path, dir: &str, package: &str) -> Result<(), String> {
+    if root
+        .join(dir)
+        .join("node_modules")
+        .join(package)
+        .join("package.json")
+        .exists()
+    {
+        println!("{dir}: {package} installed");
+        return Ok(());
+    }
+    println!("{dir}: npm ci (package-lock.json)");
+    run(Command::new("npm")
+        .current_dir(root.join(dir))
+        .args(["ci", "--no-audit", "--no-fund"]))
+}
+
+/// The token-endpoint benchmark (`bench/authz`): keybound-authz beside npm `oidc-provider`,
+/// client_credentials with private_key_jwt and DPoP over TLS, 16 connections, the servers pinned to
+/// CPU 0 and the load generator to CPU 1; results to `target/bench/authz.json`.
+fn authz(root: &Path) -> Result<(), String> {
+    println!("==> token endpoint: keybound-authz beside oidc-provider");
+    npm_ci(root, "bench/authz/oidc-provider", "oidc-provider")?;
+    cargo(root, &["build", "-p", "keybound-authz", "--release", "--locked"])?;
+    cargo(root, &["build", "-p", "keybound-bench-authz", "--release", "--locked"])?;
+    let target = tools::target_dir(root);
+    let exe = target.join("release/keybound-bench-authz");
+    let authz = target.join("release/keybound-authz");
+    let pinned = Command::new("taskset").arg("--version").output().is_ok();
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(&exe);
+        c
+    } else {
+        println!("taskset not found: running without CPU pinning (numbers will be noisier)");
+        let mut c = Command::new(&exe);
+        c.args(["--server-cpu", "none"]);
+        c
+    };
+    run(cmd.current_dir(root).arg("--authz-bin").arg(&authz))
+}
+
+/// The browser benchmark (`bench/browser`): proof creation time of the keybound-browser npm
+/// package (`browser/pkg`, built by `cargo xtask test`) beside npm `dpop` in headless Chromium,
+/// and their sizes; results to `target/bench/browser.json`.
+fn browser(root: &Path) -> Result<(), String> {
+    println!("==> browser: keybound-browser beside the npm dpop package in headless Chromium");
+    let pkg = root.join("browser/pkg");
+    if !pkg.join("keybound_browser_bg.wasm").exists() {
+        println!("browser/pkg: building the npm package");
+        npm_ci(root, "browser/js", "binaryen")?;
+        let wasm_bindgen = tools::wasm_bindgen_cli(root)?;
+        crate::browser::build_package(root, &tools::target_dir(root), &wasm_bindgen, &[], &pkg)?;
+    }
+    tools::chromium()?;
+    npm_ci(root, "bench/browser", "dpop")?;
+    run(Command::new("node").current_dir(root).arg("bench/browser/run.mjs"))
 }
 
 /// Just enough JSON reading for two fields, so xtask stays dependency-free.

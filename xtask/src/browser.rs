@@ -233,7 +233,7 @@ fn workspace_version(root: &Path) -> Result<String, String> {
 
 /// Builds the release wasm (size-optimised profile) with `features` and runs `wasm-bindgen
 /// --target web` and `wasm-opt` into `pkg`, with a `package.json`.
-fn build_package(
+pub fn build_package(
     root: &Path,
     target_dir: &Path,
     wasm_bindgen_bin: &Path,
