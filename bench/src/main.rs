@@ -354,7 +354,10 @@ fn run(opts: &Options) -> Result<(), String> {
     scenario(
         "5-keybound-dpop",
         "keybound, DPoP, fresh proof per request (BoringSSL verify)",
-        Filter::Keybound(keybound_config(&issuer, json!({"verifier": "envoy"}))),
+        Filter::Keybound(keybound_config(
+            &issuer,
+            json!({"verifier": "envoy", "replay_cache": {"buckets": 65_536, "entries_per_bucket": 32}}),
+        )),
         Listener::Plain,
         &[],
         &plain,
@@ -363,7 +366,10 @@ fn run(opts: &Options) -> Result<(), String> {
     scenario(
         "6-keybound-dpop-rust",
         "keybound, DPoP, fresh proof per request (pure-Rust verify)",
-        Filter::Keybound(keybound_config(&issuer, json!({"verifier": "rust"}))),
+        Filter::Keybound(keybound_config(
+            &issuer,
+            json!({"verifier": "rust", "replay_cache": {"buckets": 65_536, "entries_per_bucket": 32}}),
+        )),
         Listener::Plain,
         &[],
         &plain,

@@ -173,11 +173,14 @@ impl Default for RawReplayCache {
     }
 }
 
+/// 16384 buckets of 32 entries: 524,288 records in 12 MiB of shared data. Small buckets keep the
+/// per-request copy small (one bucket is read and written per proof); many buckets keep them from
+/// filling unevenly.
 fn default_buckets() -> usize {
-    1024
+    16_384
 }
 fn default_entries() -> usize {
-    128
+    32
 }
 
 #[derive(Deserialize)]
