@@ -52,7 +52,10 @@ struct RawIntrospection {
     endpoint: String,
     cluster: String,
     client_id: String,
-    client_secret: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    auth_method: Option<String>,
     issuer: String,
     audiences: Vec<String>,
     timeout_ms: Option<u64>,
@@ -285,12 +288,22 @@ impl HttpTarget {
 pub struct Introspection {
     /// The introspection endpoint.
     pub target: HttpTarget,
-    /// The `authorization` header value (`client_secret_basic`, RFC 6749 §2.3.1).
-    pub authorization: String,
+    /// How the gateway authenticates itself to the introspection endpoint.
+    pub client_auth: IntrospectionAuth,
     /// What the introspection response must say (`iss` if present, `aud` if present).
     pub policy: TokenPolicy,
     /// Results are cached until the token's `exp`, and at most this long (default 300).
     pub max_cache_seconds: u64,
+}
+
+/// Client authentication at the introspection endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntrospectionAuth {
+    /// `client_secret_basic` (RFC 6749 §2.3.1): this `authorization` header value.
+    SecretBasic(String),
+    /// `tls_client_auth` (RFC 8705 §2): the Envoy cluster presents the gateway's client
+    /// certificate (its `transport_socket`); the form carries this `client_id`.
+    Tls(String),
 }
 
 /// Which code verifies ES256 signatures.
@@ -595,9 +608,31 @@ impl Config {
                 if i.client_id.is_empty() {
                     return Err(err("introspection.client_id", "required"));
                 }
-                if i.client_secret.is_empty() {
-                    return Err(err("introspection.client_secret", "required"));
-                }
+                let client_auth = match (i.auth_method.as_deref(), i.client_secret) {
+                    (None | Some("client_secret_basic"), Some(secret)) if !secret.is_empty() => {
+                        let credentials = format!("{}:{}", form_encode(&i.client_id), form_encode(&secret));
+                        IntrospectionAuth::SecretBasic(format!("Basic {}", base64_std(credentials.as_bytes())))
+                    }
+                    (None | Some("client_secret_basic"), _) => {
+                        return Err(err(
+                            "introspection.client_secret",
+                            "required with client_secret_basic (or set auth_method \"tls_client_auth\")",
+                        ));
+                    }
+                    (Some("tls_client_auth"), None) => IntrospectionAuth::Tls(i.client_id.clone()),
+                    (Some("tls_client_auth"), Some(_)) => {
+                        return Err(err(
+                            "introspection.client_secret",
+                            "not used with tls_client_auth (the cluster's client certificate authenticates)",
+                        ));
+                    }
+                    (Some(other), _) => {
+                        return Err(err(
+                            "introspection.auth_method",
+                            format!("{other:?}: expected \"client_secret_basic\" or \"tls_client_auth\""),
+                        ));
+                    }
+                };
                 if !i.issuer.starts_with("https://") && !i.issuer.starts_with("http://") {
                     return Err(err("introspection.issuer", "must be an http(s) URL"));
                 }
@@ -611,10 +646,9 @@ impl Config {
                 if !(1..=3600).contains(&max_cache_seconds) {
                     return Err(err("introspection.max_cache_seconds", "must be 1 to 3600"));
                 }
-                let credentials = format!("{}:{}", form_encode(&i.client_id), form_encode(&i.client_secret));
                 Some(Introspection {
                     target,
-                    authorization: format!("Basic {}", base64_std(credentials.as_bytes())),
+                    client_auth,
                     policy: TokenPolicy::new(i.issuer, i.audiences),
                     max_cache_seconds,
                 })
@@ -761,7 +795,11 @@ mod tests {
         let mut i = json!({"endpoint": "https://as.example/introspect", "cluster": "as", "client_id": "gw",
             "client_secret": "s", "issuer": "https://as.example", "audiences": ["https://api"]});
         for (k, val) in patch.as_object().unwrap() {
-            i[k] = val.clone();
+            if val.is_null() {
+                i.as_object_mut().unwrap().remove(k);
+            } else {
+                i[k] = val.clone();
+            }
         }
         let mut v = base();
         v["introspection"] = i;
@@ -788,7 +826,15 @@ mod tests {
         assert_eq!(r.target.path, "/");
         let c = Config::parse(&introspection(json!({}))).unwrap();
         let i = c.introspection.unwrap();
-        assert_eq!(i.authorization, "Basic Z3c6cw==");
+        assert_eq!(i.client_auth, IntrospectionAuth::SecretBasic("Basic Z3c6cw==".into()));
+        let c = Config::parse(&introspection(
+            json!({"auth_method": "tls_client_auth", "client_secret": null, "client_id": "gw"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            c.introspection.unwrap().client_auth,
+            IntrospectionAuth::Tls("gw".into())
+        );
         assert_eq!(i.max_cache_seconds, 300);
         assert!(
             !Config::parse(&base().to_string().into_bytes())
@@ -995,6 +1041,18 @@ mod tests {
             (
                 introspection(json!({"client_secret": ""})),
                 "introspection.client_secret",
+            ),
+            (
+                introspection(json!({"client_secret": null})),
+                "introspection.client_secret: required",
+            ),
+            (
+                introspection(json!({"auth_method": "tls_client_auth"})),
+                "introspection.client_secret: not used",
+            ),
+            (
+                introspection(json!({"auth_method": "private_key_jwt"})),
+                "introspection.auth_method",
             ),
             (introspection(json!({"issuer": "as"})), "introspection.issuer"),
             (introspection(json!({"audiences": []})), "introspection.audiences"),

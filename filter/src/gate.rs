@@ -37,7 +37,7 @@ use keybound_core::request::{self, Binding, ResourceRequest, RoutePolicy, verify
 use keybound_core::token::{self, VerifiedToken};
 use keybound_core::{Error, ErrorCode};
 
-use crate::config::{Auth, CertSource, Config, HttpTarget, Keys, form_encode, parse_jwks};
+use crate::config::{Auth, CertSource, Config, HttpTarget, IntrospectionAuth, Keys, form_encode, parse_jwks};
 use crate::replay::{Cas, ReplayCache, SharedStore, StoreError, Verdict};
 
 /// The largest JWKS document accepted from a `jwks_uri` (bytes).
@@ -329,17 +329,25 @@ impl Gate {
             },
             Fetch::Introspect(token) => {
                 let intro = self.config.introspection.as_ref()?;
+                let mut headers = vec![
+                    (":method", "POST".into()),
+                    (":path", intro.target.path.clone()),
+                    (":authority", intro.target.authority.clone()),
+                    ("content-type", "application/x-www-form-urlencoded".into()),
+                    ("accept", "application/json".into()),
+                ];
+                let mut body = format!("token={}&token_type_hint=access_token", form_encode(token));
+                match &intro.client_auth {
+                    IntrospectionAuth::SecretBasic(value) => headers.push(("authorization", value.clone())),
+                    IntrospectionAuth::Tls(client_id) => {
+                        body.push_str("&client_id=");
+                        body.push_str(&form_encode(client_id));
+                    }
+                }
                 Some(HttpCall {
                     target: &intro.target,
-                    headers: vec![
-                        (":method", "POST".into()),
-                        (":path", intro.target.path.clone()),
-                        (":authority", intro.target.authority.clone()),
-                        ("content-type", "application/x-www-form-urlencoded".into()),
-                        ("accept", "application/json".into()),
-                        ("authorization", intro.authorization.clone()),
-                    ],
-                    body: Some(format!("token={}&token_type_hint=access_token", form_encode(token)).into_bytes()),
+                    headers,
+                    body: Some(body.into_bytes()),
                 })
             }
         }

@@ -441,3 +441,24 @@ fn without_introspection_opaque_tokens_are_invalid() {
     assert_eq!(verdict(&o).0, 401);
     assert!(www_authenticate(&o).contains("invalid_token"));
 }
+
+#[test]
+fn introspection_with_tls_client_auth_sends_the_client_id_and_no_secret() {
+    let mut config = introspection_config();
+    let intro = config["introspection"].as_object_mut().unwrap();
+    intro.remove("client_secret");
+    intro.insert("auth_method".into(), json!("tls_client_auth"));
+    let store = Store::default();
+    let gate = new_gate(&config, &store);
+    let call = gate.call_for(&Fetch::Introspect("tok en".into())).unwrap();
+    // The certificate is the cluster's business; the request names the client and carries no secret.
+    assert!(
+        call.headers.iter().all(|(k, _)| *k != "authorization"),
+        "{:?}",
+        call.headers
+    );
+    assert_eq!(
+        call.body.as_deref(),
+        Some(&b"token=tok%20en&token_type_hint=access_token&client_id=gw%201"[..])
+    );
+}
