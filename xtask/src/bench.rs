@@ -213,13 +213,12 @@ fn authz(root: &Path) -> Result<(), String> {
 /// and their sizes; results to `target/bench/browser.json`.
 fn browser(root: &Path) -> Result<(), String> {
     println!("==> browser: keybound-browser beside the npm dpop package in headless Chromium");
+    // Always (re)build the package: a stale browser/pkg would measure old code.
     let pkg = root.join("browser/pkg");
-    if !pkg.join("keybound_browser_bg.wasm").exists() {
-        println!("browser/pkg: building the npm package");
-        npm_ci(root, "browser/js", "binaryen")?;
-        let wasm_bindgen = tools::wasm_bindgen_cli(root)?;
-        crate::browser::build_package(root, &tools::target_dir(root), &wasm_bindgen, &[], &pkg)?;
-    }
+    println!("browser/pkg: building the npm package");
+    npm_ci(root, "browser/js", "binaryen")?;
+    let wasm_bindgen = tools::wasm_bindgen_cli(root)?;
+    crate::browser::build_package(root, &tools::target_dir(root), &wasm_bindgen, &[], &pkg)?;
     tools::chromium()?;
     npm_ci(root, "bench/browser", "dpop")?;
     run(Command::new("node").current_dir(root).arg("bench/browser/run.mjs"))
