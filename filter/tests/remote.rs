@@ -10,45 +10,22 @@
     reason = "test helpers fail the test on bad fixtures"
 )]
 
+mod common;
+
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use keybound_core::dpop::{self, NewProof};
 use keybound_core::jwk::Jwk;
 use keybound_core::jws::{self, P256Signer, RustCrypto, Signer};
 use keybound_filter::config::Config;
 use keybound_filter::gate::{Fetch, Gate, Outcome, Request};
-use keybound_filter::replay::{Cas, SharedStore, StoreError};
 use serde_json::{Value, json};
+
+use common::Store;
 
 const NOW: u64 = 1_700_000_000;
 const ISS: &str = "https://as.example.com";
 const AUD: &str = "https://rs.example.com";
-
-/// Envoy's shared-data semantics, single-threaded (CAS ignored for absent keys).
-#[derive(Default)]
-struct Store(RefCell<HashMap<String, (Vec<u8>, u32)>>);
-
-impl SharedStore for Store {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        Ok(self
-            .0
-            .borrow()
-            .get(key)
-            .map_or((None, None), |(v, c)| (Some(v.clone()), Some(*c))))
-    }
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Cas, StoreError> {
-        let mut m = self.0.borrow_mut();
-        let current = m.get(key).map(|(_, c)| *c);
-        if let (Some(cur), Some(c)) = (current, cas)
-            && cur != c
-        {
-            return Ok(Cas::Mismatch);
-        }
-        m.insert(key.into(), (value.to_vec(), current.map_or(1, |c| c + 1)));
-        Ok(Cas::Written)
-    }
-}
 
 fn signer(n: u8) -> P256Signer {
     P256Signer::from_bytes(&[n; 32]).unwrap()
