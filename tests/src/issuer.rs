@@ -7,33 +7,13 @@
 //! same Envoy worker (each worker has its own token cache).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::Response;
-
-/// One request the server received.
-#[derive(Debug, Clone, Default)]
-pub struct Seen {
-    /// Method.
-    pub method: String,
-    /// Path with query.
-    pub path: String,
-    /// Headers, names lower-case.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: String,
-}
-
-impl Seen {
-    /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
+use crate::{Response, Seen, parse_response, read_request, request_bytes};
 
 #[derive(Default)]
 struct State {
@@ -132,40 +112,6 @@ impl Drop for IssuerServer {
     }
 }
 
-/// Reads one request; `None` at the end of the connection.
-fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Seen>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let mut seen = Seen {
-        method: parts.next().unwrap_or("").to_owned(),
-        path: parts.next().unwrap_or("").to_owned(),
-        ..Seen::default()
-    };
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
-            if k == "content-length" {
-                length = v.parse().unwrap_or(0);
-            }
-            seen.headers.push((k, v));
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    seen.body = String::from_utf8_lossy(&body).into_owned();
-    Ok(Some(seen))
-}
-
 fn form_value(body: &str, name: &str) -> Option<String> {
     body.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
@@ -242,8 +188,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
 
 /// A keep-alive HTTP/1.1 connection: every request on it reaches the same Envoy worker.
 pub struct Connection {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    stream: TcpStream,
 }
 
 impl Connection {
@@ -252,77 +197,21 @@ impl Connection {
     /// # Errors
     /// If it cannot connect.
     pub fn open(port: u16) -> Result<Connection, String> {
-        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect {port}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(20)))
+        let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect {port}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
             .map_err(|e| e.to_string())?;
-        let writer = s.try_clone().map_err(|e| e.to_string())?;
-        Ok(Connection {
-            reader: BufReader::new(s),
-            writer,
-        })
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        Ok(Connection { stream })
     }
 
-    /// Sends a request without a body (`host: rs.example.com`) and reads the answer.
+    /// Sends a request without a body (`host: rs.example.com`, the connection kept open) and reads
+    /// the answer.
     ///
     /// # Errors
     /// On I/O errors or a response that does not parse.
     pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nhost: rs.example.com\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        self.writer.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let io = |e: std::io::Error| e.to_string();
-        let mut status_line = String::new();
-        self.reader.read_line(&mut status_line).map_err(io)?;
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-        let mut headers = Vec::new();
-        let (mut length, mut chunked) = (0usize, false);
-        loop {
-            let mut h = String::new();
-            self.reader.read_line(&mut h).map_err(io)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
-                if k == "content-length" {
-                    length = v.parse().unwrap_or(0);
-                }
-                if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                    chunked = true;
-                }
-                headers.push((k, v));
-            }
-        }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let mut size = String::new();
-                self.reader.read_line(&mut size).map_err(io)?;
-                let n = usize::from_str_radix(size.trim(), 16).map_err(|e| e.to_string())?;
-                let mut chunk = vec![0u8; n + 2];
-                self.reader.read_exact(&mut chunk).map_err(io)?;
-                chunk.truncate(n);
-                body.extend_from_slice(&chunk);
-                if n == 0 {
-                    break;
-                }
-            }
-        } else {
-            body.resize(length, 0);
-            self.reader.read_exact(&mut body).map_err(io)?;
-        }
-        Ok(Response {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        let raw = crate::tls::write_then_read_response(&mut self.stream, &request_bytes(method, path, headers, false))?;
+        parse_response(&raw)
     }
 }

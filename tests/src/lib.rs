@@ -108,16 +108,25 @@ fn exchange<S: Read + Write>(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Response, String> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: rs.example.com\r\nconnection: close\r\n");
+    let raw = tls::write_then_read_response(s, &request_bytes(method, path, headers, true))?;
+    parse_response(&raw)
+}
+
+/// A request without a body: `host: rs.example.com`, `connection: close` if `close`, then
+/// `headers` in order.
+pub(crate) fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], close: bool) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: rs.example.com\r\n");
+    if close {
+        req.push_str("connection: close\r\n");
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("content-length: 0\r\n\r\n");
-    let raw = tls::write_then_read_response(s, req.as_bytes())?;
-    parse_response(&raw)
+    req.into_bytes()
 }
 
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
+pub(crate) fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
     let mut lines = head.lines();
@@ -197,34 +206,16 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
+    while let Some(seen) = read_request(&mut reader)? {
+        // Repeated headers joined with ", ", as a proxy may fold them.
         let mut headers = serde_json::Map::new();
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
-                if k == "content-length" {
-                    length = v.parse().unwrap_or(0);
-                }
-                let joined = match headers.get(&k).and_then(|x| x.as_str()) {
-                    Some(prev) => format!("{prev}, {v}"),
-                    None => v,
-                };
-                headers.insert(k, joined.into());
-            }
+        for (k, v) in seen.headers {
+            let joined = match headers.get(&k).and_then(|x| x.as_str()) {
+                Some(prev) => format!("{prev}, {v}"),
+                None => v,
+            };
+            headers.insert(k, joined.into());
         }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
         let payload = serde_json::Value::Object(headers).to_string();
         // One write: `write!` would send the pieces as separate segments, and Nagle plus delayed
         // ACKs would add ~40 ms to every request.
@@ -235,6 +226,61 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
         out.write_all(response.as_bytes())?;
         out.flush()?;
     }
+    Ok(())
+}
+
+/// One request the server received.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Path with query.
+    pub path: String,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Seen {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request; `None` at the end of the connection.
+pub(crate) fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Seen>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let mut seen = Seen {
+        method: parts.next().unwrap_or("").to_owned(),
+        path: parts.next().unwrap_or("").to_owned(),
+        ..Seen::default()
+    };
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            if k == "content-length" {
+                length = v.parse().unwrap_or(0);
+            }
+            seen.headers.push((k, v));
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    seen.body = String::from_utf8_lossy(&body).into_owned();
+    Ok(Some(seen))
 }
 
 /// A running Envoy with the keybound filter in front of an upstream.
