@@ -53,34 +53,10 @@ fn steps(root: &Path, args: &[String]) -> Result<(), String> {
         browser(root)?;
     }
     println!("==> build the filter and keybound-bench (release)");
-    cargo(
-        root,
-        &[
-            "build",
-            "-p",
-            "keybound-filter",
-            "--release",
-            "--locked",
-            "--target",
-            "wasm32-wasip1",
-        ],
-    )?;
+    tools::build_filter(root)?;
     cargo(root, &["build", "-p", "keybound-bench", "--release", "--locked"])?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    let exe = target.join("release/keybound-bench");
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
-    println!(
-        "==> run the gateway scenarios{}",
-        if pinned { " (pinned to CPU 1)" } else { "" }
-    );
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1"]).arg(&exe);
-        c
-    } else {
-        println!("taskset not found: running without CPU pinning (numbers will be noisier)");
-        Command::new(&exe)
-    };
+    println!("==> run the gateway scenarios (on CPU 1; each Envoy on CPU 0)");
+    let (mut cmd, _) = tools::pinned("1", &tools::target_dir(root).join("release/keybound-bench"));
     run(cmd.current_dir(root).args(args))?;
     if args.iter().any(|a| a == "--only") {
         return Ok(());
@@ -194,17 +170,10 @@ fn authz(root: &Path) -> Result<(), String> {
     let target = tools::target_dir(root);
     let exe = target.join("release/keybound-bench-authz");
     let authz = target.join("release/keybound-authz");
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1"]).arg(&exe);
-        c
-    } else {
-        println!("taskset not found: running without CPU pinning (numbers will be noisier)");
-        let mut c = Command::new(&exe);
-        c.args(["--server-cpu", "none"]);
-        c
-    };
+    let (mut cmd, pinned) = tools::pinned("1", &exe);
+    if !pinned {
+        cmd.args(["--server-cpu", "none"]);
+    }
     run(cmd.current_dir(root).arg("--authz-bin").arg(&authz))
 }
 

@@ -10,7 +10,7 @@
 //! Every action prints a line; everything already in place is left alone.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use crate::{run, tools};
@@ -233,13 +233,9 @@ fn workspace_version(root: &Path) -> Result<String, String> {
 
 /// Builds the release wasm (size-optimised profile) with `features` and runs `wasm-bindgen
 /// --target web` and `wasm-opt` into `pkg`, with a `package.json`.
-pub fn build_package(
-    root: &Path,
-    target_dir: &Path,
-    wasm_bindgen_bin: &Path,
-    features: &[&str],
-    pkg: &Path,
-) -> Result<(), String> {
+/// Builds keybound-browser's cdylib for the browser in the size-optimised `wasm-release` profile;
+/// returns the `.wasm` (before wasm-bindgen).
+pub fn build_wasm(root: &Path, target_dir: &Path, features: &[&str]) -> Result<PathBuf, String> {
     let mut args = vec![
         // `cargo rustc` to build the cdylib alone: with the manifest's `rlib` beside it (which the
         // tests need), LTO removes far less (about 40 KB more wasm).
@@ -264,7 +260,18 @@ pub fn build_package(
     ];
     args.extend(features);
     run(Command::new("cargo").current_dir(root).args(&args))?;
-    let wasm = target_dir.join(WASM_TARGET).join("wasm-release/keybound_browser.wasm");
+    Ok(target_dir.join(WASM_TARGET).join("wasm-release/keybound_browser.wasm"))
+}
+
+/// The npm package in `pkg`: [`build_wasm`], wasm-bindgen, wasm-opt, `package.json`.
+pub fn build_package(
+    root: &Path,
+    target_dir: &Path,
+    wasm_bindgen_bin: &Path,
+    features: &[&str],
+    pkg: &Path,
+) -> Result<(), String> {
+    let wasm = build_wasm(root, target_dir, features)?;
     if pkg.exists() {
         std::fs::remove_dir_all(pkg).map_err(|e| format!("{}: {e}", pkg.display()))?;
     }

@@ -15,8 +15,6 @@ use std::process::{Command, ExitCode};
 
 use crate::{cargo, run, tools};
 
-const WASM_TARGET: &str = "wasm32-unknown-unknown";
-
 /// `cargo xtask demo [flags]`.
 pub fn demo(root: &Path, args: &[String]) -> ExitCode {
     if args.iter().any(|a| a == "-h" || a == "--help") {
@@ -107,18 +105,7 @@ fn prepare(root: &Path) -> Result<Prepared, String> {
     let envoy = tools::envoy(root)?;
     let wasm_bindgen = tools::wasm_bindgen_cli(root)?.join("wasm-bindgen");
     println!("==> demo: building the filter (release, wasm32-wasip1)");
-    cargo(
-        root,
-        &[
-            "build",
-            "-p",
-            "keybound-filter",
-            "--release",
-            "--locked",
-            "--target",
-            "wasm32-wasip1",
-        ],
-    )?;
+    tools::build_filter(root)?;
     println!("==> demo: building the browser package for the demo page");
     let pkg = browser_package(root, &wasm_bindgen)?;
     println!("==> demo: building keybound-authz and keybound-demo");
@@ -130,31 +117,11 @@ fn prepare(root: &Path) -> Result<Prepared, String> {
     Ok(Prepared { demo_bin, envoy, pkg })
 }
 
-/// Builds keybound-browser for the browser (the browser step's size-optimised profile, so the
+/// Builds keybound-browser for the browser (the browser step's wasm build, so the
 /// two share cargo's cache) and runs wasm-bindgen into `<target>/demo-pkg`.
 fn browser_package(root: &Path, wasm_bindgen: &Path) -> Result<PathBuf, String> {
-    cargo(
-        root,
-        &[
-            "build",
-            "-p",
-            "keybound-browser",
-            "--lib",
-            "--locked",
-            "--target",
-            WASM_TARGET,
-            "--config",
-            "profile.wasm-release.inherits=\"release\"",
-            "--config",
-            "profile.wasm-release.opt-level=\"z\"",
-            "--config",
-            "profile.wasm-release.panic=\"abort\"",
-            "--profile",
-            "wasm-release",
-        ],
-    )?;
     let target = tools::target_dir(root);
-    let wasm = target.join(WASM_TARGET).join("wasm-release/keybound_browser.wasm");
+    let wasm = crate::browser::build_wasm(root, &target, &[])?;
     let pkg = target.join("demo-pkg");
     run(Command::new(wasm_bindgen)
         .args(["--target", "web", "--out-dir"])

@@ -113,18 +113,7 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
     step(
         "build the filter (release, wasm32-wasip1) and lint it for that target",
         &mut || {
-            cargo(
-                root,
-                &[
-                    "build",
-                    "-p",
-                    "keybound-filter",
-                    "--release",
-                    "--locked",
-                    "--target",
-                    "wasm32-wasip1",
-                ],
-            )?;
+            tools::build_filter(root)?;
             cargo(
                 root,
                 &[

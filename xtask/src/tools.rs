@@ -227,3 +227,32 @@ pub fn node() -> Result<(), String> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-qq", "nodejs", "npm"]))
 }
+
+/// The filter, release, for `wasm32-wasip1` (`target/wasm32-wasip1/release/keybound_filter.wasm`).
+pub fn build_filter(root: &Path) -> Result<(), String> {
+    run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "-p",
+        "keybound-filter",
+        "--release",
+        "--locked",
+        "--target",
+        "wasm32-wasip1",
+    ]))
+}
+
+/// `exe` pinned to CPU `cpu` with `taskset` when it exists (benchmarks), else unpinned with a
+/// message; and whether it is pinned.
+pub fn pinned(cpu: &str, exe: &Path) -> (Command, bool) {
+    if Command::new("taskset").arg("--version").output().is_ok() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", cpu]).arg(exe);
+        (c, true)
+    } else {
+        println!(
+            "taskset not found: running {} without CPU pinning (numbers will be noisier)",
+            exe.display()
+        );
+        (Command::new(exe), false)
+    }
+}
