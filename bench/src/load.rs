@@ -111,8 +111,20 @@ fn connect(port: u16, transport: &Transport) -> Result<Box<dyn Stream>, String> 
     }
 }
 
-/// Reads one response; returns its status.
-fn read_response(r: &mut BufReader<Box<dyn Stream>>) -> Result<u16, String> {
+/// One request on its own connection: the answer's status and body.
+///
+/// # Errors
+/// If the connection fails or the answer does not parse.
+#[allow(dead_code, reason = "used by keybound-bench-authz, which includes this module")]
+pub fn exchange(port: u16, transport: &Transport, request: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let mut r = BufReader::new(connect(port, transport)?);
+    r.get_mut().write_all(request).map_err(|e| e.to_string())?;
+    r.get_mut().flush().map_err(|e| e.to_string())?;
+    read_response(&mut r)
+}
+
+/// Reads one response; returns its status and body.
+fn read_response(r: &mut BufReader<Box<dyn Stream>>) -> Result<(u16, Vec<u8>), String> {
     let mut line = String::new();
     if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
         return Err("connection closed".into());
@@ -138,7 +150,7 @@ fn read_response(r: &mut BufReader<Box<dyn Stream>>) -> Result<u16, String> {
     }
     let mut body = vec![0u8; length];
     r.read_exact(&mut body).map_err(|e| e.to_string())?;
-    Ok(status)
+    Ok((status, body))
 }
 
 /// Runs the load against the process `pid` (for its CPU time).
@@ -181,7 +193,7 @@ pub fn run(load: &Load, pid: u32) -> Result<Measured, String> {
                 let sent = reader.get_mut().write_all(req).and_then(|()| reader.get_mut().flush());
                 let result = sent
                     .map_err(|e| e.to_string())
-                    .and_then(|()| read_response(&mut reader));
+                    .and_then(|()| read_response(&mut reader).map(|(status, _)| status));
                 match result {
                     Ok(status) if status == expect => {
                         own.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));

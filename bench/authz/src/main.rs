@@ -16,8 +16,8 @@
 #[path = "../../src/load.rs"]
 mod load;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -260,33 +260,7 @@ fn tls_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
 
 /// One request on its own TLS connection: (status, body).
 fn exchange(port: u16, tls: &Arc<rustls::ClientConfig>, request: &[u8]) -> Result<(u16, Value), String> {
-    let sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(tls.clone(), name).map_err(|e| e.to_string())?;
-    let mut r = BufReader::new(rustls::StreamOwned::new(conn, sock));
-    r.get_mut().write_all(request).map_err(|e| e.to_string())?;
-    r.get_mut().flush().map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
-    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        r.read_line(&mut line).map_err(|e| e.to_string())?;
-        let h = line.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length];
-    r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    let (status, body) = load::exchange(port, &Transport::Tls(tls.clone()), request)?;
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
