@@ -56,16 +56,34 @@ pub fn encode(input: &[u8]) -> String {
     out
 }
 
-fn value(c: u8) -> Result<u32, DecodeError> {
-    Ok(match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => return Err(DecodeError),
+/// Marks a byte outside the alphabet in [`DECODE`].
+const INVALID: u8 = 0xff;
+
+/// Each byte's 6-bit value, or [`INVALID`].
+#[allow(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time: an index out of range fails the build"
+)]
+const DECODE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
     }
-    .into())
+    table
+};
+
+/// The 6-bit value of a base64url symbol, or a value with bit 7 set if `c` is not one.
+fn lookup(c: u8) -> u32 {
+    u32::from(DECODE.get(usize::from(c)).copied().unwrap_or(INVALID))
+}
+
+fn value(c: u8) -> Result<u32, DecodeError> {
+    match lookup(c) {
+        v if v & 0x80 != 0 => Err(DecodeError),
+        v => Ok(v),
+    }
 }
 
 /// Decodes strict base64url without padding.
@@ -78,11 +96,14 @@ pub fn decode(input: &str) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3 + 2);
     let mut chunks = bytes.chunks_exact(4);
     for c in &mut chunks {
-        let mut n = 0u32;
-        for &b in c {
-            n = (n << 6) | value(b)?;
+        if let [a, b, c, d] = *c {
+            let (a, b, c, d) = (lookup(a), lookup(b), lookup(c), lookup(d));
+            if (a | b | c | d) & 0x80 != 0 {
+                return Err(DecodeError);
+            }
+            let n = (a << 18) | (b << 12) | (c << 6) | d;
+            out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
         }
-        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
     }
     match *chunks.remainder() {
         [] => {}

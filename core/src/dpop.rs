@@ -32,6 +32,7 @@
 //! [RFC 9449]: https://www.rfc-editor.org/rfc/rfc9449
 //! [RFC 9449 §4.3]: https://www.rfc-editor.org/rfc/rfc9449#section-4.3
 
+use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 
 use serde::Deserialize;
@@ -170,22 +171,76 @@ pub fn verify_proof(
     now: UnixTime,
     verifier: &dyn Verifier,
 ) -> Result<VerifiedProof> {
+    verify_proof_with(proof, target, policy, nonce, now, verifier, None)
+}
+
+/// [`verify_proof`], remembering in `memo` what repeats across one client's proofs: the parsed
+/// header (its key, checked once, and the key's thumbprint) and the `ath` of each access token.
+/// Every check still runs for every proof in the same order and with the same result; the memo
+/// only saves recomputing pure functions of bytes it has seen (see [`ProofMemo`]).
+///
+/// # Errors
+/// As [`verify_proof`].
+pub fn verify_proof_with(
+    proof: &str,
+    target: &ProofTarget<'_>,
+    policy: &ProofPolicy,
+    nonce: NonceCheck<'_>,
+    now: UnixTime,
+    verifier: &dyn Verifier,
+    mut memo: Option<&mut ProofMemo>,
+) -> Result<VerifiedProof> {
     const P: Part = Part::Proof;
-    // 1-3
-    let jws = Jws::parse(proof, P, policy.algs)?;
-    // 4
-    if !crate::jws::typ_is(jws.typ(), TYP) {
-        return Err(Error::WrongType { part: P });
-    }
-    // 5
-    let jwk = jws.jwk().ok_or(Error::MissingClaim { part: P, claim: "jwk" })?;
+    let malformed = |what| Error::Malformed { part: P, what };
+    // 1-5, from the memo when this exact header was accepted before (only the allowlist, which
+    // may differ between routes, is checked again), else parsed and checked in full.
+    let header_b64 = proof.split('.').next().unwrap_or("");
+    let remembered = match memo.as_deref() {
+        Some(m) if proof.len() <= crate::jws::MAX_JWS_LEN => m.headers.get(header_b64).cloned(),
+        _ => None,
+    };
+    let (header, signing_input, payload, signature) = match remembered {
+        Some(header) => {
+            let mut it = proof.split('.');
+            let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
+                return Err(malformed("not three parts"));
+            };
+            let signing_input = proof.get(..h.len() + 1 + p.len()).ok_or(malformed("split"))?;
+            let payload = b64::decode(p).map_err(|_| malformed("payload base64url"))?;
+            let signature = b64::decode(s).map_err(|_| malformed("signature base64url"))?;
+            if !policy.algs.contains(header.alg) {
+                return Err(Error::AlgNotAllowed { part: P });
+            }
+            (header, signing_input, payload, signature)
+        }
+        None => {
+            let jws = Jws::parse(proof, P, policy.algs)?;
+            if !crate::jws::typ_is(jws.typ(), TYP) {
+                return Err(Error::WrongType { part: P });
+            }
+            let jwk = jws.jwk().ok_or(Error::MissingClaim { part: P, claim: "jwk" })?;
+            let header = ProofHeader {
+                alg: jws.alg(),
+                key: jwk.key().clone(),
+                jkt: jwk.thumbprint(),
+            };
+            if let Some(m) = memo.as_deref_mut() {
+                m.remember_header(header_b64, &header);
+            }
+            let signing_input = jws.signing_input();
+            let (payload, signature) = jws.into_payload_and_signature();
+            (header, signing_input, payload, signature)
+        }
+    };
     // 6
-    jws.verify(jwk.key(), verifier, P)?;
+    if !header.alg.fits(&header.key) {
+        return Err(Error::AlgKeyMismatch { part: P });
+    }
+    if !verifier.verify(header.alg, &header.key, signing_input.as_bytes(), &signature) {
+        return Err(Error::BadSignature { part: P });
+    }
     // 7
-    let claims: RawClaims = serde_json::from_slice(jws.payload()).map_err(|_| Error::Malformed {
-        part: P,
-        what: "claims",
-    })?;
+    let claims: RawClaims = serde_json::from_slice(&payload).map_err(|_| malformed("claims"))?;
     let missing = |claim| Error::MissingClaim { part: P, claim };
     let jti = claims
         .jti
@@ -215,10 +270,19 @@ pub fn verify_proof(
         return Err(Error::IatOutOfWindow);
     }
     // 11
-    if let (Some(token), Some(ath)) = (target.access_token, ath)
-        && ath != access_token_hash(token)
-    {
-        return Err(Error::AthMismatch);
+    if let (Some(token), Some(ath)) = (target.access_token, ath) {
+        let remembered = memo
+            .as_deref()
+            .and_then(|m| m.aths.get(ath.as_str()))
+            .is_some_and(|t| t.as_str() == token);
+        if !remembered {
+            if ath != access_token_hash(token) {
+                return Err(Error::AthMismatch);
+            }
+            if let Some(m) = memo {
+                m.remember_ath(ath, token);
+            }
+        }
     }
     // 12
     let nonce_age = match nonce {
@@ -232,13 +296,82 @@ pub fn verify_proof(
         .unwrap_or(0)
         .max(now);
     Ok(VerifiedProof {
-        jkt: jwk.thumbprint(),
-        alg: jws.alg(),
+        jkt: header.jkt,
+        alg: header.alg,
         jti,
         iat,
         nonce_age,
         expires_at,
     })
+}
+
+/// A proof header that passed steps 1-5 of [`verify_proof`].
+#[derive(Debug, Clone)]
+struct ProofHeader {
+    alg: Alg,
+    key: PublicKey,
+    jkt: Jkt,
+}
+
+/// What [`verify_proof_with`] remembers between proofs, bounded.
+///
+/// A client signs every proof with the same key and sends the same access token many times, so
+/// two things repeat byte for byte: the proof's protected header (`typ`, `alg`, `jwk`) and the
+/// proof's `ath` for a given token. Parsing that header (base64url, JSON, checking the key is a
+/// valid public key, its RFC 7638 thumbprint) and hashing the token are pure functions of those
+/// bytes, so their results can be reused:
+///
+/// - a header is remembered, by its exact base64url text, only after it passed every header
+///   check (compact JWS, JSON, no `crit`, a supported `alg`, a public `jwk` that is a valid key
+///   fitting the `alg`, `typ` `dpop+jwt`); on reuse, `alg` is checked again against the caller's
+///   allowlist;
+/// - an `ath` is remembered with the token it was computed from, only after it matched; on reuse
+///   it counts as matching only for that same token (compared in full), anything else is hashed.
+///
+/// Each map holds at most `max_entries` entries and is emptied when full (the memo only saves
+/// work; no result depends on it). Memory: about `max_entries × (450 + token length)` bytes.
+#[derive(Debug, Clone, Default)]
+pub struct ProofMemo {
+    headers: BTreeMap<String, ProofHeader>,
+    aths: BTreeMap<String, String>,
+    max_entries: usize,
+}
+
+impl ProofMemo {
+    /// A memo holding at most `max_entries` headers and as many `ath` values (0: remembers
+    /// nothing).
+    pub fn new(max_entries: usize) -> Self {
+        ProofMemo {
+            headers: BTreeMap::new(),
+            aths: BTreeMap::new(),
+            max_entries,
+        }
+    }
+
+    /// How many headers and `ath` values are remembered.
+    pub fn len(&self) -> (usize, usize) {
+        (self.headers.len(), self.aths.len())
+    }
+
+    fn remember_header(&mut self, b64: &str, header: &ProofHeader) {
+        if self.max_entries == 0 {
+            return;
+        }
+        if self.headers.len() >= self.max_entries {
+            self.headers.clear();
+        }
+        self.headers.insert(b64.to_string(), header.clone());
+    }
+
+    fn remember_ath(&mut self, ath: String, token: &str) {
+        if self.max_entries == 0 {
+            return;
+        }
+        if self.aths.len() >= self.max_entries {
+            self.aths.clear();
+        }
+        self.aths.insert(ath, token.to_string());
+    }
 }
 
 /// `ath`: base64url(SHA-256(ASCII access token)) ([RFC 9449 §4.2]).

@@ -271,8 +271,13 @@ impl<'a> Jws<'a> {
     }
 
     /// The ASCII signing input `header.payload`.
-    pub fn signing_input(&self) -> &str {
+    pub fn signing_input(&self) -> &'a str {
         self.signing_input
+    }
+
+    /// The decoded payload and signature, taken out of the JWS.
+    pub(crate) fn into_payload_and_signature(self) -> (Vec<u8>, Vec<u8>) {
+        (self.payload, self.signature)
     }
 
     /// The decoded signature bytes.

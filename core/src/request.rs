@@ -22,7 +22,7 @@ use alloc::vec::Vec;
 use core::borrow::Borrow;
 
 use crate::cert::X5tS256;
-use crate::dpop::{NonceCheck, ProofPolicy, ProofTarget, VerifiedProof, verify_proof};
+use crate::dpop::{NonceCheck, ProofMemo, ProofPolicy, ProofTarget, VerifiedProof, verify_proof_with};
 use crate::error::{Error, Result};
 use crate::htu::Htu;
 use crate::jwk::Jkt;
@@ -229,6 +229,27 @@ where
     T: Borrow<VerifiedToken>,
     F: FnOnce(&str) -> Result<T>,
 {
+    verify_request_with(req, route, now, verifier, None, verify_token)
+}
+
+/// [`verify_request`], with a [`ProofMemo`] for the proof (see
+/// [`crate::dpop::verify_proof_with`]): the same checks in the same order, with the same
+/// results.
+///
+/// # Errors
+/// As [`verify_request`].
+pub fn verify_request_with<T, F>(
+    req: &ResourceRequest<'_>,
+    route: &RoutePolicy<'_>,
+    now: UnixTime,
+    verifier: &dyn Verifier,
+    memo: Option<&mut ProofMemo>,
+    verify_token: F,
+) -> Result<VerifiedRequest<T>>
+where
+    T: Borrow<VerifiedToken>,
+    F: FnOnce(&str) -> Result<T>,
+{
     let creds = parse_authorization(req.authorization)?;
     let dpop = single_dpop_header(req.dpop)?;
     let proof = match creds.scheme {
@@ -239,7 +260,15 @@ where
                 htu: req.htu,
                 access_token: Some(creds.token),
             };
-            Some(verify_proof(proof, &target, route.proof, route.nonce, now, verifier)?)
+            Some(verify_proof_with(
+                proof,
+                &target,
+                route.proof,
+                route.nonce,
+                now,
+                verifier,
+                memo,
+            )?)
         }
         Scheme::Bearer => None,
     };

@@ -9,7 +9,10 @@
 mod common;
 
 use common::*;
-use keybound_core::dpop::{self, NewProof, NonceCheck, ProofPolicy, ProofTarget, verify_proof};
+use std::cell::RefCell;
+
+use keybound_core::dpop::{self, NewProof, NonceCheck, ProofMemo, ProofPolicy, ProofTarget, verify_proof_with};
+use keybound_core::jws::Verifier;
 use keybound_core::jws::{Alg, AlgSet, RustCrypto, Signer};
 use keybound_core::nonce::{NonceAge, NonceSecrets};
 use keybound_core::{Error, ErrorCode, Part};
@@ -20,6 +23,36 @@ const RFC_RESOURCE_PROOF: &str = "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2Iiwian
 const RFC_ACCESS_TOKEN: &str = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
 /// RFC 9449 §6.1: the `cnf.jkt` of the example key.
 const RFC_JKT: &str = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+
+thread_local! {
+    /// One memo for everything a test verifies, so later proofs meet headers and `ath` values
+    /// that earlier ones (good or bad) left in it.
+    static MEMO: RefCell<ProofMemo> = RefCell::new(ProofMemo::new(64));
+}
+
+/// `verify_proof` three ways: without a memo, with an empty one, and with the test's shared
+/// memo. They must agree on every proof, accepted or refused (the memo only saves work).
+fn verify_proof_all_ways(
+    proof: &str,
+    target: &ProofTarget<'_>,
+    policy: &ProofPolicy,
+    nonce: NonceCheck<'_>,
+    now: u64,
+    verifier: &dyn Verifier,
+) -> Result<dpop::VerifiedProof, Error> {
+    let plain = dpop::verify_proof(proof, target, policy, nonce, now, verifier);
+    let mut cold = ProofMemo::new(64);
+    let first = verify_proof_with(proof, target, policy, nonce, now, verifier, Some(&mut cold));
+    assert_eq!(first, plain, "empty memo: {proof}");
+    let again = verify_proof_with(proof, target, policy, nonce, now, verifier, Some(&mut cold));
+    assert_eq!(
+        again, plain,
+        "the same proof again with what it left in the memo: {proof}"
+    );
+    let warm = MEMO.with(|m| verify_proof_with(proof, target, policy, nonce, now, verifier, Some(&mut m.borrow_mut())));
+    assert_eq!(warm, plain, "shared memo: {proof}");
+    plain
+}
 
 fn verify_at(
     proof: &str,
@@ -34,7 +67,7 @@ fn verify_at(
         htu: &htu,
         access_token: token,
     };
-    verify_proof(
+    verify_proof_all_ways(
         proof,
         &target,
         &ProofPolicy::default(),
@@ -457,7 +490,7 @@ fn the_window_and_the_allowlist_come_from_the_policy() {
         ..ProofPolicy::default()
     };
     assert_eq!(
-        verify_proof(&p, &target, &es_only, NonceCheck::Off, NOW, &RustCrypto),
+        verify_proof_all_ways(&p, &target, &es_only, NonceCheck::Off, NOW, &RustCrypto),
         Err(Error::AlgNotAllowed { part: Part::Proof })
     );
     let short = ProofPolicy {
@@ -465,10 +498,10 @@ fn the_window_and_the_allowlist_come_from_the_policy() {
         ..ProofPolicy::default()
     };
     assert_eq!(
-        verify_proof(&p, &target, &short, NonceCheck::Off, NOW + 6, &RustCrypto),
+        verify_proof_all_ways(&p, &target, &short, NonceCheck::Off, NOW + 6, &RustCrypto),
         Err(Error::IatOutOfWindow)
     );
-    assert!(verify_proof(&p, &target, &short, NonceCheck::Off, NOW + 5, &RustCrypto).is_ok());
+    assert!(verify_proof_all_ways(&p, &target, &short, NonceCheck::Off, NOW + 5, &RustCrypto).is_ok());
 }
 
 #[test]
@@ -511,7 +544,7 @@ fn nonces_required_missing_stale_foreign_and_fresh() {
             },
         )
         .unwrap();
-        verify_proof(
+        verify_proof_all_ways(
             &p,
             &target,
             &ProofPolicy::default(),
@@ -546,7 +579,7 @@ fn nonces_required_missing_stale_foreign_and_fresh() {
         },
     )
     .unwrap();
-    assert!(verify_proof(&p, &target, &ProofPolicy::default(), NonceCheck::Off, NOW, &RustCrypto).is_ok());
+    assert!(verify_proof_all_ways(&p, &target, &ProofPolicy::default(), NonceCheck::Off, NOW, &RustCrypto).is_ok());
 }
 
 #[test]
@@ -592,4 +625,67 @@ fn created_proofs_have_the_rfc_shape() {
         ),
         Err(Error::InvalidHtu)
     );
+}
+
+fn with_memo(
+    memo: &mut ProofMemo,
+    proof: &str,
+    token: &str,
+    policy: &ProofPolicy,
+) -> Result<dpop::VerifiedProof, Error> {
+    let u = htu(URL);
+    let target = ProofTarget {
+        method: "GET",
+        htu: &u,
+        access_token: Some(token),
+    };
+    verify_proof_with(proof, &target, policy, NonceCheck::Off, NOW, &RustCrypto, Some(memo))
+}
+
+#[test]
+fn the_memo_remembers_headers_and_aths_but_decides_nothing() {
+    let key = p256(1);
+    let token = dpop_token(&key);
+    let policy = ProofPolicy::default();
+    let mut memo = ProofMemo::new(8);
+    let p1 = proof(&key, "GET", URL, Some(&token), "j1");
+    with_memo(&mut memo, &p1, &token, &policy).unwrap();
+    assert_eq!(memo.len(), (1, 1));
+    // A header that passed is still held to the caller's allowlist.
+    let ps_only = ProofPolicy {
+        algs: AlgSet::EMPTY.with(Alg::Ps256),
+        ..ProofPolicy::default()
+    };
+    let p2 = proof(&key, "GET", URL, Some(&token), "j2");
+    assert_eq!(
+        with_memo(&mut memo, &p2, &token, &ps_only),
+        Err(Error::AlgNotAllowed { part: Part::Proof })
+    );
+    // A remembered header does not make a bad signature good.
+    let (signed, _) = p2.rsplit_once('.').unwrap();
+    let other_sig = p1.rsplit('.').next().unwrap();
+    assert_eq!(
+        with_memo(&mut memo, &format!("{signed}.{other_sig}"), &token, &policy),
+        Err(Error::BadSignature { part: Part::Proof })
+    );
+    // A remembered `ath` matches only the token it was computed from: a proof made for this
+    // token, sent with another, is refused.
+    let other_token = dpop_token(&p256(2));
+    assert_eq!(
+        with_memo(&mut memo, &p2, &other_token, &policy),
+        Err(Error::AthMismatch)
+    );
+    with_memo(&mut memo, &p2, &token, &policy).unwrap();
+    // Bounded: more distinct keys than entries never grow it past the bound.
+    for seed in 10..30 {
+        let k = p256(seed);
+        let t = dpop_token(&k);
+        with_memo(&mut memo, &proof(&k, "GET", URL, Some(&t), "j"), &t, &policy).unwrap();
+        let (headers, aths) = memo.len();
+        assert!(headers <= 8 && aths <= 8, "{headers} headers, {aths} aths");
+    }
+    // Zero entries: remembers nothing, decides the same.
+    let mut none = ProofMemo::new(0);
+    with_memo(&mut none, &p1, &token, &policy).unwrap();
+    assert_eq!(none.len(), (0, 0));
 }

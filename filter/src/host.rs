@@ -12,7 +12,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
-use crate::config::{Config, VerifierChoice};
+use crate::config::{CertSource, Config, VerifierChoice};
 use crate::envoy_crypto::{es256_der, p256_spki, result_is_valid, verify_args};
 use crate::gate::{DecisionLog, Fetch, Gate, Outcome, Request};
 use crate::replay::{Cas, SharedStore, StoreError};
@@ -28,6 +28,9 @@ struct Metrics {
     ids: HashMap<String, u32>,
     /// Decisions since the gauges were last updated.
     since_gauges: u32,
+    /// Whether Envoy prints info lines, and the second that was asked (see
+    /// [`Metrics::info_enabled`]).
+    info: Option<(u64, bool)>,
 }
 
 /// The gauges are refreshed every this many decisions (they cost a call into Envoy each).
@@ -67,6 +70,20 @@ impl Metrics {
         let memory = core::arch::wasm32::memory_size::<0>() as u64 * 65_536;
         self.gauge("keybound.vm_memory_bytes", memory);
         self.gauge("keybound.token_cache_entries", gate.cached_tokens() as u64);
+    }
+
+    /// Whether Envoy would print an info line, so that the decision line is only built when it is
+    /// shown. Asked at most once a second (each ask is a call into Envoy), so a log level changed
+    /// through Envoy's admin interface applies within a second.
+    fn info_enabled(&mut self, now: u64) -> bool {
+        match self.info {
+            Some((at, enabled)) if at == now => enabled,
+            _ => {
+                let enabled = hostcalls::get_log_level().map_or(true, |l| l as u32 <= LogLevel::Info as u32);
+                self.info = Some((now, enabled));
+                enabled
+            }
+        }
     }
 
     fn record(&mut self, log: &DecisionLog) {
@@ -334,11 +351,6 @@ fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
-/// Whether Envoy would print an info line (so the decision line is only built when it is shown).
-fn info_enabled() -> bool {
-    hostcalls::get_log_level().map_or(true, |l| l as u32 <= LogLevel::Info as u32)
-}
-
 const UNAVAILABLE: &[u8] = br#"{"error":"temporarily_unavailable"}"#;
 
 impl Http {
@@ -357,9 +369,15 @@ impl Http {
                 .map(|(_, v)| v.as_str())
                 .unwrap_or("")
         };
-        let digest = self
-            .get_property(vec!["connection", "sha256_peer_certificate_digest"])
-            .and_then(|b| String::from_utf8(b).ok());
+        // The client certificate's digest, only when the configuration reads it (a property read
+        // is a call into Envoy).
+        let digest = if gate.borrow().config().cert_source == CertSource::Connection {
+            self.get_property(vec!["connection", "sha256_peer_certificate_digest"])
+                .and_then(|b| String::from_utf8(b).ok())
+        } else {
+            None
+        };
+        let now = now_secs(self.get_current_time());
         let req = Request {
             method: pseudo(":method"),
             scheme: pseudo(":scheme"),
@@ -367,7 +385,7 @@ impl Http {
             path: pseudo(":path"),
             headers: &headers,
             peer_cert_digest: digest.as_deref(),
-            now: now_secs(self.get_current_time()),
+            now,
         };
         let outcome = if resumed {
             gate.borrow_mut().decide_again(&req, &Shared, &self.verifier)
@@ -393,7 +411,7 @@ impl Http {
                 }
                 self.fresh_nonce = fresh_nonce;
                 self.metrics.borrow_mut().record(&l);
-                if l.reason != "no_auth" && info_enabled() {
+                if l.reason != "no_auth" && self.metrics.borrow_mut().info_enabled(now) {
                     log(LogLevel::Info, &l.to_json());
                 }
                 if resumed {
@@ -408,7 +426,7 @@ impl Http {
                 log: l,
             } => {
                 self.metrics.borrow_mut().record(&l);
-                if info_enabled() {
+                if self.metrics.borrow_mut().info_enabled(now) {
                     log(LogLevel::Info, &l.to_json());
                 }
                 let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
