@@ -14,7 +14,7 @@ pub enum Filter {
     None,
     /// The keybound filter with this JSON configuration.
     Keybound(String),
-    /// Envoy's `jwt_authn` for this issuer, audience and inline JWKS (with its JWT cache on).
+    /// Envoy's `jwt_authn` for this issuer, audience and inline JWKS.
     JwtAuthn {
         /// `iss`.
         issuer: String,
@@ -22,6 +22,8 @@ pub enum Filter {
         audience: String,
         /// The JWKS, JSON.
         jwks: String,
+        /// Whether its JWT cache is on (1,000 tokens); off, every request's JWT is verified.
+        cache: bool,
     },
 }
 
@@ -153,7 +155,12 @@ fn bootstrap(
             quote(config),
             quote(&wasm.display().to_string())
         ),
-        Filter::JwtAuthn { issuer, audience, jwks } => format!(
+        Filter::JwtAuthn {
+            issuer,
+            audience,
+            jwks,
+            cache,
+        } => format!(
             r#"
           - name: envoy.filters.http.jwt_authn
             typed_config:
@@ -163,14 +170,18 @@ fn bootstrap(
                   issuer: {}
                   audiences: [{}]
                   local_jwks: {{ inline_string: {} }}
-                  forward: true
-                  jwt_cache_config: {{ jwt_cache_size: 1000 }}
+                  forward: true{}
               rules:
               - match: {{ prefix: "/" }}
                 requires: {{ provider_name: kb }}"#,
             quote(issuer),
             quote(audience),
-            quote(jwks)
+            quote(jwks),
+            if *cache {
+                "\n                  jwt_cache_config: { jwt_cache_size: 1000 }"
+            } else {
+                ""
+            }
         ),
     };
     let tls = match listener {

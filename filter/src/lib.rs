@@ -25,5 +25,5 @@ pub mod envoy_crypto;
 pub mod gate;
 pub mod replay;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "plugin"))]
 mod host;

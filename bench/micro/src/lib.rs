@@ -4,6 +4,8 @@
 //! Run natively with `cargo bench -p keybound-micro`, and inside V8 with `cargo xtask bench
 //! --micro` (builds the bench for `wasm32-wasip1` and runs it under node's WASI).
 
+pub mod gate;
+
 use keybound_core::dpop::{self, NewProof};
 use keybound_core::htu::Htu;
 use keybound_core::jwk::{Jwk, Jwks};
