@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where one gateway scenario's CPU goes: runs the scenario (keybound-bench on CPU 1, its Envoy on
-# CPU 0), waits until Envoy is busy, samples CPU 0 with `perf record` for 3 seconds, and prints the
-# share of samples by binary: `envoy` (Envoy itself, with BoringSSL), `[JIT]` (code V8 generated:
+# CPU 0), waits until Envoy is busy, samples the Envoy process with `perf record` for 3 seconds,
+# and prints the share of its samples (its CPU time) by binary: `envoy` (Envoy itself, with BoringSSL), `[JIT]` (code V8 generated:
 # the filter's wasm), `[kernel.kallsyms]` (system calls, network), libc.
 #
 # Usage: bench/profile.sh SCENARIO [SECONDS_BEFORE_SAMPLING]
@@ -36,9 +36,9 @@ for _ in $(seq 1 600); do
   [ "$busy" -ge 4 ] && break
 done
 [ "$busy" -ge 4 ] || { echo "profile: Envoy never got busy; see $out.log" >&2; exit 1; }
-perf record -C 0 -g -o "$out.data" -- sleep 3 > /dev/null 2>&1
+perf record -p "$pid" -g -o "$out.data" -- sleep 3 > /dev/null 2>&1
 wait $bench_pid || { echo "profile: the scenario failed; see $out.log" >&2; exit 1; }
 trap - EXIT
 grep "µs/req" "$out.log" || true
-echo "CPU 0 samples by binary ($out.data):"
+echo "Envoy's samples by binary ($out.data):"
 perf report -i "$out.data" --no-children --sort dso --stdio -g none 2> /dev/null | grep -E '^ +[0-9]' | head -8

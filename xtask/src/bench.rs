@@ -16,7 +16,13 @@ use crate::{cargo, run, tools};
 pub fn bench(root: &Path, args: &[String]) -> ExitCode {
     match steps(root, args) {
         Ok(()) => {
-            println!("xtask bench: done; results in BENCHMARKS.md and target/bench/gateway.json");
+            if args.iter().any(|a| a == "--only") {
+                println!(
+                    "xtask bench: done; results in target/bench/gateway.json (BENCHMARKS.md is rewritten only by a run of every scenario)"
+                );
+            } else {
+                println!("xtask bench: done; results in BENCHMARKS.md and target/bench/gateway.json");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -76,6 +82,12 @@ fn micro(root: &Path) -> Result<(), String> {
     let out = root.join("target/bench");
     let native_home = out.join("criterion-native");
     let wasm_dir = out.join("wasm");
+    // Fresh results only: a benchmark renamed or removed must not linger in the report.
+    for dir in [&native_home, &wasm_dir] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
     std::fs::create_dir_all(&wasm_dir).map_err(|e| e.to_string())?;
     let criterion_args = ["--warm-up-time", "1", "--measurement-time", "3"];
     println!("==> keybound-core micro-benchmarks, native");
