@@ -242,3 +242,32 @@ mod tests {
         assert_eq!(fresh, 200);
     }
 }
+
+/// Envoy's shared-data semantics in memory, for one thread: a CAS version per key, bumped on
+/// every write; a CAS version is ignored for a key that does not exist yet (as Envoy does); `get`
+/// copies the value out (as the host does). For tests and benchmarks of the decision logic
+/// outside Envoy.
+#[derive(Debug, Default)]
+pub struct MemoryStore(std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>);
+
+impl SharedStore for MemoryStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        Ok(self
+            .0
+            .borrow()
+            .get(key)
+            .map_or((None, None), |(v, c)| (Some(v.clone()), Some(*c))))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Cas, StoreError> {
+        let mut m = self.0.borrow_mut();
+        let current = m.get(key).map(|(_, c)| *c);
+        if let (Some(cur), Some(c)) = (current, cas)
+            && cur != c
+        {
+            return Ok(Cas::Mismatch);
+        }
+        m.insert(key.into(), (value.to_vec(), current.map_or(1, |c| c + 1)));
+        Ok(Cas::Written)
+    }
+}

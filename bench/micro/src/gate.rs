@@ -1,11 +1,8 @@
 //! Fixtures for the filter-decision benchmarks: a [`Gate`] configured like the gateway benchmark's
-//! DPoP and mTLS scenarios, an in-memory shared-data store with Envoy's semantics, and a verifier
+//! DPoP and mTLS scenarios, the filter's in-memory shared-data store, and a verifier
 //! that does the filter's half of an Envoy `verify_signature` call (DER signature, SPKI key,
 //! protobuf arguments) and accepts, so that a benchmark measures what runs inside the wasm VM
 //! and leaves out what BoringSSL does in Envoy.
-
-use std::cell::RefCell;
-use std::collections::HashMap;
 
 use keybound_core::dpop::{self, NewProof};
 use keybound_core::jwk::PublicKey;
@@ -13,39 +10,13 @@ use keybound_core::jws::{self, Alg, P256Signer, Signer, Verifier};
 use keybound_filter::config::Config;
 use keybound_filter::envoy_crypto::{es256_der, p256_spki, verify_args};
 use keybound_filter::gate::Gate;
-use keybound_filter::replay::{Cas, SharedStore, StoreError};
+use keybound_filter::replay::MemoryStore;
 use serde_json::{Value, json};
 
 use crate::NOW;
 
 const ISS: &str = "https://as.example.com";
 const AUD: &str = "https://rs.example.com";
-
-/// Shared data in memory: a CAS version per key, CAS ignored for absent keys (as in Envoy);
-/// `get` copies the value out, as the host does.
-#[derive(Default)]
-pub struct MemStore(RefCell<HashMap<String, (Vec<u8>, u32)>>);
-
-impl SharedStore for MemStore {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        Ok(self
-            .0
-            .borrow()
-            .get(key)
-            .map_or((None, None), |(v, c)| (Some(v.clone()), Some(*c))))
-    }
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<Cas, StoreError> {
-        let mut m = self.0.borrow_mut();
-        let current = m.get(key).map(|(_, c)| *c);
-        if let (Some(cur), Some(c)) = (current, cas)
-            && cur != c
-        {
-            return Ok(Cas::Mismatch);
-        }
-        m.insert(key.into(), (value.to_vec(), current.map_or(1, |c| c + 1)));
-        Ok(Cas::Written)
-    }
-}
 
 /// The filter's side of Envoy's `verify_signature` for ES256 (the arguments it encodes), then
 /// "valid": BoringSSL's work is not part of the wasm VM's.
@@ -86,9 +57,9 @@ impl GateFixtures {
     /// # Panics
     /// If the configuration is refused (it is not).
     #[allow(clippy::expect_used, reason = "fixed, valid configuration")]
-    pub fn gate(&self) -> (Gate, MemStore) {
+    pub fn gate(&self) -> (Gate, MemoryStore) {
         let gate = Gate::new(Config::parse(self.config.to_string().as_bytes()).expect("valid configuration"));
-        let store = MemStore::default();
+        let store = MemoryStore::default();
         gate.prepare_shared(&store).expect("in-memory store");
         (gate, store)
     }
