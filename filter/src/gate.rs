@@ -2,7 +2,7 @@
 //! state (the verified-token cache, the replay cache) and turns results into HTTP.
 //!
 //! Order: strip client copies of the headers we set → rule → client certificate → core's
-//! [`verify_request`] (headers, proof, token, binding, scopes) → `jti` replay check (last, so bad
+//! [`verify_request_with`] (headers, proof, token, binding, scopes) → `jti` replay check (last, so bad
 //! input changes no state) → headers for the upstream.
 //!
 //! ## Keys from a `jwks_uri`, and introspection
