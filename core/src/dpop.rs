@@ -42,7 +42,7 @@ use crate::b64;
 use crate::error::{Error, Part, Result};
 use crate::htu::Htu;
 use crate::jwk::{Jkt, PublicKey};
-use crate::jws::{Alg, AlgSet, Jws, SignError, Signer, UnsignedJws, Verifier};
+use crate::jws::{Alg, AlgSet, Compact, Jws, SignError, Signer, UnsignedJws, Verifier, verify_signature};
 use crate::nonce::{NonceAge, NonceSecrets};
 use crate::time::{NumericDate, UnixTime};
 
@@ -194,24 +194,15 @@ pub fn verify_proof_with(
     let malformed = |what| Error::Malformed { part: P, what };
     // 1-5, from the memo when this exact header was accepted before (only the allowlist, which
     // may differ between routes, is checked again), else parsed and checked in full.
-    let header_b64 = proof.split('.').next().unwrap_or("");
-    let remembered = match memo.as_deref() {
-        Some(m) if proof.len() <= crate::jws::MAX_JWS_LEN => m.headers.get(header_b64).cloned(),
-        _ => None,
-    };
-    let (header, signing_input, payload, signature) = match remembered {
+    let compact = Compact::split(proof, P)?;
+    let remembered = memo.as_deref().and_then(|m| m.headers.get(compact.header).cloned());
+    let (header, payload, signature) = match remembered {
         Some(header) => {
-            let mut it = proof.split('.');
-            let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
-                return Err(malformed("not three parts"));
-            };
-            let signing_input = proof.get(..h.len() + 1 + p.len()).ok_or(malformed("split"))?;
-            let payload = b64::decode(p).map_err(|_| malformed("payload base64url"))?;
-            let signature = b64::decode(s).map_err(|_| malformed("signature base64url"))?;
+            let (payload, signature) = compact.decode_body(P)?;
             if !policy.algs.contains(header.alg) {
                 return Err(Error::AlgNotAllowed { part: P });
             }
-            (header, signing_input, payload, signature)
+            (header, payload, signature)
         }
         None => {
             let jws = Jws::parse(proof, P, policy.algs)?;
@@ -225,20 +216,14 @@ pub fn verify_proof_with(
                 jkt: jwk.thumbprint(),
             };
             if let Some(m) = memo.as_deref_mut() {
-                m.remember_header(header_b64, &header);
+                m.remember_header(compact.header, &header);
             }
-            let signing_input = jws.signing_input();
             let (payload, signature) = jws.into_payload_and_signature();
-            (header, signing_input, payload, signature)
+            (header, payload, signature)
         }
     };
     // 6
-    if !header.alg.fits(&header.key) {
-        return Err(Error::AlgKeyMismatch { part: P });
-    }
-    if !verifier.verify(header.alg, &header.key, signing_input.as_bytes(), &signature) {
-        return Err(Error::BadSignature { part: P });
-    }
+    verify_signature(header.alg, &header.key, compact.signing_input, &signature, verifier, P)?;
     // 7
     let claims: RawClaims = serde_json::from_slice(&payload).map_err(|_| malformed("claims"))?;
     let missing = |claim| Error::MissingClaim { part: P, claim };
@@ -329,7 +314,8 @@ struct ProofHeader {
 ///   it counts as matching only for that same token (compared in full), anything else is hashed.
 ///
 /// Each map holds at most `max_entries` entries and is emptied when full (the memo only saves
-/// work; no result depends on it). Memory: about `max_entries × (450 + token length)` bytes.
+/// work; no result depends on it). Memory: up to `max_entries` × (the base64url header, its decoded
+/// key and thumbprint) plus `max_entries` × (the token and its 43-byte `ath`), and the maps' overhead.
 #[derive(Debug, Clone, Default)]
 pub struct ProofMemo {
     headers: BTreeMap<String, ProofHeader>,

@@ -201,17 +201,9 @@ impl<'a> Jws<'a> {
     /// [`Error::AlgKeyMismatch`] if the header `jwk` does not fit the `alg`.
     pub fn parse(token: &'a str, part: Part, algs: AlgSet) -> Result<Self> {
         let malformed = |what| Error::Malformed { part, what };
-        if token.len() > MAX_JWS_LEN {
-            return Err(malformed("too long"));
-        }
-        let mut it = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
-            return Err(malformed("not three parts"));
-        };
-        let signing_input = token.get(..h.len() + 1 + p.len()).ok_or_else(|| malformed("split"))?;
-        let header = b64::decode(h).map_err(|_| malformed("header base64url"))?;
-        let payload = b64::decode(p).map_err(|_| malformed("payload base64url"))?;
-        let signature = b64::decode(s).map_err(|_| malformed("signature base64url"))?;
+        let compact = Compact::split(token, part)?;
+        let header = b64::decode(compact.header).map_err(|_| malformed("header base64url"))?;
+        let (payload, signature) = compact.decode_body(part)?;
         let raw: RawHeader = serde_json::from_slice(&header).map_err(|_| malformed("header json"))?;
         let alg = raw
             .alg
@@ -235,7 +227,7 @@ impl<'a> Jws<'a> {
             None => None,
         };
         Ok(Jws {
-            signing_input,
+            signing_input: compact.signing_input,
             alg,
             typ: raw.typ,
             kid: raw.kid,
@@ -291,14 +283,7 @@ impl<'a> Jws<'a> {
     /// [`Error::AlgKeyMismatch`] if the key type does not fit the `alg`; [`Error::BadSignature`]
     /// if the signature does not verify.
     pub fn verify(&self, key: &PublicKey, verifier: &dyn Verifier, part: Part) -> Result<()> {
-        if !self.alg.fits(key) {
-            return Err(Error::AlgKeyMismatch { part });
-        }
-        if verifier.verify(self.alg, key, self.signing_input.as_bytes(), &self.signature) {
-            Ok(())
-        } else {
-            Err(Error::BadSignature { part })
-        }
+        verify_signature(self.alg, key, self.signing_input, &self.signature, verifier, part)
     }
 
     /// Verifies the signature against the keys of a set that match `alg` and `kid`.
@@ -326,6 +311,77 @@ impl<'a> Jws<'a> {
         } else {
             Error::UnknownKey { part }
         })
+    }
+}
+
+/// A compact JWS split into its three parts (not decoded), no longer than [`MAX_JWS_LEN`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Compact<'a> {
+    /// The protected header, base64url.
+    pub(crate) header: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    /// `header.payload`.
+    pub(crate) signing_input: &'a str,
+}
+
+impl<'a> Compact<'a> {
+    /// Splits `token` into exactly three parts.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] if it is too long or not three parts.
+    pub(crate) fn split(token: &'a str, part: Part) -> Result<Self> {
+        let malformed = |what| Error::Malformed { part, what };
+        if token.len() > MAX_JWS_LEN {
+            return Err(malformed("too long"));
+        }
+        let mut it = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) = (it.next(), it.next(), it.next(), it.next()) else {
+            return Err(malformed("not three parts"));
+        };
+        let signing_input = token
+            .get(..header.len() + 1 + payload.len())
+            .ok_or_else(|| malformed("split"))?;
+        Ok(Compact {
+            header,
+            payload,
+            signature,
+            signing_input,
+        })
+    }
+
+    /// The decoded payload and signature.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] if either is not strict base64url.
+    pub(crate) fn decode_body(&self, part: Part) -> Result<(Vec<u8>, Vec<u8>)> {
+        let malformed = |what| Error::Malformed { part, what };
+        let payload = b64::decode(self.payload).map_err(|_| malformed("payload base64url"))?;
+        let signature = b64::decode(self.signature).map_err(|_| malformed("signature base64url"))?;
+        Ok((payload, signature))
+    }
+}
+
+/// Checks a JWS signature: the key must fit `alg`, and `verifier` must accept the signature.
+///
+/// # Errors
+/// [`Error::AlgKeyMismatch`] if the key type does not fit `alg`; [`Error::BadSignature`] if the
+/// signature does not verify.
+pub(crate) fn verify_signature(
+    alg: Alg,
+    key: &PublicKey,
+    signing_input: &str,
+    signature: &[u8],
+    verifier: &dyn Verifier,
+    part: Part,
+) -> Result<()> {
+    if !alg.fits(key) {
+        return Err(Error::AlgKeyMismatch { part });
+    }
+    if verifier.verify(alg, key, signing_input.as_bytes(), signature) {
+        Ok(())
+    } else {
+        Err(Error::BadSignature { part })
     }
 }
 
