@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keybound_e2e::{Pki, TempDir, envoy_binary, free_port, request};
+use keybound_e2e::{Pki, TempDir, envoy_binary, free_port, request, wasm_filter_yaml, yaml_str};
 
 /// The HTTP filter under test.
 pub enum Filter {
@@ -123,10 +123,6 @@ impl Drop for Envoy {
     }
 }
 
-fn quote(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
-}
-
 fn bootstrap(
     port: u16,
     admin: u16,
@@ -137,32 +133,14 @@ fn bootstrap(
 ) -> String {
     let http_filter = match filter {
         Filter::None => String::new(),
-        Filter::Keybound(config) => format!(
-            r#"
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: keybound
-                root_id: keybound
-                fail_open: false
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {}
-                vm_config:
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{ local: {{ filename: {} }} }}"#,
-            quote(config),
-            quote(&wasm.display().to_string())
-        ),
+        Filter::Keybound(config) => wasm_filter_yaml(&wasm.display().to_string(), config),
         Filter::JwtAuthn {
             issuer,
             audience,
             jwks,
             cache,
         } => format!(
-            r#"
-          - name: envoy.filters.http.jwt_authn
+            r#"          - name: envoy.filters.http.jwt_authn
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
               providers:
@@ -173,10 +151,11 @@ fn bootstrap(
                   forward: true{}
               rules:
               - match: {{ prefix: "/" }}
-                requires: {{ provider_name: kb }}"#,
-            quote(issuer),
-            quote(audience),
-            quote(jwks),
+                requires: {{ provider_name: kb }}
+"#,
+            yaml_str(issuer),
+            yaml_str(audience),
+            yaml_str(jwks),
             if *cache {
                 "\n                  jwt_cache_config: { jwt_cache_size: 1000 }"
             } else {
@@ -199,9 +178,9 @@ fn bootstrap(
               private_key: {{ filename: {} }}
             validation_context:
               trusted_ca: {{ filename: {} }}"#,
-            quote(&pki.gateway.cert.display().to_string()),
-            quote(&pki.gateway.key.display().to_string()),
-            quote(&pki.ca.display().to_string())
+            yaml_str(&pki.gateway.cert.display().to_string()),
+            yaml_str(&pki.gateway.key.display().to_string()),
+            yaml_str(&pki.ca.display().to_string())
         ),
     };
     let mut extra = String::new();
@@ -216,8 +195,8 @@ fn bootstrap(
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }}"#,
-            quote(name),
-            quote(name)
+            yaml_str(name),
+            yaml_str(name)
         ));
     }
     let clusters = if extra.is_empty() {
@@ -243,8 +222,8 @@ fn bootstrap(
               routes:
               - match: {{ prefix: "/" }}
                 direct_response: {{ status: 200, body: {{ inline_string: "ok" }} }}
-          http_filters:{http_filter}
-          - name: envoy.filters.http.router
+          http_filters:
+{http_filter}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router{tls}
 {clusters}

@@ -367,7 +367,8 @@ pub struct EnvoyOptions {
     pub upstream_tls: Option<UpstreamTls>,
 }
 
-fn yaml_str(s: &str) -> String {
+/// `s` as a YAML scalar (a JSON string, which YAML reads as the same string).
+pub fn yaml_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
@@ -411,21 +412,12 @@ fn static_cluster(name: &str, port: u16, transport: &str) -> String {
     )
 }
 
-/// The Envoy bootstrap: a listener on `port` (plaintext or TLS per `opts`), the keybound filter
-/// with `filter` = `(wasm path, JSON configuration)` if given (none: a plain proxy, e.g. a front
-/// hop), a route for everything to the `upstream` cluster at `upstream_port`, the extra clusters,
-/// and the admin interface on `admin`.
-pub fn bootstrap(
-    port: u16,
-    admin: u16,
-    upstream_port: u16,
-    filter: Option<(&str, &str)>,
-    opts: &EnvoyOptions,
-) -> String {
-    let wasm_filter = match filter {
-        None => String::new(),
-        Some((wasm, config)) => format!(
-            r#"          - name: envoy.filters.http.wasm
+/// The keybound filter as an entry of an HTTP connection manager's `http_filters` (indented for
+/// it, ending with a newline): the wasm at `wasm` with the JSON configuration `config`, V8,
+/// failing closed.
+pub fn wasm_filter_yaml(wasm: &str, config: &str) -> String {
+    format!(
+        r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
@@ -439,10 +431,23 @@ pub fn bootstrap(
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: {wasm} }} }}
 "#,
-            config = yaml_str(config),
-            wasm = yaml_str(wasm)
-        ),
-    };
+        config = yaml_str(config),
+        wasm = yaml_str(wasm)
+    )
+}
+
+/// The Envoy bootstrap: a listener on `port` (plaintext or TLS per `opts`), the keybound filter
+/// with `filter` = `(wasm path, JSON configuration)` if given (none: a plain proxy, e.g. a front
+/// hop), a route for everything to the `upstream` cluster at `upstream_port`, the extra clusters,
+/// and the admin interface on `admin`.
+pub fn bootstrap(
+    port: u16,
+    admin: u16,
+    upstream_port: u16,
+    filter: Option<(&str, &str)>,
+    opts: &EnvoyOptions,
+) -> String {
+    let wasm_filter = filter.map_or_else(String::new, |(wasm, config)| wasm_filter_yaml(wasm, config));
     let listener_tls = match &opts.tls {
         None => String::new(),
         Some(t) => {
@@ -570,12 +575,9 @@ impl Envoy {
     /// As [`Envoy::start`].
     pub fn start_with(filter_config: &str, upstream: &Upstream, opts: &EnvoyOptions) -> Result<Envoy, String> {
         let wasm = filter_wasm()?.display().to_string();
-        let (port, admin) = (free_port()?, free_port()?);
-        Envoy::start_yaml(
-            &bootstrap(port, admin, upstream.port, Some((&wasm, filter_config)), opts),
-            port,
-            admin,
-        )
+        Envoy::start_on_free_ports(|port, admin| {
+            bootstrap(port, admin, upstream.port, Some((&wasm, filter_config)), opts)
+        })
     }
 
     /// An Envoy WITHOUT the keybound filter (a front hop) that routes everything to
@@ -584,8 +586,31 @@ impl Envoy {
     /// # Errors
     /// As [`Envoy::start`].
     pub fn start_proxy(upstream_port: u16, opts: &EnvoyOptions) -> Result<Envoy, String> {
-        let (port, admin) = (free_port()?, free_port()?);
-        Envoy::start_yaml(&bootstrap(port, admin, upstream_port, None, opts), port, admin)
+        Envoy::start_on_free_ports(|port, admin| bootstrap(port, admin, upstream_port, None, opts))
+    }
+
+    /// Starts Envoy on `yaml(port, admin)` with two free ports. A port found free can be taken
+    /// by another process (any outgoing connection of a test running in parallel) before Envoy
+    /// binds it; when Envoy exits because an address is in use, this tries again with new ports
+    /// (three attempts).
+    fn start_on_free_ports(yaml: impl Fn(u16, u16) -> String) -> Result<Envoy, String> {
+        Envoy::start_on_ports(free_port, yaml)
+    }
+
+    /// [`Envoy::start_on_free_ports`] with the ports from `next_port`.
+    fn start_on_ports(
+        mut next_port: impl FnMut() -> Result<u16, String>,
+        yaml: impl Fn(u16, u16) -> String,
+    ) -> Result<Envoy, String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let (port, admin) = (next_port()?, next_port()?);
+            match Envoy::start_yaml(&yaml(port, admin), port, admin) {
+                Err(e) if e.contains("already in use") => last = e,
+                started => return started,
+            }
+        }
+        Err(last)
     }
 
     /// Starts Envoy on a complete bootstrap whose listener is on `port` and admin on `admin`
@@ -715,4 +740,26 @@ pub fn validate_yaml(yaml: &str) -> Result<(bool, String), String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok((out.status.success(), text))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed step fails the test")]
+mod tests {
+    use super::*;
+
+    /// A listener port taken between choosing it and Envoy binding it: Envoy exits, and the
+    /// start is tried again on new ports.
+    #[test]
+    fn a_port_taken_before_envoy_binds_it_is_replaced() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap().port();
+        let mut ports = vec![Ok(busy), free_port(), free_port(), free_port()].into_iter();
+        let envoy = Envoy::start_on_ports(
+            || ports.next().unwrap(),
+            |port, admin| bootstrap(port, admin, 9, None, &EnvoyOptions::default()),
+        )
+        .unwrap();
+        assert_ne!(envoy.port, busy);
+        assert!(request(envoy.admin, "GET", "/ready", &[]).is_ok_and(|r| r.status == 200));
+    }
 }
