@@ -5,50 +5,16 @@
     reason = "test helpers fail the test on bad fixtures"
 )]
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use keybound_core::dpop::{self, NewProof};
-use keybound_core::jws::{self, P256Signer, Signer};
+use keybound_core::jws::{P256Signer, Signer};
 use keybound_e2e::{Envoy, Response, Upstream, request, validate};
-use serde_json::{Value, json};
+use serde_json::json;
 
-const ISS: &str = "https://as.example.com";
-const AUD: &str = "https://rs.example.com";
+mod common;
+
+use common::{config, dpop_token, now};
+
 const NONCE_SECRET: &str = "ZTJlLW5vbmNlLXNlY3JldC1lMmUtbm9uY2Utc2VjcmV0LWUyZQ";
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-fn issuer() -> P256Signer {
-    P256Signer::from_bytes(&[200; 32]).unwrap()
-}
-
-fn config(extra: Value) -> String {
-    let jwk: Value = serde_json::from_str(&issuer().public_key().to_json()).unwrap();
-    let mut jwk = jwk;
-    jwk["kid"] = json!("k1");
-    let mut c = json!({
-        "issuers": [{"issuer": ISS, "audiences": [AUD], "jwks": {"keys": [jwk]}}],
-        "rules": [
-            {"prefix": "/health", "auth": "none"},
-            {"prefix": "/admin", "scopes": ["admin"]},
-        ],
-    });
-    if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            c.insert(k.clone(), v.clone());
-        }
-    }
-    c.to_string()
-}
-
-fn token_for(key: &dyn Signer) -> String {
-    let n = now();
-    let claims = json!({"iss": ISS, "aud": AUD, "sub": "alice", "client_id": "client-1", "iat": n, "exp": n + 600,
-        "jti": format!("t-{n}"), "scope": "accounts:read", "cnf": {"jkt": key.public_key().thumbprint().to_string()}});
-    jws::sign_json(&issuer(), Some("at+jwt"), Some("k1"), &claims).unwrap()
-}
 
 fn proof(key: &dyn Signer, method: &str, path: &str, token: &str, jti: &str, nonce: Option<&str>) -> String {
     let url = format!("http://rs.example.com{path}");
@@ -80,7 +46,7 @@ fn dpop_bound_token_with_a_valid_proof_reaches_the_upstream_with_verified_header
     let up = Upstream::start().unwrap();
     let envoy = Envoy::start(&config(json!({})), &up).unwrap();
     let key = P256Signer::from_bytes(&[1; 32]).unwrap();
-    let t = token_for(&key);
+    let t = dpop_token(&key);
     let p = proof(&key, "GET", "/api/accounts?page=1", &t, "e2e-1", None);
     let r = call(
         &envoy,
@@ -124,7 +90,7 @@ fn stolen_or_replayed_tokens_are_refused_with_rfc_errors_and_counted() {
     let envoy = Envoy::start(&config(json!({})), &up).unwrap();
     let key = P256Signer::from_bytes(&[1; 32]).unwrap();
     let thief = P256Signer::from_bytes(&[66; 32]).unwrap();
-    let t = token_for(&key);
+    let t = dpop_token(&key);
 
     // As Bearer.
     let r = call(&envoy, "/api", &format!("Bearer {t}"), None, &[]);
@@ -225,7 +191,7 @@ fn the_same_proof_sent_concurrently_succeeds_exactly_once() {
     let up = Upstream::start().unwrap();
     let envoy = Envoy::start(&config(json!({})), &up).unwrap();
     let key = P256Signer::from_bytes(&[3; 32]).unwrap();
-    let t = token_for(&key);
+    let t = dpop_token(&key);
     let p = proof(&key, "GET", "/api", &t, "race", None);
     let auth = format!("DPoP {t}");
     let port = envoy.port;
@@ -255,7 +221,7 @@ fn nonce_mode_challenges_then_accepts_a_nonce_from_any_instance_with_the_secret(
         (a.join().unwrap(), b.join().unwrap())
     });
     let key = P256Signer::from_bytes(&[4; 32]).unwrap();
-    let t = token_for(&key);
+    let t = dpop_token(&key);
     let r = call(
         &gateway_a,
         "/api",

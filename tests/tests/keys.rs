@@ -9,12 +9,16 @@
     reason = "test code: a failed fixture fails the test"
 )]
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use keybound_core::dpop::{self, NewProof};
 use keybound_core::jwk::Jwk;
-use keybound_core::jws::{self, P256Signer, Signer};
+use keybound_core::jws::{self, Signer};
 use keybound_e2e::issuer::{Connection, IssuerServer};
+
+mod common;
+
+use common::{now, p256, unique};
 use keybound_e2e::{Envoy, EnvoyOptions, Response, Upstream, request};
 use serde_json::{Value, json};
 
@@ -24,26 +28,12 @@ const URL: &str = "http://rs.example.com/api";
 /// `base64("gateway:s3cret")`.
 const CLIENT_AUTH: &str = "Basic Z2F0ZXdheTpzM2NyZXQ=";
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("{prefix}-{}-{}", now(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn key(seed: u8) -> P256Signer {
-    P256Signer::from_bytes(&[seed; 32]).unwrap()
-}
-
 /// A JWKS with the issuer keys `(seed, kid)`.
 fn jwks(keys: &[(u8, &str)]) -> String {
     let keys: Vec<Value> = keys
         .iter()
         .map(|(seed, kid)| {
-            let jwk = Jwk::new(key(*seed).public_key().clone(), Some((*kid).into()), None);
+            let jwk = Jwk::new(p256(*seed).public_key().clone(), Some((*kid).into()), None);
             serde_json::from_str(&jwk.to_json()).unwrap()
         })
         .collect();
@@ -55,7 +45,7 @@ fn token(seed: u8, kid: &str, client: &dyn Signer) -> String {
     let n = now();
     let claims = json!({"iss": ISS, "aud": AUD, "sub": "alice", "client_id": "c1", "iat": n, "exp": n + 600,
         "jti": unique("t"), "scope": "read", "cnf": {"jkt": client.public_key().thumbprint().to_string()}});
-    jws::sign_json(&key(seed), Some("at+jwt"), Some(kid), &claims).unwrap()
+    jws::sign_json(&p256(seed), Some("at+jwt"), Some(kid), &claims).unwrap()
 }
 
 fn proof(client: &dyn Signer, token: &str) -> String {
@@ -113,7 +103,7 @@ fn jwks_endpoint_down_at_start_fails_closed_then_recovers_and_keys_survive_faile
     server.set_jwks_status(503);
     let upstream = Upstream::start().unwrap();
     let envoy = start(&remote_config(1, 1), &server, &upstream);
-    let client = key(1);
+    let client = p256(1);
     // No keys yet: refused with 503, never passed through.
     let r = call(&envoy, &client, &token(100, "k1", &client));
     assert_eq!(r.status, 503, "{r:?}");
@@ -154,7 +144,7 @@ fn rotation_is_picked_up_through_one_refetch_and_unknown_kids_are_rate_limited()
     let upstream = Upstream::start().unwrap();
     // Unix seconds: a 5 s interval is at least 4 s between fetches.
     let envoy = start(&remote_config(300, 5), &server, &upstream);
-    let client = key(1);
+    let client = p256(1);
     assert!(
         eventually(10, || call(&envoy, &client, &token(100, "k1", &client)).status == 200),
         "{}",
@@ -203,7 +193,7 @@ fn introspection_config() -> String {
 #[test]
 fn opaque_tokens_are_introspected_once_per_worker_and_cached() {
     let server = IssuerServer::start(&jwks(&[(100, "k1")]), CLIENT_AUTH).unwrap();
-    let client = key(1);
+    let client = p256(1);
     let jkt = client.public_key().thumbprint().to_string();
     let exp = now() + 600;
     server.set_introspection(
@@ -241,7 +231,7 @@ fn opaque_tokens_are_introspected_once_per_worker_and_cached() {
     assert_eq!(server.introspection_calls().len(), 1);
     assert!(envoy.counter("wasmcustom.keybound.token_cache_hits") >= 1);
     // The binding is still checked per request: another key is refused.
-    let r = send(&mut conn, &key(2), "opaque-1");
+    let r = send(&mut conn, &p256(2), "opaque-1");
     assert_eq!(r.status, 401, "{r:?}");
     // An unknown (inactive) token: 401 invalid_token.
     let r = send(&mut conn, &client, "revoked-2");
@@ -271,7 +261,7 @@ fn es256_is_verified_by_envoy_boringssl_and_tampering_is_refused() {
         "{}",
         envoy.log_tail()
     );
-    let client = key(1);
+    let client = p256(1);
     let t = token(100, "k1", &client);
     assert_eq!(call(&envoy, &client, &t).status, 200);
     // One flipped bit in the token's signature, then in the proof's: refused.
@@ -306,7 +296,7 @@ fn the_pure_rust_verifier_can_be_chosen() {
         "{}",
         envoy.log_tail()
     );
-    let client = key(1);
+    let client = p256(1);
     assert_eq!(call(&envoy, &client, &token(100, "k1", &client)).status, 200);
 }
 
@@ -318,7 +308,7 @@ fn each_vm_reports_its_memory_and_token_cache_size() {
     config["rules"] = json!([{"prefix": "/health", "auth": "none"}]);
     let envoy = start(&config.to_string(), &server, &upstream);
     assert_eq!(envoy.counter("wasmcustom.keybound.vm_memory_bytes"), 0);
-    let client = key(1);
+    let client = p256(1);
     let t = token(100, "k1", &client);
     let mut conn = Connection::open(envoy.port).unwrap();
     let auth = format!("DPoP {t}");
