@@ -246,8 +246,18 @@ fn transaction(
     }
 }
 
-fn form(headers: &HeaderMap, body: &[u8]) -> Result<Params, Box<Response>> {
-    Params::from_form(headers, body).map_err(|e| Box::new(error_page(StatusCode::BAD_REQUEST, e.code, &e.reason)))
+/// A form posted by one step of the login (password, second factor, consent): its parameters
+/// and the transaction it continues (see [`transaction`]).
+fn step_form(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: u64,
+) -> Result<(Params, String, Transaction), Box<Response>> {
+    let params = Params::from_form(headers, body)
+        .map_err(|e| Box::new(error_page(StatusCode::BAD_REQUEST, e.code, &e.reason)))?;
+    let (txn_id, txn) = transaction(app, headers, &params, now)?;
+    Ok((params, txn_id, txn))
 }
 
 fn password_ok(hash: &str, password: &str) -> bool {
@@ -260,11 +270,7 @@ fn password_ok(hash: &str, password: &str) -> bool {
 /// `POST /authorize/login`.
 pub async fn login(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let now = crate::random::now();
-    let params = match form(&headers, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    let (txn_id, txn) = match transaction(&app, &headers, &params, now) {
+    let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -352,11 +358,7 @@ fn totp_form(txn: &str, message: Option<&str>) -> String {
 /// `POST /authorize/totp`: the second factor for users with a TOTP secret.
 pub async fn totp(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let now = crate::random::now();
-    let params = match form(&headers, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    let (txn_id, txn) = match transaction(&app, &headers, &params, now) {
+    let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
         Err(r) => return *r,
     };
@@ -440,11 +442,7 @@ fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str) -> R
 /// `POST /authorize/consent`.
 pub async fn consent(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let now = crate::random::now();
-    let params = match form(&headers, &body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    let (txn_id, txn) = match transaction(&app, &headers, &params, now) {
+    let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
         Err(r) => return *r,
     };
