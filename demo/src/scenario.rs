@@ -176,6 +176,25 @@ impl Story<'_> {
         Err(format!("{path}: still use_dpop_nonce after one retry"))
     }
 
+    /// After a pushed authorization request answered by `par` (sent `how`): its `request_uri`
+    /// through the front channel ([`Self::authorize`]) to the authorization code.
+    fn code_after_par(&mut self, par: &Response, how: &str, client_id: &str, state: &str) -> Result<String, String> {
+        let request_uri = par
+            .json()
+            .ok()
+            .and_then(|j| at(&j, "/request_uri").as_str().map(str::to_string));
+        println!(
+            "   · POST /par{how} → {} request_uri {}",
+            par.status,
+            request_uri.as_deref().unwrap_or("(none)")
+        );
+        let Some(request_uri) = request_uri.filter(|_| par.status == 201) else {
+            return Err(format!("PAR failed: {} {}", par.status, par.text()));
+        };
+        let params = self.authorize(client_id, &request_uri, state)?;
+        Ok(params.get("code").cloned().unwrap_or_default())
+    }
+
     /// The front-channel part: opens the authorization URL, logs in as the demo user, allows
     /// the consent; returns the redirect's parameters after checking `iss` and `state`.
     fn authorize(
@@ -362,20 +381,7 @@ impl Story<'_> {
                 )])
             },
         )?;
-        let request_uri = res
-            .json()
-            .ok()
-            .and_then(|j| at(&j, "/request_uri").as_str().map(str::to_string));
-        println!(
-            "   · POST /par → {} request_uri {}",
-            res.status,
-            request_uri.as_deref().unwrap_or("(none)")
-        );
-        let Some(request_uri) = request_uri.filter(|_| res.status == 201) else {
-            return Err(format!("PAR failed: {} {}", res.status, res.text()));
-        };
-        let params = self.authorize(DPOP_CLIENT, &request_uri, &state)?;
-        let code = params.get("code").cloned().unwrap_or_default();
+        let code = self.code_after_par(&res, "", DPOP_CLIENT, &state)?;
         let res = self.post_as(
             &plain,
             "/token",
@@ -503,20 +509,7 @@ impl Story<'_> {
             None,
             &|| Ok(Vec::new()),
         )?;
-        let request_uri = res
-            .json()
-            .ok()
-            .and_then(|j| at(&j, "/request_uri").as_str().map(str::to_string));
-        println!(
-            "   · POST /par over TLS with the client certificate → {} request_uri {}",
-            res.status,
-            request_uri.as_deref().unwrap_or("(none)")
-        );
-        let Some(request_uri) = request_uri.filter(|_| res.status == 201) else {
-            return Err(format!("PAR failed: {} {}", res.status, res.text()));
-        };
-        let params = self.authorize(MTLS_CLIENT, &request_uri, &state)?;
-        let code = params.get("code").cloned().unwrap_or_default();
+        let code = self.code_after_par(&res, " over TLS with the client certificate", MTLS_CLIENT, &state)?;
         let res = self.post_as(
             &mtls,
             "/token",
