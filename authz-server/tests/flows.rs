@@ -255,16 +255,7 @@ async fn request_uri_reuse_before_completion_denial_and_optional_parameters() {
         ("state", &long_state),
         ("nonce", &long_nonce),
     ];
-    let r = https.post_form("/par", &form, &[]).await;
-    assert_eq!(r.status, 201);
-    let ok = browser(
-        &https,
-        "mtls",
-        r.json()["request_uri"].as_str().unwrap(),
-        PASSWORD,
-        "allow",
-    )
-    .await;
+    let ok = par_then_allow(&https, "mtls", &form, &[]).await;
     assert_eq!(ok.params["state"], long_state);
 
     let minimal = vec![
@@ -274,16 +265,7 @@ async fn request_uri_reuse_before_completion_denial_and_optional_parameters() {
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
     ];
-    let r = https.post_form("/par", &minimal, &[]).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let ok = browser(
-        &https,
-        "mtls",
-        r.json()["request_uri"].as_str().unwrap(),
-        PASSWORD,
-        "allow",
-    )
-    .await;
+    let ok = par_then_allow(&https, "mtls", &minimal, &[]).await;
     assert!(ok.params.contains_key("code"));
     assert!(!ok.params.contains_key("state"));
 }
@@ -358,16 +340,7 @@ async fn pairwise_subjects_per_sector() {
         let mut form = authz_params(client, &challenge, redirect_uri);
         form.retain(|(k, _)| *k != "scope");
         form.push(("scope", "openid"));
-        let r = https.post_form("/par", &form, &[]).await;
-        assert_eq!(r.status, 201, "{client}: {}", r.text());
-        let redirect = browser(
-            &https,
-            client,
-            r.json()["request_uri"].as_str().unwrap(),
-            PASSWORD,
-            "allow",
-        )
-        .await;
+        let redirect = par_then_allow(&https, client, &form, &[]).await;
         let p = proof(&env, &dpop, "/token", None);
         let r = https
             .post_form(

@@ -27,16 +27,7 @@ async fn fapi_tokens(env: &Env, https: &Https, dpop: &P256Signer, extra: &[(&str
     form.push(("client_assertion_type", JWT_BEARER));
     form.push(("client_assertion", &a));
     form.extend_from_slice(extra);
-    let r = https.post_form("/par", &form, &[]).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let redirect = browser(
-        https,
-        "fapi",
-        r.json()["request_uri"].as_str().unwrap(),
-        PASSWORD,
-        "allow",
-    )
-    .await;
+    let redirect = par_then_allow(https, "fapi", &form, &[]).await;
     let code = redirect.params["code"].clone();
     let a = assertion(env, "fapi", &fapi_key());
     let p = proof(env, dpop, "/token", None);
@@ -438,16 +429,7 @@ async fn jarm_response_mode_jwt() {
     let (verifier, challenge) = pkce();
     let mut form = authz_params("mtls", &challenge, REDIRECT);
     form.push(("response_mode", "jwt"));
-    let r = https.post_form("/par", &form, &[]).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let redirect = browser(
-        &https,
-        "mtls",
-        r.json()["request_uri"].as_str().unwrap(),
-        PASSWORD,
-        "allow",
-    )
-    .await;
+    let redirect = par_then_allow(&https, "mtls", &form, &[]).await;
     assert_eq!(redirect.status, 303);
     assert_eq!(
         redirect.params.keys().collect::<Vec<_>>(),

@@ -49,18 +49,7 @@ async fn expect(r: Resp, status: u16, error: &str, case: &str) {
 /// Runs PAR + browser for the mtls client; returns (code, verifier).
 async fn mtls_code(https: &Https) -> (String, String) {
     let (verifier, challenge) = pkce();
-    let r = https
-        .post_form("/par", &authz_params("mtls", &challenge, REDIRECT), &[])
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let redirect = browser(
-        https,
-        "mtls",
-        r.json()["request_uri"].as_str().unwrap(),
-        PASSWORD,
-        "allow",
-    )
-    .await;
+    let redirect = par_then_allow(https, "mtls", &authz_params("mtls", &challenge, REDIRECT), &[]).await;
     (redirect.params["code"].clone(), verifier)
 }
 
@@ -78,16 +67,7 @@ async fn fapi_code(
     }
     let p = par_proof.map(|k| proof(env, k, "/par", None));
     let h: Vec<(&str, &str)> = p.iter().map(|p| ("dpop", p.as_str())).collect();
-    let r = https.post_form("/par", &refs(&f), &h).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let redirect = browser(
-        https,
-        "fapi",
-        r.json()["request_uri"].as_str().unwrap(),
-        PASSWORD,
-        "allow",
-    )
-    .await;
+    let redirect = par_then_allow(https, "fapi", &refs(&f), &h).await;
     (redirect.params["code"].clone(), verifier)
 }
 
@@ -843,16 +823,7 @@ async fn dpop_nonces_are_required_when_configured() {
     }
     let f = fapi_par_form(&env, &challenge);
     let p = proof(&env, &dpop, "/par", Some(&nonce));
-    let r = https.post_form("/par", &refs(&f), &[("dpop", &p)]).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let redirect = browser(
-        &https,
-        "fapi",
-        r.json()["request_uri"].as_str().unwrap(),
-        PASSWORD,
-        "allow",
-    )
-    .await;
+    let redirect = par_then_allow(&https, "fapi", &refs(&f), &[("dpop", &p)]).await;
     // At the token endpoint too; the failed attempt does not use the code.
     let f = fapi_token_form(&env, &redirect.params["code"], &verifier);
     let p = proof(&env, &dpop, "/token", None);

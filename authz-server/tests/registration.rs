@@ -93,16 +93,7 @@ async fn a_registered_client_completes_a_dpop_flow_and_survives_a_restart() {
     let mut form = authz_params(&client_id, &challenge, DCR_REDIRECT);
     form.push(("client_assertion_type", JWT_BEARER));
     form.push(("client_assertion", &a));
-    let r = https.post_form("/par", &form, &[]).await;
-    assert_eq!(r.status, 201, "{}", r.text());
-    let redirect = browser(
-        &https,
-        &client_id,
-        r.json()["request_uri"].as_str().unwrap(),
-        PASSWORD,
-        "allow",
-    )
-    .await;
+    let redirect = par_then_allow(&https, &client_id, &form, &[]).await;
     assert!(redirect.params.contains_key("code"));
     let a = assertion(&env, &client_id, &key);
     let p = proof(&env, &dpop, "/token", None);

@@ -597,6 +597,26 @@ fn hidden_txn(html: &str) -> String {
     html[i..].split('"').next().unwrap().to_string()
 }
 
+/// Pushes `form` to `/par` (with `headers`), checks that it was accepted (201), and goes through the
+/// front channel as the demo user allowing consent: the redirect back to the client.
+pub async fn par_then_allow(
+    https: &Https,
+    client_id: &str,
+    form: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Redirect {
+    let r = https.post_form("/par", form, headers).await;
+    assert_eq!(r.status, 201, "{client_id}: {}", r.text());
+    browser(
+        https,
+        client_id,
+        r.json()["request_uri"].as_str().unwrap(),
+        PASSWORD,
+        "allow",
+    )
+    .await
+}
+
 /// Opens the authorization URL, logs in and answers the consent page (`allow` or `deny`).
 pub async fn browser(https: &Https, client_id: &str, request_uri: &str, password: &str, decision: &str) -> Redirect {
     let q = encode(&[("client_id", client_id), ("request_uri", request_uri)]);
