@@ -63,6 +63,12 @@ fn der_uint(n: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The `verify_signature` arguments for an ES256 signature (JOSE `r || s`) over `message` by the
+/// P-256 key `(x, y)`; `None` if the signature is not 64 bytes.
+pub fn es256_verify_args(x: &[u8; 32], y: &[u8; 32], message: &[u8], jose: &[u8]) -> Option<Vec<u8>> {
+    Some(verify_args(&p256_spki(x, y), &es256_der(jose)?, message))
+}
+
 /// The serialized `VerifySignatureArguments` for a SHA-256 signature check.
 pub fn verify_args(spki_der: &[u8], signature: &[u8], text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(spki_der.len() + signature.len() + text.len() + 24);
@@ -190,5 +196,15 @@ mod tests {
         assert!(!result_is_valid(&[0x08]));
         assert!(!result_is_valid(&[0x12, 0x05, b'x']));
         assert!(!result_is_valid(&[0x0d, 1, 0, 0, 0]));
+    }
+
+    #[test]
+    fn es256_arguments_carry_the_spki_key_the_der_signature_and_the_message() {
+        let (x, y, sig) = ([3; 32], [4; 32], [0x80; 64]);
+        assert_eq!(
+            es256_verify_args(&x, &y, b"msg", &sig),
+            Some(verify_args(&p256_spki(&x, &y), &es256_der(&sig).unwrap(), b"msg"))
+        );
+        assert_eq!(es256_verify_args(&x, &y, b"msg", &sig[..63]), None);
     }
 }

@@ -13,7 +13,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
 use crate::config::{CertSource, Config, VerifierChoice};
-use crate::envoy_crypto::{es256_der, p256_spki, result_is_valid, verify_args};
+use crate::envoy_crypto::{es256_verify_args, result_is_valid};
 use crate::gate::{DecisionLog, Fetch, Gate, Outcome, Request};
 use crate::replay::{Cas, SharedStore, StoreError};
 
@@ -141,10 +141,9 @@ impl Verifier for HostVerifier {
 }
 
 fn envoy_es256(x: &[u8; 32], y: &[u8; 32], message: &[u8], jose: &[u8]) -> bool {
-    let Some(der) = es256_der(jose) else {
+    let Some(args) = es256_verify_args(x, y, message, jose) else {
         return false;
     };
-    let args = verify_args(&p256_spki(x, y), &der, message);
     matches!(
         hostcalls::call_foreign_function("verify_signature", Some(&args)),
         Ok(Some(out)) if result_is_valid(&out)

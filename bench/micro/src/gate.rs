@@ -8,7 +8,7 @@ use keybound_core::dpop::{self, NewProof};
 use keybound_core::jwk::PublicKey;
 use keybound_core::jws::{self, Alg, P256Signer, Signer, Verifier};
 use keybound_filter::config::Config;
-use keybound_filter::envoy_crypto::{es256_der, p256_spki, verify_args};
+use keybound_filter::envoy_crypto::es256_verify_args;
 use keybound_filter::gate::Gate;
 use keybound_filter::replay::MemoryStore;
 use serde_json::{Value, json};
@@ -26,10 +26,7 @@ impl Verifier for EncodeOnly {
     fn verify(&self, alg: Alg, key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
         match (alg, key) {
             (Alg::Es256, PublicKey::P256 { x, y }) => {
-                let Some(der) = es256_der(signature) else {
-                    return false;
-                };
-                !std::hint::black_box(verify_args(&p256_spki(x, y), &der, message)).is_empty()
+                std::hint::black_box(es256_verify_args(x, y, message, signature)).is_some()
             }
             _ => false,
         }
