@@ -91,13 +91,13 @@ fn micro(root: &Path) -> Result<(), String> {
     std::fs::create_dir_all(&wasm_dir).map_err(|e| e.to_string())?;
     let criterion_args = ["--warm-up-time", "1", "--measurement-time", "3"];
     println!("==> keybound-core micro-benchmarks, native");
-    run(Command::new("cargo")
+    run(crate::cargo_cmd()
         .current_dir(root)
         .env("CRITERION_HOME", &native_home)
         .args(["bench", "--locked", "-p", "keybound-micro", "--bench", "core", "--"])
         .args(criterion_args))?;
     println!("==> keybound-core micro-benchmarks, wasm32-wasip1 in V8 (node)");
-    let built = Command::new("cargo")
+    let built = crate::cargo_cmd()
         .current_dir(root)
         .args([
             "bench",

@@ -48,7 +48,7 @@ pub fn test(root: &Path) -> Result<(), String> {
         ];
         args.extend(features);
         args.extend(["--", "-D", "warnings"]);
-        run(Command::new("cargo").current_dir(root).args(&args))?;
+        run(crate::cargo_cmd().current_dir(root).args(&args))?;
     }
 
     let server = TestServer::start(root, &target_dir)?;
@@ -123,7 +123,7 @@ struct TestServer {
 
 impl TestServer {
     fn start(root: &Path, target_dir: &Path) -> Result<TestServer, String> {
-        run(Command::new("cargo").current_dir(root).args([
+        run(crate::cargo_cmd().current_dir(root).args([
             "build",
             "-p",
             "keybound-browser",
@@ -201,7 +201,7 @@ fn browser_tests(
         "--locked",
     ];
     args.extend(features);
-    let result = run(Command::new("cargo")
+    let result = run(crate::cargo_cmd()
         .current_dir(root)
         .env(
             "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
@@ -259,7 +259,7 @@ pub fn build_wasm(root: &Path, target_dir: &Path, features: &[&str]) -> Result<P
         "wasm-release",
     ];
     args.extend(features);
-    run(Command::new("cargo").current_dir(root).args(&args))?;
+    run(crate::cargo_cmd().current_dir(root).args(&args))?;
     Ok(target_dir.join(WASM_TARGET).join("wasm-release/keybound_browser.wasm"))
 }
 

@@ -70,7 +70,7 @@ pub fn test(root: &Path) -> Result<(), String> {
     tools::chromium()?;
     let compose = compose(root)?;
     println!("demo: browser end-to-end test (headless Chromium) and docker-compose validation");
-    run(Command::new("cargo")
+    run(crate::cargo_cmd()
         .current_dir(root)
         .env("KEYBOUND_DEMO_PKG", &prepared.pkg)
         .env("KEYBOUND_DEMO_ENVOY", &prepared.envoy)

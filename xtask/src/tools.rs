@@ -161,7 +161,7 @@ pub fn wasm_bindgen_cli(root: &Path) -> Result<PathBuf, String> {
             "wasm-bindgen-cli {version}: installing into .tools/wasm-bindgen with cargo install (found {}; takes a few minutes)",
             installed.as_deref().unwrap_or("none")
         );
-        run(Command::new("cargo")
+        run(crate::cargo_cmd()
             .current_dir(root)
             .args([
                 "install",
@@ -230,7 +230,7 @@ pub fn node() -> Result<(), String> {
 
 /// The filter, release, for `wasm32-wasip1` (`target/wasm32-wasip1/release/keybound_filter.wasm`).
 pub fn build_filter(root: &Path) -> Result<(), String> {
-    run(Command::new("cargo").current_dir(root).args([
+    run(crate::cargo_cmd().current_dir(root).args([
         "build",
         "-p",
         "keybound-filter",
