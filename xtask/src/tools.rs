@@ -113,6 +113,23 @@ fn capture(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Free space, in bytes, on the filesystem that holds `path`, as `df` reports it; `None` when
+/// `df` is missing or answers something else.
+pub fn free_disk(path: &Path) -> Option<u64> {
+    let out = Command::new("df").arg("-Pk").arg(path).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    df_available(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The available bytes in `df -Pk`'s answer (POSIX format: a header line, then one line whose
+/// fourth field is the available space in KiB).
+fn df_available(text: &str) -> Option<u64> {
+    let kib: u64 = text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 /// The cargo target directory (`CARGO_TARGET_DIR` if set, else `target/`).
 pub fn target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -254,5 +271,28 @@ pub fn pinned(cpu: &str, exe: &Path) -> (Command, bool) {
             exe.display()
         );
         (Command::new(exe), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::df_available;
+
+    #[test]
+    fn reads_available_space_from_posix_df() {
+        let df = "Filesystem     1024-blocks      Used Available Capacity Mounted on\n\
+                  /dev/vda         264091648  43012096  53477376      45% /\n";
+        assert_eq!(df_available(df), Some(53_477_376 * 1024));
+        assert_eq!(
+            df_available("Filesystem 1024-blocks Used Available Capacity Mounted on\n"),
+            None
+        );
+        assert_eq!(df_available("header\n/dev/vda 1 2 n/a 3% /\n"), None);
+    }
+
+    #[test]
+    fn free_disk_answers_for_the_workspace() {
+        let free = super::free_disk(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+        assert!(free.is_some_and(|b| b > 0), "df gave {free:?}");
     }
 }
