@@ -41,6 +41,7 @@ use sha2::{Digest, Sha256};
 use crate::b64;
 use crate::error::{Error, Part, Result};
 use crate::htu::Htu;
+use crate::json;
 use crate::jwk::{Jkt, PublicKey};
 use crate::jws::{Alg, AlgSet, Compact, Jws, SignError, Signer, UnsignedJws, Verifier, verify_signature};
 use crate::nonce::{NonceAge, NonceSecrets};
@@ -397,26 +398,38 @@ pub fn unsigned_proof(key: &PublicKey, alg: Alg, claims: &NewProof<'_>) -> Resul
     // Validate, but send the URI without query and fragment as the client wrote it.
     Htu::parse(claims.htu)?;
     let htu = claims.htu.split(['?', '#']).next().unwrap_or(claims.htu);
-    let mut header = serde_json::Map::new();
-    header.insert("typ".into(), TYP.into());
-    let jwk: serde_json::Value = serde_json::from_str(&key.to_json()).map_err(|_| Error::Malformed {
-        part: Part::Proof,
-        what: "jwk",
-    })?;
-    header.insert("jwk".into(), jwk);
-    let mut payload = serde_json::Map::new();
-    payload.insert("jti".into(), claims.jti.into());
-    payload.insert("htm".into(), claims.htm.into());
-    payload.insert("htu".into(), htu.into());
-    payload.insert("iat".into(), claims.iat.into());
+    // The JSON is written directly, members in lexicographic order (what a `serde_json::Map`
+    // gives): no JSON value tree, which keeps serde_json's parser and maps out of the browser's
+    // wasm. `key.to_json()` is already canonical (RFC 7638 members, sorted, no whitespace).
+    let mut header = String::with_capacity(160);
+    header.push_str(r#"{"alg":"#);
+    json::push_str(&mut header, alg.as_str());
+    header.push_str(r#","jwk":"#);
+    header.push_str(&key.to_json());
+    header.push_str(r#","typ":"#);
+    json::push_str(&mut header, TYP);
+    header.push('}');
+    let mut payload = String::with_capacity(256);
+    payload.push('{');
     if let Some(token) = claims.access_token {
-        payload.insert("ath".into(), access_token_hash(token).into());
+        payload.push_str(r#""ath":"#);
+        json::push_str(&mut payload, &access_token_hash(token));
+        payload.push(',');
     }
+    payload.push_str(r#""htm":"#);
+    json::push_str(&mut payload, claims.htm);
+    payload.push_str(r#","htu":"#);
+    json::push_str(&mut payload, htu);
+    payload.push_str(r#","iat":"#);
+    json::push_u64(&mut payload, claims.iat);
+    payload.push_str(r#","jti":"#);
+    json::push_str(&mut payload, claims.jti);
     if let Some(nonce) = claims.nonce {
-        payload.insert("nonce".into(), nonce.into());
+        payload.push_str(r#","nonce":"#);
+        json::push_str(&mut payload, nonce);
     }
-    let payload = serde_json::Value::Object(payload).to_string();
-    Ok(UnsignedJws::new(alg, header, payload.as_bytes()))
+    payload.push('}');
+    Ok(UnsignedJws::from_json(header.as_bytes(), payload.as_bytes()))
 }
 
 /// Creates and signs a DPoP proof.

@@ -574,7 +574,13 @@ impl UnsignedJws {
     pub fn new(alg: Alg, mut header: serde_json::Map<String, serde_json::Value>, payload: &[u8]) -> Self {
         header.insert("alg".into(), alg.as_str().into());
         let header = serde_json::Value::Object(header).to_string();
-        let mut signing_input = b64::encode(header.as_bytes());
+        Self::from_json(header.as_bytes(), payload)
+    }
+
+    /// Builds `base64url(header).base64url(payload)` from the header's JSON as it is (which must
+    /// name the `alg` that will sign it).
+    pub(crate) fn from_json(header: &[u8], payload: &[u8]) -> Self {
+        let mut signing_input = b64::encode(header);
         signing_input.push('.');
         signing_input.push_str(&b64::encode(payload));
         UnsignedJws { signing_input }

@@ -37,6 +37,7 @@ pub mod cert;
 pub mod dpop;
 pub mod error;
 pub mod htu;
+mod json;
 pub mod jwk;
 pub mod jws;
 pub mod nonce;

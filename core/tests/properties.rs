@@ -12,7 +12,7 @@ use common::*;
 use keybound_core::b64;
 use keybound_core::dpop::{self, NewProof, NonceCheck, ProofPolicy, ProofTarget, verify_proof};
 use keybound_core::htu::Htu;
-use keybound_core::jws::{Ed25519Signer, P256Signer, RustCrypto, Signer};
+use keybound_core::jws::{Ed25519Signer, P256Signer, RustCrypto, Signer, UnsignedJws};
 use keybound_core::token::verify_jwt;
 use proptest::prelude::*;
 use serde_json::json;
@@ -31,8 +31,82 @@ fn method() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH"])
 }
 
+/// A proof's signing input as core built it with serde_json values (before it wrote the JSON
+/// itself): `unsigned_proof` must give the same bytes.
+fn signing_input_through_json_values(signer: &dyn Signer, p: &NewProof<'_>) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    header.insert("typ".into(), "dpop+jwt".into());
+    header.insert(
+        "jwk".into(),
+        serde_json::from_str(&signer.public_key().to_json()).unwrap(),
+    );
+    let mut payload = serde_json::Map::new();
+    payload.insert("jti".into(), p.jti.into());
+    payload.insert("htm".into(), p.htm.into());
+    payload.insert("htu".into(), p.htu.split(['?', '#']).next().unwrap().into());
+    payload.insert("iat".into(), p.iat.into());
+    if let Some(token) = p.access_token {
+        payload.insert("ath".into(), dpop::access_token_hash(token).into());
+    }
+    if let Some(nonce) = p.nonce {
+        payload.insert("nonce".into(), nonce.into());
+    }
+    let payload = serde_json::Value::Object(payload).to_string();
+    UnsignedJws::new(signer.alg(), header, payload.as_bytes())
+        .signing_input()
+        .to_vec()
+}
+
+#[test]
+fn proof_json_of_awkward_strings_is_what_serde_json_values_give() {
+    let awkward = [
+        " GET ",
+        "a\"b\\c",
+        "\u{0}\u{1f}\u{8}\u{c}\n\r\t",
+        "/π/\u{7f}/\u{1F600}",
+        "",
+    ];
+    for kind in [true, false] {
+        let signer = signer(kind, [7; 32]).unwrap();
+        for s in awkward {
+            for (token, nonce) in [(None, None), (Some("tok.en"), Some(s))] {
+                let p = NewProof {
+                    htm: s,
+                    htu: "https://rs.example.com/a?q#f",
+                    iat: 1,
+                    jti: s,
+                    access_token: token,
+                    nonce,
+                };
+                let ours = dpop::unsigned_proof(signer.public_key(), signer.alg(), &p).unwrap();
+                let expected = signing_input_through_json_values(signer.as_ref(), &p);
+                assert_eq!(ours.signing_input(), expected.as_slice(), "{s:?}");
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn proof_json_is_what_serde_json_values_give(
+        kind in any::<bool>(),
+        seed in any::<[u8; 32]>(),
+        htm in any::<String>(),
+        path in "(/[a-zA-Z0-9._~-]{0,12}){0,4}(\\?[a-z=&]{0,8})?",
+        jti in any::<String>(),
+        token in proptest::option::of("[a-zA-Z0-9._~+/-]{1,80}"),
+        nonce in proptest::option::of(any::<String>()),
+        iat in any::<u64>(),
+    ) {
+        let Some(signer) = signer(kind, seed) else { return Ok(()) };
+        let url = format!("https://rs.example.com{path}");
+        let p = NewProof { htm: &htm, htu: &url, iat, jti: &jti, access_token: token.as_deref(), nonce: nonce.as_deref() };
+        let ours = dpop::unsigned_proof(signer.public_key(), signer.alg(), &p).unwrap();
+        let expected = signing_input_through_json_values(signer.as_ref(), &p);
+        prop_assert_eq!(ours.signing_input(), expected.as_slice());
+    }
 
     #[test]
     fn signed_proofs_verify_and_any_byte_change_fails(
