@@ -64,15 +64,6 @@ fn read_param_value(input: &str) -> (String, &str) {
     }
 }
 
-/// The `error` member of an OAuth error response body ([RFC 6749 §5.2]), if the body is a JSON
-/// object with a string `error`.
-///
-/// [RFC 6749 §5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
-pub fn oauth_body_error(body: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    value.get("error")?.as_str().map(str::to_string)
-}
-
 /// The error code that asks for a retry with a fresh nonce ([RFC 9449 §8], §9).
 ///
 /// [RFC 9449 §8]: https://www.rfc-editor.org/rfc/rfc9449#section-8
@@ -176,12 +167,6 @@ mod tests {
         assert!(!asks_for_nonce(400, challenge, Some("invalid_grant")));
         assert!(!asks_for_nonce(403, challenge, Some("use_dpop_nonce")));
         assert!(!asks_for_nonce(200, challenge, None));
-        assert_eq!(
-            oauth_body_error(r#"{"error":"use_dpop_nonce","error_description":"x"}"#).as_deref(),
-            Some("use_dpop_nonce")
-        );
-        assert_eq!(oauth_body_error(r#"{"error":7}"#), None);
-        assert_eq!(oauth_body_error("use_dpop_nonce"), None);
     }
 
     #[test]

@@ -139,3 +139,46 @@ pub fn object(entries: &[(&str, &JsValue)]) -> Object {
     }
     obj
 }
+
+/// A string member of a JavaScript object (`None` if absent or not a string).
+pub fn str_of(target: &JsValue, name: &str) -> Option<String> {
+    if !target.is_object() {
+        return None;
+    }
+    get(target, name).as_string()
+}
+
+/// Parses JSON with the browser's `JSON.parse` (`null` when it is not JSON). JSON is parsed by the
+/// browser, not in wasm: the module carries no JSON parser.
+pub fn parse_json(text: &str) -> JsValue {
+    js_sys::JSON::parse(text).unwrap_or(JsValue::NULL)
+}
+
+/// The `error` member of an OAuth error response body ([RFC 6749 §5.2]), if the body is a JSON
+/// object with a string `error`.
+///
+/// [RFC 6749 §5.2]: https://www.rfc-editor.org/rfc/rfc6749#section-5.2
+pub fn oauth_body_error(body: &str) -> Option<String> {
+    str_of(&parse_json(body), "error")
+}
+
+#[cfg(all(test, target_arch = "wasm32"))]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    #[wasm_bindgen_test]
+    fn oauth_body_error_reads_only_a_string_error_of_a_json_object() {
+        assert_eq!(
+            oauth_body_error(r#"{"error":"use_dpop_nonce","error_description":"x"}"#).as_deref(),
+            Some("use_dpop_nonce")
+        );
+        assert_eq!(oauth_body_error(r#"{"error":7}"#), None);
+        assert_eq!(oauth_body_error(r#"["error"]"#), None);
+        assert_eq!(oauth_body_error(r#""use_dpop_nonce""#), None);
+        assert_eq!(oauth_body_error("use_dpop_nonce"), None);
+        assert_eq!(oauth_body_error(""), None);
+    }
+}

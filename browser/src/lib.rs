@@ -441,7 +441,7 @@ async fn asks_for_nonce(response: &web_sys::Response) -> bool {
     let body_error = if status == 400 {
         match response.clone() {
             Ok(copy) => match js::call(copy.text()).await {
-                Ok(text) => text.as_string().and_then(|t| http::oauth_body_error(&t)),
+                Ok(text) => text.as_string().and_then(|t| js::oauth_body_error(&t)),
                 Err(_) => None,
             },
             Err(_) => None,

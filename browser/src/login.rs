@@ -147,19 +147,6 @@ pub struct Endpoints {
     pub token: String,
 }
 
-/// A string member of a JavaScript object (`None` if absent or not a string).
-fn str_of(target: &JsValue, name: &str) -> Option<String> {
-    if !target.is_object() {
-        return None;
-    }
-    js::get(target, name).as_string()
-}
-
-/// Parses JSON with the browser's `JSON.parse` (`null` when it is not JSON).
-fn parse_json(text: &str) -> JsValue {
-    js_sys::JSON::parse(text).unwrap_or(JsValue::NULL)
-}
-
 fn invalid(reason: &'static str, message: impl Into<String>) -> BrowserError {
     BrowserError::protocol(keybound_core::ErrorCode::InvalidRequest, reason, message)
 }
@@ -198,7 +185,7 @@ pub fn metadata_url(issuer: &str) -> Result<String, BrowserError> {
 /// `invalid_request` with reason `issuer_mismatch` when the metadata's `issuer` differs, and
 /// `metadata_invalid` when an endpoint is missing or not an https (or loopback http) URL.
 pub fn endpoints_from_metadata(metadata: &JsValue, issuer: &str) -> Result<Endpoints, BrowserError> {
-    let found = str_of(metadata, "issuer");
+    let found = js::str_of(metadata, "issuer");
     if found.as_deref() != Some(issuer) {
         return Err(invalid(
             "issuer_mismatch",
@@ -209,7 +196,7 @@ pub fn endpoints_from_metadata(metadata: &JsValue, issuer: &str) -> Result<Endpo
         ));
     }
     let endpoint = |name: &str| -> Result<String, BrowserError> {
-        match str_of(metadata, name) {
+        match js::str_of(metadata, name) {
             Some(url) if is_server_url(&url) => Ok(url),
             _ => Err(invalid(
                 "metadata_invalid",
@@ -253,8 +240,8 @@ impl Pending {
     }
 
     fn from_json(text: &str) -> Option<Pending> {
-        let v = parse_json(text);
-        let field = |name: &str| str_of(&v, name);
+        let v = js::parse_json(text);
+        let field = |name: &str| js::str_of(&v, name);
         Some(Pending {
             state: field("state")?,
             verifier: field("verifier")?,
@@ -398,13 +385,13 @@ async fn post_form(key: &Inner, url: &str, params: &web_sys::UrlSearchParams) ->
     init.set_body(params);
     let response = dpop_fetch(key, url, &init, None).await?;
     let text = js::call(response.text()).await?.as_string().unwrap_or_default();
-    Ok((response.status(), parse_json(&text)))
+    Ok((response.status(), js::parse_json(&text)))
 }
 
 /// The error for a failed PAR or token request: the body's `error` as the code.
 fn server_error(what: &str, reason: &'static str, status: u16, body: &JsValue) -> BrowserError {
-    let error = str_of(body, "error");
-    let description = str_of(body, "error_description").unwrap_or_default();
+    let error = js::str_of(body, "error");
+    let description = js::str_of(body, "error_description").unwrap_or_default();
     BrowserError::server(
         error.as_deref(),
         reason,
@@ -418,10 +405,10 @@ fn server_error(what: &str, reason: &'static str, status: u16, body: &JsValue) -
 /// Reads a successful token response (RFC 6749 §5.1) into tokens, keeping `previous_refresh` when
 /// the server sends no new refresh token; returns the tokens and the JS `TokenResult`.
 fn read_tokens(body: &JsValue, previous_refresh: Option<String>) -> Result<(Tokens, JsValue), BrowserError> {
-    let access_token = str_of(body, "access_token")
+    let access_token = js::str_of(body, "access_token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| invalid("token_response_invalid", "the token response has no access_token"))?;
-    let token_type = str_of(body, "token_type").unwrap_or_default();
+    let token_type = js::str_of(body, "token_type").unwrap_or_default();
     if !token_type.eq_ignore_ascii_case("DPoP") {
         return Err(BrowserError::protocol(
             keybound_core::ErrorCode::InvalidToken,
@@ -434,8 +421,8 @@ fn read_tokens(body: &JsValue, previous_refresh: Option<String>) -> Result<(Toke
     } else {
         None
     };
-    let scope = str_of(body, "scope");
-    let refresh_token = str_of(body, "refresh_token").or(previous_refresh);
+    let scope = js::str_of(body, "scope");
+    let refresh_token = js::str_of(body, "refresh_token").or(previous_refresh);
     let tokens = Tokens {
         access_token: access_token.clone(),
         expires_at: expires_in.map(|s| js::now_millis() + s * 1000.0),
@@ -449,7 +436,7 @@ fn read_tokens(body: &JsValue, previous_refresh: Option<String>) -> Result<(Toke
         ("scope", &scope.map_or(JsValue::UNDEFINED, |s| JsValue::from_str(&s))),
         (
             "idToken",
-            &str_of(body, "id_token").map_or(JsValue::UNDEFINED, |t| JsValue::from_str(&t)),
+            &js::str_of(body, "id_token").map_or(JsValue::UNDEFINED, |t| JsValue::from_str(&t)),
         ),
         ("hasRefreshToken", &JsValue::from_bool(tokens.refresh_token.is_some())),
     ]);
@@ -474,7 +461,7 @@ impl ClientInner {
             entries.push(("scope", scope));
         }
         let (status, body) = post_form(&self.key, &self.endpoints.par, &form(&entries)?).await?;
-        let request_uri = str_of(&body, "request_uri");
+        let request_uri = js::str_of(&body, "request_uri");
         let Some(request_uri) = request_uri.filter(|_| status == 201) else {
             return Err(js_err(server_error("PAR", "par_failed", status, &body)));
         };
@@ -579,7 +566,7 @@ async fn create(key: Rc<Inner>, options: JsValue) -> Result<OAuthClient, JsValue
                 format!("{url} answered {}", response.status()),
             )));
         }
-        parse_json(&text)
+        js::parse_json(&text)
     } else if given.dyn_ref::<js_sys::Object>().is_some() {
         given
     } else {
