@@ -3,8 +3,9 @@
 //! P-256 verification per DPoP request), in one run on this machine.
 //!
 //! Run through `cargo xtask bench` (which installs Envoy, builds the filter and renders the plot);
-//! it writes `target/bench/gateway.json` and prints a table. Each scenario gets its own Envoy
-//! (`--concurrency 1`, pinned to CPU 0); this process drives it from CPU 1.
+//! it writes `target/bench/gateway.json` (`gateway-only.json` for a `--only` run) and prints a
+//! table. Each scenario gets its own Envoy (`--concurrency 1`, pinned to CPU 0); this process
+//! drives it from CPU 1.
 
 mod envoy;
 mod load;
@@ -514,7 +515,13 @@ fn run(opts: &Options) -> Result<(), String> {
         obj.insert("micro".into(), serde_json::from_str(&text).unwrap_or(Value::Null));
     }
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join("gateway.json");
+    // A partial run (`--only`) has its own file, so `gateway.json` always holds a run of every
+    // scenario, the one BENCHMARKS.md and `--report-only` are made from.
+    let path = dir.join(if opts.only.is_some() {
+        "gateway-only.json"
+    } else {
+        "gateway.json"
+    });
     std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| e.to_string())?;
     eprintln!("bench: wrote {}", path.display());
     if opts.only.is_none() {

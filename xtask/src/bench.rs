@@ -18,7 +18,7 @@ pub fn bench(root: &Path, args: &[String]) -> ExitCode {
         Ok(()) => {
             if args.iter().any(|a| a == "--only") {
                 println!(
-                    "xtask bench: done; results in target/bench/gateway.json (BENCHMARKS.md is rewritten only by a run of every scenario)"
+                    "xtask bench: done; results in target/bench/gateway-only.json (BENCHMARKS.md and target/bench/gateway.json are rewritten only by a run of every scenario)"
                 );
             } else {
                 println!("xtask bench: done; results in BENCHMARKS.md and target/bench/gateway.json");
