@@ -48,7 +48,7 @@ pub fn test(root: &Path) -> Result<(), String> {
         ];
         args.extend(features);
         args.extend(["--", "-D", "warnings"]);
-        run(crate::cargo_cmd().current_dir(root).args(&args))?;
+        crate::cargo(root, &args)?;
     }
 
     let server = TestServer::start(root, &target_dir)?;
@@ -123,14 +123,17 @@ struct TestServer {
 
 impl TestServer {
     fn start(root: &Path, target_dir: &Path) -> Result<TestServer, String> {
-        run(crate::cargo_cmd().current_dir(root).args([
-            "build",
-            "-p",
-            "keybound-browser",
-            "--example",
-            "dpop_test_server",
-            "--locked",
-        ]))?;
+        crate::cargo(
+            root,
+            &[
+                "build",
+                "-p",
+                "keybound-browser",
+                "--example",
+                "dpop_test_server",
+                "--locked",
+            ],
+        )?;
         let exe = target_dir.join("debug/examples/dpop_test_server");
         let mut child = Command::new(&exe)
             .stdin(Stdio::piped())
@@ -231,8 +234,6 @@ fn workspace_version(root: &Path) -> Result<String, String> {
     Err("no [workspace.package] version in Cargo.toml".into())
 }
 
-/// Builds the release wasm (size-optimised profile) with `features` and runs `wasm-bindgen
-/// --target web` and `wasm-opt` into `pkg`, with a `package.json`.
 /// Builds keybound-browser's cdylib for the browser in the size-optimised `wasm-release` profile;
 /// returns the `.wasm` (before wasm-bindgen).
 pub fn build_wasm(root: &Path, target_dir: &Path, features: &[&str]) -> Result<PathBuf, String> {
@@ -263,7 +264,7 @@ pub fn build_wasm(root: &Path, target_dir: &Path, features: &[&str]) -> Result<P
         "wasm-release",
     ];
     args.extend(features);
-    run(crate::cargo_cmd().current_dir(root).args(&args))?;
+    crate::cargo(root, &args)?;
     Ok(target_dir.join(WASM_TARGET).join("wasm-release/keybound_browser.wasm"))
 }
 

@@ -83,7 +83,7 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
     if !step("set up: rust toolchain components and wasm targets", &mut || {
         tools::rust_targets(root)
     }) {
-        return summary(&outcomes);
+        return finish(root, &outcomes, free_at_start);
     }
     step("cargo fmt --check", &mut || {
         cargo(root, &["fmt", "--all", "--", "--check"])?;
@@ -167,7 +167,12 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
     step("fuzz targets build (cargo check, stable)", &mut || {
         cargo(root, &["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
     });
-    let code = summary(&outcomes);
+    finish(root, &outcomes, free_at_start)
+}
+
+/// The summary, then, if a step failed, a note when the disk is (nearly) full.
+fn finish(root: &Path, outcomes: &[Outcome], free_at_start: Option<u64>) -> ExitCode {
+    let code = summary(outcomes);
     if outcomes.iter().any(|o| !o.ok) {
         low_disk_hint(root, free_at_start);
     }
@@ -181,22 +186,12 @@ const COLD_TEST_GIB: f64 = 3.0;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-/// Prints the free disk space where the workspace is, with a warning when a cold run may not
-/// fit. Returns the free space in bytes, if `df` could tell.
+/// Prints the free disk space where the build output goes, with a warning when a cold run may
+/// not fit. Returns the free space in bytes, if `df` could tell.
 fn disk_report(root: &Path) -> Option<u64> {
-    let free = tools::free_disk(root);
-    match free {
-        Some(bytes) => {
-            let gib = bytes as f64 / GIB;
-            println!("disk: {gib:.1} GiB free where the workspace is; a cold run writes about {COLD_TEST_GIB} GiB");
-            if gib < COLD_TEST_GIB {
-                println!(
-                    "WARNING: a cold run may run out of disk space (errors like 'No space left on device' from \
-                     rustc, the linker or `ar`); free some space or point CARGO_TARGET_DIR at a larger disk"
-                );
-            }
-        }
-        None => println!("disk: `df` could not tell the free space where the workspace is"),
+    let free = tools::free_disk(&build_disk(root));
+    for line in disk_at_start(free) {
+        println!("{line}");
     }
     free
 }
@@ -204,18 +199,54 @@ fn disk_report(root: &Path) -> Option<u64> {
 /// After a failed run: says so when the disk filled up, which fails steps with errors that do not
 /// name the cause (a C archiver exiting with status 1, say).
 fn low_disk_hint(root: &Path, free_at_start: Option<u64>) {
-    let Some(now) = tools::free_disk(root) else {
-        return;
+    if let Some(note) = disk_after_failure(tools::free_disk(&build_disk(root)), free_at_start) {
+        println!("{note}");
+    }
+}
+
+/// A path on the disk the build writes to: the cargo target directory, or its nearest existing
+/// ancestor (a cold run has none yet).
+fn build_disk(root: &Path) -> PathBuf {
+    let target = tools::target_dir(root);
+    target
+        .ancestors()
+        .find(|p| p.exists())
+        .map_or_else(|| root.to_path_buf(), Path::to_path_buf)
+}
+
+/// What `cargo xtask test` says about the disk before it starts: the free space, and a warning
+/// when it is less than a cold run writes.
+fn disk_at_start(free: Option<u64>) -> Vec<String> {
+    let Some(bytes) = free else {
+        return vec!["disk: `df` could not tell the free space where the build output goes".into()];
     };
-    if (now as f64) < 1.0 * GIB {
-        let start = free_at_start.map_or(String::new(), |b| {
-            format!(" (it had {:.1} GiB at the start)", b as f64 / GIB)
-        });
-        println!(
-            "note: only {} MiB of disk are left{start}; a step may have failed for lack of space",
-            now / (1024 * 1024)
+    let gib = bytes as f64 / GIB;
+    let mut lines = vec![format!(
+        "disk: {gib:.1} GiB free where the build output goes; a cold run writes about {COLD_TEST_GIB} GiB"
+    )];
+    if gib < COLD_TEST_GIB {
+        lines.push(
+            "WARNING: a cold run may run out of disk space (errors like 'No space left on device' from \
+             rustc, the linker or `ar`); free some space or point CARGO_TARGET_DIR at a larger disk"
+                .into(),
         );
     }
+    lines
+}
+
+/// What `cargo xtask test` adds after a failed step: a note when less than 1 GiB is left.
+fn disk_after_failure(free_now: Option<u64>, free_at_start: Option<u64>) -> Option<String> {
+    let now = free_now?;
+    if now as f64 >= GIB {
+        return None;
+    }
+    let start = free_at_start.map_or(String::new(), |b| {
+        format!(" (it had {:.1} GiB at the start)", b as f64 / GIB)
+    });
+    Some(format!(
+        "note: only {} MiB of disk are left{start}; a step may have failed for lack of space",
+        now / (1024 * 1024)
+    ))
 }
 
 fn summary(outcomes: &[Outcome]) -> ExitCode {
@@ -239,7 +270,7 @@ fn summary(outcomes: &[Outcome]) -> ExitCode {
 }
 
 /// Runs cargo with `args` in the workspace root.
-fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
     run(cargo_cmd().current_dir(root).args(args))
 }
 
@@ -326,4 +357,43 @@ fn interop(root: &Path) -> Result<(), String> {
         .current_dir(root)
         .arg("core/tests/interop/check.py")
         .arg(&emitted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn warns_before_a_run_only_when_a_cold_run_may_not_fit() {
+        let plenty = disk_at_start(Some(50 * 1024 * MIB));
+        assert_eq!(plenty.len(), 1);
+        assert!(plenty[0].starts_with("disk: 50.0 GiB free"), "{plenty:?}");
+        let tight = disk_at_start(Some(2 * 1024 * MIB));
+        assert_eq!(tight.len(), 2);
+        assert!(
+            tight[1].starts_with("WARNING: a cold run may run out of disk space"),
+            "{tight:?}"
+        );
+        assert!(disk_at_start(None)[0].contains("could not tell"));
+    }
+
+    #[test]
+    fn points_at_a_full_disk_after_a_failure() {
+        assert_eq!(disk_after_failure(Some(2 * 1024 * MIB), Some(40 * 1024 * MIB)), None);
+        assert_eq!(disk_after_failure(None, None), None);
+        assert_eq!(
+            disk_after_failure(Some(200 * MIB), Some(6 * 1024 * MIB)).as_deref(),
+            Some(
+                "note: only 200 MiB of disk are left (it had 6.0 GiB at the start); a step may have failed for lack of space"
+            )
+        );
+    }
+
+    #[test]
+    fn the_build_disk_is_an_existing_directory() {
+        let root = workspace_root();
+        assert!(build_disk(&root).exists());
+    }
 }

@@ -247,15 +247,18 @@ pub fn node() -> Result<(), String> {
 
 /// The filter, release, for `wasm32-wasip1` (`target/wasm32-wasip1/release/keybound_filter.wasm`).
 pub fn build_filter(root: &Path) -> Result<(), String> {
-    run(crate::cargo_cmd().current_dir(root).args([
-        "build",
-        "-p",
-        "keybound-filter",
-        "--release",
-        "--locked",
-        "--target",
-        "wasm32-wasip1",
-    ]))
+    crate::cargo(
+        root,
+        &[
+            "build",
+            "-p",
+            "keybound-filter",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip1",
+        ],
+    )
 }
 
 /// `exe` pinned to CPU `cpu` with `taskset` when it exists (benchmarks), else unpinned with a
