@@ -152,11 +152,20 @@ impl VerifiedProof {
         h.finalize().into()
     }
 
-    /// Until when (Unix seconds) the replay record must be kept: after that the proof's `iat`
-    /// is outside the window and the proof is refused anyway.
+    /// Until when (Unix seconds) the replay record must be kept: the first second at which the
+    /// proof's `iat` is outside the window (`iat + max_age + 1`), so the record is live
+    /// ([`replay_record_live`]) at every instant at which the proof is still acceptable.
     pub fn replay_expires_at(&self) -> UnixTime {
         self.expires_at
     }
+}
+
+/// Whether a replay record that expires at `expires_at` ([`VerifiedProof::replay_expires_at`])
+/// is still live at `now`. Every replay store (the gateway's shared cache, the authorization
+/// server's table) uses this one rule: a record is live while `now < expires_at`, and may be
+/// dropped from `expires_at` on.
+pub fn replay_record_live(expires_at: UnixTime, now: UnixTime) -> bool {
+    now < expires_at
 }
 
 /// Verifies a DPoP proof for a request, in the order documented in the module docs.
@@ -278,9 +287,12 @@ pub fn verify_proof_with(
             Some(secrets.check(&n, now).map_err(|_| Error::NonceInvalid)?)
         }
     };
-    let expires_at = u64::try_from(iat.saturating_add(i64::try_from(policy.max_age).unwrap_or(i64::MAX)))
+    // The proof is acceptable up to and including `iat + max_age` (step 10), so its record must
+    // be live through that whole second: it expires one second later ([`replay_record_live`]).
+    let last_acceptable = iat.saturating_add(i64::try_from(policy.max_age).unwrap_or(i64::MAX));
+    let expires_at = u64::try_from(last_acceptable.saturating_add(1))
         .unwrap_or(0)
-        .max(now);
+        .max(now.saturating_add(1));
     Ok(VerifiedProof {
         jkt: header.jkt,
         alg: header.alg,

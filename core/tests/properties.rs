@@ -188,3 +188,77 @@ proptest! {
         prop_assert!(!once.as_str().contains('?'));
     }
 }
+
+/// Verifies `proof` for `GET URL` at `t` under `policy`.
+fn accepted_at(proof: &str, policy: &ProofPolicy, t: u64) -> Option<dpop::VerifiedProof> {
+    let target = ProofTarget {
+        method: "GET",
+        htu: &htu(URL),
+        access_token: None,
+    };
+    verify_proof(proof, &target, policy, NonceCheck::Off, t, &RustCrypto).ok()
+}
+
+/// Issue 12, item 2: at `iat = now - max_age` a proof is still acceptable for that whole second,
+/// so its replay record must still be live then (it was counted as gone, and the proof could be
+/// replayed any number of times during that second).
+#[test]
+fn replay_record_outlives_the_last_second_of_the_window() {
+    let policy = ProofPolicy::default();
+    let key = ed25519(3);
+    let p = dpop::create_proof(
+        &key,
+        &NewProof {
+            htm: "GET",
+            htu: URL,
+            iat: NOW - policy.max_age,
+            jti: "edge",
+            access_token: None,
+            nonce: None,
+        },
+    )
+    .unwrap();
+    let v = accepted_at(&p, &policy, NOW).expect("the proof is inside the window at NOW");
+    assert!(
+        dpop::replay_record_live(v.replay_expires_at(), NOW),
+        "record expires at {} but the proof is accepted at {NOW}",
+        v.replay_expires_at()
+    );
+    assert!(accepted_at(&p, &policy, NOW + 1).is_none());
+    assert!(!dpop::replay_record_live(v.replay_expires_at(), NOW + 1));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A `jti` record outlives every instant at which its proof is still acceptable: whenever the
+    /// proof verifies at `now` (when it is recorded) and again at any later `t`, the record made at
+    /// `now` is live at `t`. And it is not kept for nothing: one second after the last acceptable
+    /// instant it has expired.
+    #[test]
+    fn a_replay_record_lives_while_its_proof_is_acceptable(
+        max_age in 1u64..=3600,
+        leeway in 0u64..=300,
+        iat_offset in -4000i64..=400,
+        later in 0u64..=4000,
+    ) {
+        let policy = ProofPolicy { max_age, future_leeway: leeway, ..ProofPolicy::default() };
+        let iat = NOW.checked_add_signed(iat_offset).unwrap();
+        let key = ed25519(4);
+        let p = dpop::create_proof(&key, &NewProof {
+            htm: "GET", htu: URL, iat, jti: "j", access_token: None, nonce: None,
+        }).unwrap();
+        if let Some(v) = accepted_at(&p, &policy, NOW) {
+            let exp = v.replay_expires_at();
+            prop_assert!(dpop::replay_record_live(exp, NOW));
+            let t = NOW + later;
+            if accepted_at(&p, &policy, t).is_some() {
+                prop_assert!(dpop::replay_record_live(exp, t), "accepted at {} but record expired at {}", t, exp);
+            }
+            // The last acceptable instant is iat + max_age; the record is gone right after it.
+            prop_assert!(accepted_at(&p, &policy, iat + max_age).is_some());
+            prop_assert!(dpop::replay_record_live(exp, iat + max_age));
+            prop_assert!(!dpop::replay_record_live(exp, iat + max_age + 1));
+        }
+    }
+}

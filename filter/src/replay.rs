@@ -118,7 +118,7 @@ impl ReplayCache {
             for rec in value.chunks_exact(ENTRY) {
                 let (rid, exp) = rec.split_at(16);
                 let exp = u64::from_be_bytes(exp.try_into().unwrap_or([0; 8]));
-                if exp <= now {
+                if !keybound_core::dpop::replay_record_live(exp, now) {
                     continue;
                 }
                 if rid == id {

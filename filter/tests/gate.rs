@@ -337,3 +337,24 @@ fn unknown_issuers_and_opaque_tokens_are_refused_and_no_auth_routes_still_strip(
         other => panic!("{other:?}"),
     }
 }
+
+/// Issue 12, item 2: a proof with `iat = now - max_age` is acceptable during that whole second;
+/// it must be accepted exactly once then (its record used to count as expired at that second).
+#[test]
+fn a_proof_at_the_edge_of_its_window_is_accepted_once() {
+    let (mut gate, store) = gate(json!({}));
+    let key = P256Signer::from_bytes(&[5; 32]).unwrap();
+    let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 600);
+    let auth = format!("DPoP {t}");
+    let p = proof(&key, &t, "edge-of-window", None, NOW - 300);
+    let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
+    let first = decide(&mut gate, &store, &headers, None, NOW);
+    assert_eq!(status(&first), 200, "{first:?}");
+    for _ in 0..3 {
+        let again = decide(&mut gate, &store, &headers, None, NOW);
+        assert_eq!((status(&again), reason(&again)), (401, "proof_replayed"));
+    }
+    // A second later the proof is outside its window.
+    let late = decide(&mut gate, &store, &headers, None, NOW + 1);
+    assert_eq!((status(&late), reason(&late)), (401, "proof_iat_out_of_window"));
+}
