@@ -99,6 +99,13 @@ pub enum Error {
     MultipleDpopHeaders,
     /// `Authorization: DPoP` without a `DPoP` proof header.
     MissingProof,
+    /// The request's path cannot be made canonical safely (see [`crate::path`]).
+    PathNotCanonical {
+        /// Why (for logs only).
+        what: &'static str,
+    },
+    /// The request's `:authority` is not one of the origins the gateway serves.
+    UnknownOrigin,
 
     // ---- JOSE, for any signed object ----
     /// The compact serialisation, base64url, or JSON of a JWS is malformed.
@@ -185,6 +192,9 @@ pub enum Error {
     TokenIssuedInFuture,
     /// The introspection response says `active: false`.
     TokenInactive,
+    /// The introspection response is about a token that is not an access token (a refresh
+    /// token, an ID token), or does not say what kind of token it is.
+    NotAnAccessToken,
     /// The token lacks a scope the route requires.
     InsufficientScope,
 
@@ -236,6 +246,8 @@ impl Error {
             | MalformedAuthorization
             | UnsupportedScheme
             | MultipleDpopHeaders
+            | PathNotCanonical { .. }
+            | UnknownOrigin
             | InvalidCertificate { .. }
             | PkceMethodNotAllowed
             | PkceMalformed
@@ -264,6 +276,7 @@ impl Error {
             | TokenNotYetValid
             | TokenIssuedInFuture
             | TokenInactive
+            | NotAnAccessToken
             | DpopBoundTokenAsBearer
             | TokenNotDpopBound
             | JktMismatch
@@ -295,6 +308,8 @@ impl Error {
             UnsupportedScheme => "unsupported_scheme",
             MultipleDpopHeaders => "multiple_dpop_headers",
             MissingProof => "missing_proof",
+            PathNotCanonical { .. } => "path_not_canonical",
+            UnknownOrigin => "unknown_origin",
             Malformed { part, .. } => by_part(*part, ["proof_malformed", "token_malformed", "jws_malformed"]),
             WrongType { part } => by_part(*part, ["proof_wrong_typ", "token_wrong_typ", "jws_wrong_typ"]),
             AlgNotAllowed { part } => by_part(
@@ -341,6 +356,7 @@ impl Error {
             TokenNotYetValid => "token_not_yet_valid",
             TokenIssuedInFuture => "token_issued_in_future",
             TokenInactive => "token_inactive",
+            NotAnAccessToken => "token_not_access_token",
             InsufficientScope => "insufficient_scope",
             DpopBoundTokenAsBearer => "dpop_bound_token_as_bearer",
             TokenNotDpopBound => "token_not_dpop_bound",
@@ -462,6 +478,7 @@ impl fmt::Display for Error {
                 write!(f, "{}: missing or invalid claim `{claim}`", part.prefix())
             }
             Error::InvalidCertificate { what } => write!(f, "invalid client certificate: {what}"),
+            Error::PathNotCanonical { what } => write!(f, "path_not_canonical: {what}"),
             Error::Config { field, reason } => write!(f, "invalid configuration `{field}`: {reason}"),
             other => f.write_str(other.reason()),
         }

@@ -1,7 +1,7 @@
 //! Public JSON Web Keys ([RFC 7517]), their [RFC 7638] thumbprints, and key sets.
 //!
-//! Only public keys that keybound can verify with are accepted: EC P-256, RSA of at least 2048
-//! bits, and OKP Ed25519. A JWK with any private member (`d`, `p`, `q`, `dp`, `dq`, `qi`, `k`) is
+//! Only public keys that keybound can verify with are accepted: EC P-256, RSA of 2048 to 8192
+//! bits (in a DPoP proof: 2048 to 4096 bits with e = 65537), and OKP Ed25519. A JWK with any private member (`d`, `p`, `q`, `dp`, `dq`, `qi`, `k`) is
 //! an error wherever a public key is expected, so a leaked private key is refused, not used.
 //!
 //! Parsing checks the key itself (the EC point is on the curve, the Ed25519 point decodes and is
@@ -27,6 +27,12 @@ use crate::jws::Alg;
 pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted, in bits (bounds verification cost).
 pub const MAX_RSA_BITS: usize = 8192;
+/// Largest RSA modulus accepted in a DPoP proof's `jwk`, in bits. A proof key comes from any
+/// client, unauthenticated, and is verified before the token is looked at, so its cost is capped
+/// harder than an issuer's: at most 4096 bits, and the exponent must be 65537 ([`PROOF_RSA_E`]).
+pub const MAX_PROOF_RSA_BITS: usize = 4096;
+/// The only RSA public exponent accepted in a DPoP proof's `jwk` (65537).
+pub const PROOF_RSA_E: [u8; 3] = [1, 0, 1];
 
 /// The key material of a public JWK.
 #[derive(Clone, PartialEq, Eq)]
@@ -107,7 +113,8 @@ impl PublicKey {
     /// # Errors
     /// [`Error::PrivateKeyInJwk`] if any private member is present; [`Error::InvalidKey`] for
     /// an unsupported `kty`/`crv`, a malformed or off-curve point, a small-order Ed25519 key, or an
-    /// RSA modulus outside 2048..=8192 bits; [`Error::Malformed`] for invalid JSON.
+    /// RSA modulus outside 2048..=8192 bits (for [`Part::Proof`]: outside 2048..=4096 bits, or an
+    /// exponent other than 65537); [`Error::Malformed`] for invalid JSON.
     pub fn from_json(json: &[u8], part: Part) -> Result<Self> {
         Ok(Jwk::from_json(json, part)?.key)
     }
@@ -150,6 +157,9 @@ impl PublicKey {
                 // e must be odd, >= 3 and fit in 32 bits (what every RSA library accepts).
                 if e.len() > 4 || e.last().is_none_or(|&b| b & 1 == 0) || (e.len() == 1 && e.first() == Some(&1)) {
                     return Err(bad("RSA exponent"));
+                }
+                if part == Part::Proof && (bits > MAX_PROOF_RSA_BITS || e != PROOF_RSA_E) {
+                    return Err(bad("RSA proof key above 4096 bits or with e other than 65537"));
                 }
                 Ok(PublicKey::Rsa { n, e })
             }

@@ -17,6 +17,7 @@
 //! - [`jws`], [`jwk`]: compact JWS, algorithms (ES256, PS256, EdDSA; RS256 on request), public
 //!   JWKs, RFC 7638 thumbprints, key sets.
 //! - [`dpop`]: DPoP proofs (RFC 9449), created and verified in a documented order.
+//! - [`path`]: the canonical request path that rules match and `htu` is built from.
 //! - [`htu`]: the normalised request URI of a proof.
 //! - [`nonce`]: stateless server nonces shared by every instance holding the secret.
 //! - [`token`]: RFC 9068 JWT access tokens and RFC 7662 introspection results.
@@ -41,6 +42,7 @@ mod json;
 pub mod jwk;
 pub mod jws;
 pub mod nonce;
+pub mod path;
 pub mod pkce;
 pub mod request;
 pub mod time;

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::cert::X5tS256;
 use crate::error::{Error, Part, Result};
-use crate::jwk::{Jkt, Jwks};
+use crate::jwk::{Jkt, Jwks, PublicKey};
 use crate::jws::{AlgSet, Jws, Verifier};
 use crate::time::{NumericDate, UnixTime};
 
@@ -103,12 +103,20 @@ pub struct TokenClaims {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedToken {
     claims: TokenClaims,
+    /// The issuer key that verified the signature (JWTs only).
+    key: Option<PublicKey>,
 }
 
 impl VerifiedToken {
     /// The claims.
     pub fn claims(&self) -> &TokenClaims {
         &self.claims
+    }
+
+    /// The issuer key whose signature verified this token; `None` for an introspection result.
+    /// A cache of verified tokens uses it to drop tokens whose key left the issuer's key set.
+    pub fn signing_key(&self) -> Option<&PublicKey> {
+        self.key.as_ref()
     }
 
     /// The `cnf.jkt`, if the token is DPoP-bound.
@@ -175,6 +183,7 @@ struct RawClaims {
     scope: Option<String>,
     cnf: Option<RawCnf>,
     token_type: Option<String>,
+    token_use: Option<String>,
 }
 
 impl RawClaims {
@@ -267,7 +276,7 @@ pub fn verify_jwt(
             what: "jwk header in an access token",
         });
     }
-    jws.verify_with_set(keys, verifier, P)?;
+    let key = jws.verify_with_set(keys, verifier, P)?.key().clone();
     let raw: RawClaims = serde_json::from_slice(jws.payload()).map_err(|_| Error::Malformed {
         part: P,
         what: "claims",
@@ -292,7 +301,7 @@ pub fn verify_jwt(
         claims.iat.ok_or(missing("iat"))?;
         claims.jti.as_ref().ok_or(missing("jti"))?;
     }
-    Ok(VerifiedToken { claims })
+    Ok(VerifiedToken { claims, key: Some(key) })
 }
 
 /// The `iss` claim of a JWT, **unverified**: only for choosing which issuer's keys and policy to
@@ -310,13 +319,22 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
 /// Turns an RFC 7662 introspection response (JSON) into a verified token.
 ///
 /// The response comes from the authorization server over an authenticated channel, so it is
-/// trusted as to the token's state: `active` must be `true`; `iss` and `aud`, when present, are
-/// checked against the policy (a token for another resource server is refused); `exp`/`nbf`/`iat`,
-/// when present, are checked with leeway. `cnf` carries the binding.
+/// trusted as to the token's state: `active` must be `true`; the answer must be about an access
+/// token: `token_type` `Bearer` or `DPoP` (any letter case; a missing `token_type` only with
+/// [`TokenPolicy::dangerous_allow_untyped`]) and `token_use`, when present, `access_token`, so a
+/// refresh token an authorization server reports as active is never taken for an access token
+/// ([RFC 6749 §1.5], [RFC 7662 §2.2]); `aud` must contain one of the policy's audiences (a token
+/// for another resource server is refused); `iss`, when present, must be the policy's issuer;
+/// `exp`/`nbf`/`iat`, when present, are checked with leeway. `cnf` carries the binding.
 ///
 /// # Errors
-/// [`Error::TokenInactive`] unless `active` is `true`; [`Error::Malformed`] for JSON that is not
-/// an introspection response; the claim errors of [`verify_jwt`].
+/// [`Error::TokenInactive`] unless `active` is `true`; [`Error::NotAnAccessToken`] for another
+/// kind of token or an untyped answer; [`Error::MissingClaim`] without `aud`;
+/// [`Error::Malformed`] for JSON that is not an introspection response; the claim errors of
+/// [`verify_jwt`].
+///
+/// [RFC 6749 §1.5]: https://www.rfc-editor.org/rfc/rfc6749#section-1.5
+/// [RFC 7662 §2.2]: https://www.rfc-editor.org/rfc/rfc7662#section-2.2
 pub fn verify_introspection(response: &[u8], policy: &TokenPolicy, now: UnixTime) -> Result<VerifiedToken> {
     let raw: RawClaims = serde_json::from_slice(response).map_err(|_| Error::Malformed {
         part: P,
@@ -325,21 +343,24 @@ pub fn verify_introspection(response: &[u8], policy: &TokenPolicy, now: UnixTime
     if raw.active != Some(true) {
         return Err(Error::TokenInactive);
     }
-    if raw.token_type.as_deref().is_some_and(|t| {
-        !t.eq_ignore_ascii_case("dpop") && !t.eq_ignore_ascii_case("bearer") && !t.eq_ignore_ascii_case("n_a")
-    }) {
-        return Err(Error::Malformed {
-            part: P,
-            what: "token_type",
-        });
+    // Only an access token may pass: RFC 7662 lets a server answer for refresh tokens too.
+    let access_type = |t: &str| t.eq_ignore_ascii_case("dpop") || t.eq_ignore_ascii_case("bearer");
+    match raw.token_type.as_deref() {
+        Some(t) if access_type(t) => {}
+        None if policy.dangerous_allow_untyped => {}
+        _ => return Err(Error::NotAnAccessToken),
+    }
+    if raw.token_use.as_deref().is_some_and(|u| u != "access_token") {
+        return Err(Error::NotAnAccessToken);
     }
     let claims = raw.into_claims()?;
     if claims.iss.as_deref().is_some_and(|iss| iss != policy.issuer) {
         return Err(Error::IssuerMismatch);
     }
-    if !claims.aud.is_empty() {
-        check_audience(&claims, policy)?;
+    if claims.aud.is_empty() {
+        return Err(Error::MissingClaim { part: P, claim: "aud" });
     }
+    check_audience(&claims, policy)?;
     check_times(&claims, policy, now)?;
-    Ok(VerifiedToken { claims })
+    Ok(VerifiedToken { claims, key: None })
 }

@@ -95,7 +95,8 @@ fn rfc9449_section_4_1_example_proof_verifies() {
     assert_eq!(p.jti(), "-BwC3ESc6acc2lTc");
     assert_eq!(p.iat(), 1_562_262_616);
     assert_eq!(p.alg(), Alg::Es256);
-    assert_eq!(p.replay_expires_at(), 1_562_262_616 + 300);
+    // Acceptable through iat + max_age, so recorded until one second later.
+    assert_eq!(p.replay_expires_at(), 1_562_262_616 + 300 + 1);
     // The same proof a day later is outside the window.
     assert_eq!(
         verify_at(
@@ -688,4 +689,50 @@ fn the_memo_remembers_headers_and_aths_but_decides_nothing() {
     let mut none = ProofMemo::new(0);
     with_memo(&mut none, &p1, &token, &policy).unwrap();
     assert_eq!(none.len(), (0, 0));
+}
+
+/// An RSA proof header whose modulus has `bits` bits (top bit set, otherwise filler: parsing
+/// only looks at the size and encoding) and exponent `e`, with a junk signature.
+fn rsa_proof(bits: usize, e: &[u8]) -> String {
+    let mut n = vec![0xA5u8; bits / 8];
+    n[0] = 0xC3;
+    let header = json!({"typ": "dpop+jwt", "alg": "PS256",
+        "jwk": {"kty": "RSA", "n": keybound_core::b64::encode(&n), "e": keybound_core::b64::encode(e)}});
+    let claims = json!({"jti": "rsa", "htm": "GET", "htu": URL, "iat": NOW});
+    format!(
+        "{}.{}.{}",
+        keybound_core::b64::encode(header.to_string().as_bytes()),
+        keybound_core::b64::encode(claims.to_string().as_bytes()),
+        keybound_core::b64::encode(&vec![0x11u8; bits / 8])
+    )
+}
+
+/// Issue 12, item 9: RSA proof keys are a CPU lever (an 8192-bit modulus with a 32-bit exponent
+/// costs milliseconds per verification, before the token is looked at). A proof key must be
+/// 2048 to 4096 bits with e = 65537; anything else is refused while parsing, before any
+/// signature work.
+#[test]
+fn rsa_proof_keys_are_capped_at_4096_bits_and_e_65537() {
+    for (bits, e) in [
+        (8192, &[1u8, 0, 1][..]),
+        (4104, &[1, 0, 1]),
+        (2048, &[3]),
+        (4096, &[0xff, 0xff, 0xff, 0xff]),
+        (4096, &[1, 0, 0, 1]),
+        (2040, &[1, 0, 1]),
+    ] {
+        let got = verify(&rsa_proof(bits, e), None);
+        assert!(
+            matches!(got, Err(Error::InvalidKey { part: Part::Proof, .. })),
+            "{bits} bits, e = {e:?}: {got:?}"
+        );
+    }
+    // Within the cap, the key is parsed and the (junk) signature is what fails.
+    for bits in [2048, 3072, 4096] {
+        assert_eq!(
+            verify(&rsa_proof(bits, &[1, 0, 1]), None),
+            Err(Error::BadSignature { part: Part::Proof }),
+            "{bits} bits"
+        );
+    }
 }

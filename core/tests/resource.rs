@@ -332,8 +332,13 @@ fn introspection_results_become_verified_tokens() {
     let t = verify_introspection(ok.to_string().as_bytes(), &policy(), NOW).unwrap();
     assert_eq!(t.jkt().map(ToString::to_string).as_deref(), Some(jkt.as_str()));
     assert_eq!(t.claims().scopes, ["a", "b"]);
-    // Minimal: only active, no iss/aud/exp.
-    verify_introspection(br#"{"active":true}"#, &policy(), NOW).unwrap();
+    // Minimal: active, an access-token type and the audience; no iss/exp.
+    verify_introspection(
+        br#"{"active":true,"token_type":"Bearer","aud":["https://rs.example.com"]}"#,
+        &policy(),
+        NOW,
+    )
+    .unwrap();
     let cases: Vec<(&str, Value, Error)> = vec![
         ("inactive", json!({"active": false}), Error::TokenInactive),
         ("no active", json!({"sub": "x"}), Error::TokenInactive),
@@ -359,10 +364,7 @@ fn introspection_results_become_verified_tokens() {
         (
             "odd token_type",
             with(&ok, "token_type", json!("mac")),
-            Error::Malformed {
-                part: Part::AccessToken,
-                what: "token_type",
-            },
+            Error::NotAnAccessToken,
         ),
     ];
     for (name, v, expected) in cases {
@@ -373,6 +375,69 @@ fn introspection_results_become_verified_tokens() {
         );
     }
     assert!(verify_introspection(b"not json", &policy(), NOW).is_err());
+}
+
+/// Issue 12, item 6: an authorization server may answer `active: true` for a refresh token (RFC
+/// 7662 lets it); a resource server must never take that as an access token. An answer must
+/// say it is about an access token (`token_type` Bearer or DPoP; `token_use`, when present,
+/// `access_token`) and carry one of the resource server's audiences.
+#[test]
+fn introspection_answers_about_other_tokens_or_audiences_are_refused() {
+    let ok = json!({"active": true, "iss": ISS, "aud": AUD, "client_id": "c1", "sub": "bob", "exp": NOW + 60,
+        "scope": "a", "token_type": "Bearer"});
+    verify_introspection(ok.to_string().as_bytes(), &policy(), NOW).unwrap();
+    let without = |claim: &str| {
+        let mut v = ok.clone();
+        v.as_object_mut().unwrap().remove(claim);
+        v
+    };
+    let cases: Vec<(&str, Value, Error)> = vec![
+        (
+            "a refresh token",
+            with(&ok, "token_type", json!("refresh_token")),
+            Error::NotAnAccessToken,
+        ),
+        ("N_A", with(&ok, "token_type", json!("N_A")), Error::NotAnAccessToken),
+        ("no token_type", without("token_type"), Error::NotAnAccessToken),
+        (
+            "token_use refresh_token",
+            with(&ok, "token_use", json!("refresh_token")),
+            Error::NotAnAccessToken,
+        ),
+        (
+            "no aud",
+            without("aud"),
+            Error::MissingClaim {
+                part: Part::AccessToken,
+                claim: "aud",
+            },
+        ),
+        (
+            "empty aud",
+            with(&ok, "aud", json!([])),
+            Error::MissingClaim {
+                part: Part::AccessToken,
+                claim: "aud",
+            },
+        ),
+    ];
+    for (name, v, expected) in cases {
+        let got = verify_introspection(v.to_string().as_bytes(), &policy(), NOW);
+        assert_eq!(got, Err(expected.clone()), "{name}");
+        assert_eq!(expected.code(), Some(ErrorCode::InvalidToken), "{name}");
+    }
+    // `token_use: access_token` (Ory Hydra) is fine; an untyped answer only when the policy
+    // explicitly allows it.
+    let hydra = with(&ok, "token_use", json!("access_token"));
+    verify_introspection(hydra.to_string().as_bytes(), &policy(), NOW).unwrap();
+    let mut lenient = policy();
+    lenient.dangerous_allow_untyped = true;
+    verify_introspection(without("token_type").to_string().as_bytes(), &lenient, NOW).unwrap();
+    let refresh = with(&ok, "token_type", json!("refresh_token"));
+    assert_eq!(
+        verify_introspection(refresh.to_string().as_bytes(), &lenient, NOW),
+        Err(Error::NotAnAccessToken)
+    );
 }
 
 #[test]

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use keybound_core::Error;
 use keybound_core::cert::XfccPolicy;
 use keybound_core::dpop::ProofPolicy;
+use keybound_core::htu::Htu;
 use keybound_core::jwk::Jwks;
 use keybound_core::jws::AlgSet;
 use keybound_core::nonce::NonceSecrets;
+use keybound_core::path::CanonicalPath;
 use keybound_core::token::TokenPolicy;
 use serde::Deserialize;
 
@@ -60,6 +62,8 @@ struct RawIntrospection {
     audiences: Vec<String>,
     timeout_ms: Option<u64>,
     max_cache_seconds: Option<u64>,
+    #[serde(default)]
+    dangerous_accept_untyped: bool,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +92,10 @@ struct RawDpop {
     nonce: Option<RawNonce>,
     external_base_url: Option<String>,
     #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    dangerous_any_origin: bool,
+    #[serde(default)]
     trust_forwarded_headers: bool,
 }
 
@@ -106,12 +114,17 @@ struct RawMtls {
     source: String,
     element_from_end: Option<usize>,
     expected_by: Option<String>,
+    #[serde(default)]
+    front_proxy_uri_sans: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    prefix: String,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    exact: Option<String>,
     #[serde(default)]
     methods: Vec<String>,
     #[serde(default)]
@@ -191,14 +204,21 @@ fn default_entries() -> usize {
 struct RawTokenCache {
     #[serde(default = "default_token_cache")]
     max_entries: usize,
+    #[serde(default = "default_token_cache_age")]
+    max_age_seconds: u64,
 }
 
 impl Default for RawTokenCache {
     fn default() -> Self {
         RawTokenCache {
             max_entries: default_token_cache(),
+            max_age_seconds: default_token_cache_age(),
         }
     }
+}
+
+fn default_token_cache_age() -> u64 {
+    300
 }
 
 fn default_token_cache() -> usize {
@@ -228,6 +248,11 @@ pub enum Keys {
 pub struct RemoteJwks {
     /// The HTTP request.
     pub target: HttpTarget,
+    /// The name of this issuer's keys in Envoy's shared data (`kb/jwks/<id>`): a hash of the
+    /// issuer, the `jwks_uri` and the cluster, so that two configurations in one Envoy, or a
+    /// reload that reorders issuers, never read each other's keys; the same issuer and source
+    /// keep their keys across a reload.
+    pub shared_id: String,
     /// Refetch after this many seconds even if nothing changed (`jwks_refresh_seconds`, default
     /// 300).
     pub refresh_seconds: u64,
@@ -325,7 +350,41 @@ pub enum CertSource {
     /// Envoy's own downstream TLS connection (`connection.sha256_peer_certificate_digest`).
     Connection,
     /// The `x-forwarded-client-cert` header from a trusted front proxy.
-    Xfcc(XfccPolicy),
+    Xfcc {
+        /// Which XFCC element to use and whose `By` to expect.
+        policy: XfccPolicy,
+        /// If not empty, XFCC is read only on connections whose client certificate has one of
+        /// these URI SANs (`connection.uri_san_peer_certificate`): the front proxy's identity.
+        front_proxy_uri_sans: Vec<String>,
+    },
+}
+
+/// How a rule matches the canonical path ([`keybound_core::path`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// By whole segments: `/api` matches `/api` and `/api/x`, never `/apix`.
+    Prefix(String),
+    /// Exactly this path.
+    Exact(String),
+}
+
+impl PathMatch {
+    /// Whether it matches `path`.
+    pub fn matches(&self, path: &CanonicalPath) -> bool {
+        match self {
+            PathMatch::Prefix(p) => path.starts_with_segments(p),
+            PathMatch::Exact(p) => path.as_str() == p,
+        }
+    }
+}
+
+/// An origin the gateway serves (`dpop.origins`): the scheme and authority clients call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `scheme://host[:port]`, normalised as in an `htu` (lower case, default port removed).
+    pub url: String,
+    /// Its scheme.
+    pub scheme: String,
 }
 
 /// What a request path requires.
@@ -342,11 +401,11 @@ pub enum Auth {
     },
 }
 
-/// A rule: path prefix and methods to what they require. The first matching rule applies.
+/// A rule: path and methods to what they require. The first matching rule applies.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    /// Path prefix (matched against the path without the query).
-    pub prefix: String,
+    /// How it matches the canonical path (without the query).
+    pub path: PathMatch,
     /// Methods (empty: any).
     pub methods: Vec<String>,
     /// What is required.
@@ -364,6 +423,9 @@ pub struct Config {
     pub nonce: Option<NonceSecrets>,
     /// The externally visible base URL (`https://api.example.com`), if behind a proxy.
     pub external_base_url: Option<String>,
+    /// The origins the gateway serves (`dpop.origins`); a request for another `:authority` is
+    /// refused, and `htu` is built from the matching origin.
+    pub origins: Vec<Origin>,
     /// Build `htu` from `x-forwarded-proto`/`x-forwarded-host` (only behind a trusted proxy).
     pub trust_forwarded_headers: bool,
     /// Client certificate source.
@@ -380,6 +442,8 @@ pub struct Config {
     pub replay_entries_per_bucket: usize,
     /// Verified-token cache bound.
     pub token_cache_entries: usize,
+    /// A cached verdict is used at most this many seconds after it was made.
+    pub token_cache_max_age: u64,
     /// Introspection of opaque tokens, if configured.
     pub introspection: Option<Introspection>,
     /// Which code verifies ES256 signatures.
@@ -444,6 +508,7 @@ impl Config {
                         return Err(err(f("jwks_min_refetch_seconds"), "must be 1 to jwks_refresh_seconds"));
                     }
                     Keys::Remote(RemoteJwks {
+                        shared_id: shared_id(&[&iss.issuer, &uri, &cluster]),
                         target,
                         refresh_seconds,
                         min_refetch_seconds,
@@ -500,31 +565,66 @@ impl Config {
             },
         };
         if let Some(base) = &raw.dpop.external_base_url {
-            let htu = keybound_core::htu::Htu::parse(base)
-                .map_err(|_| err("dpop.external_base_url", "must be an absolute http(s) URL"))?;
-            if htu.as_str().trim_end_matches('/').matches('/').count() > 2 || base.contains(['?', '#']) {
+            parse_origin(base, "dpop.external_base_url")?;
+        }
+        let mut origins = Vec::new();
+        for (i, o) in raw.dpop.origins.iter().enumerate() {
+            origins.push(parse_origin(o, &format!("dpop.origins[{i}]"))?);
+        }
+        match (
+            raw.dpop.external_base_url.is_some(),
+            !origins.is_empty(),
+            raw.dpop.dangerous_any_origin,
+        ) {
+            (false, false, false) => {
                 return Err(err(
-                    "dpop.external_base_url",
-                    "scheme and authority only, no path or query",
+                    "dpop.origins",
+                    "required: the origins clients call this gateway at (e.g. [\"https://api.example.com\"]), \
+                     or dpop.external_base_url; a proof is checked against them, never only against the Host \
+                     the client sent (dpop.dangerous_any_origin: true accepts any Host)",
                 ));
             }
+            (true, true, _) => {
+                return Err(err(
+                    "dpop.origins",
+                    "give either origins or external_base_url, not both",
+                ));
+            }
+            (_, _, true) if raw.dpop.external_base_url.is_some() || !origins.is_empty() => {
+                return Err(err(
+                    "dpop.dangerous_any_origin",
+                    "contradicts dpop.origins / dpop.external_base_url",
+                ));
+            }
+            _ => {}
         }
         let cert_source = match raw.mtls {
             None => CertSource::None,
             Some(m) => match m.source.as_str() {
                 "connection" => {
-                    if m.element_from_end.is_some() || m.expected_by.is_some() {
+                    if m.element_from_end.is_some() || m.expected_by.is_some() || !m.front_proxy_uri_sans.is_empty() {
                         return Err(err(
                             "mtls",
-                            "element_from_end and expected_by are only for source \"xfcc\"",
+                            "element_from_end, expected_by and front_proxy_uri_sans are only for source \"xfcc\"",
                         ));
                     }
                     CertSource::Connection
                 }
-                "xfcc" => CertSource::Xfcc(XfccPolicy {
-                    element_from_end: m.element_from_end.unwrap_or(0),
-                    expected_by: m.expected_by,
-                }),
+                "xfcc" => {
+                    if m.front_proxy_uri_sans.iter().any(|u| u.is_empty() || !u.contains(':')) {
+                        return Err(err(
+                            "mtls.front_proxy_uri_sans",
+                            "each must be a URI (e.g. \"spiffe://cluster.local/ns/istio-system/sa/ingress\")",
+                        ));
+                    }
+                    CertSource::Xfcc {
+                        policy: XfccPolicy {
+                            element_from_end: m.element_from_end.unwrap_or(0),
+                            expected_by: m.expected_by,
+                        },
+                        front_proxy_uri_sans: m.front_proxy_uri_sans,
+                    }
+                }
                 other => {
                     return Err(err(
                         "mtls.source",
@@ -536,9 +636,11 @@ impl Config {
         let mut rules = Vec::new();
         for (i, r) in raw.rules.into_iter().enumerate() {
             let f = |name: &str| format!("rules[{i}].{name}");
-            if !r.prefix.starts_with('/') {
-                return Err(err(f("prefix"), "must start with '/'"));
-            }
+            let path = match (r.prefix, r.exact) {
+                (Some(p), None) => PathMatch::Prefix(canonical_rule_path(p, &f("prefix"))?),
+                (None, Some(p)) => PathMatch::Exact(canonical_rule_path(p, &f("exact"))?),
+                _ => return Err(err(f("prefix"), "give exactly one of prefix or exact")),
+            };
             if let Some(m) = r
                 .methods
                 .iter()
@@ -560,7 +662,7 @@ impl Config {
                 Some(other) => return Err(err(f("auth"), format!("{other:?}: expected \"token\" or \"none\""))),
             };
             rules.push(Rule {
-                prefix: r.prefix,
+                path,
                 methods: r.methods,
                 auth,
             });
@@ -591,6 +693,9 @@ impl Config {
         }
         if raw.token_cache.max_entries > 1_000_000 {
             return Err(err("token_cache.max_entries", "at most 1000000"));
+        }
+        if !(1..=86_400).contains(&raw.token_cache.max_age_seconds) {
+            return Err(err("token_cache.max_age_seconds", "must be 1 to 86400"));
         }
         let introspection = match raw.introspection {
             None => None,
@@ -646,10 +751,12 @@ impl Config {
                 if !(1..=3600).contains(&max_cache_seconds) {
                     return Err(err("introspection.max_cache_seconds", "must be 1 to 3600"));
                 }
+                let mut policy = TokenPolicy::new(i.issuer, i.audiences);
+                policy.dangerous_allow_untyped = i.dangerous_accept_untyped;
                 Some(Introspection {
                     target,
                     client_auth,
-                    policy: TokenPolicy::new(i.issuer, i.audiences),
+                    policy,
                     max_cache_seconds,
                 })
             }
@@ -672,6 +779,7 @@ impl Config {
             proof,
             nonce,
             external_base_url: raw.dpop.external_base_url.map(|b| b.trim_end_matches('/').to_owned()),
+            origins,
             trust_forwarded_headers: raw.dpop.trust_forwarded_headers,
             cert_source,
             rules,
@@ -680,6 +788,7 @@ impl Config {
             replay_buckets: raw.replay_cache.buckets,
             replay_entries_per_bucket: raw.replay_cache.entries_per_bucket,
             token_cache_entries: raw.token_cache.max_entries,
+            token_cache_max_age: raw.token_cache.max_age_seconds,
         })
     }
 
@@ -688,18 +797,56 @@ impl Config {
         self.issuers.iter().any(|i| matches!(i.keys, Keys::Remote(_)))
     }
 
-    /// The rule for a request; a path no rule matches requires a bound token and no scope.
-    pub fn rule_for(&self, method: &str, path: &str) -> Auth {
-        let path = path.split(['?', '#']).next().unwrap_or("");
+    /// The rule for a request's canonical path; a path no rule matches requires a bound token
+    /// and no scope.
+    pub fn rule_for(&self, method: &str, path: &CanonicalPath) -> Auth {
         self.rules
             .iter()
-            .find(|r| path.starts_with(&r.prefix) && (r.methods.is_empty() || r.methods.iter().any(|m| m == method)))
+            .find(|r| r.path.matches(path) && (r.methods.is_empty() || r.methods.iter().any(|m| m == method)))
             .map(|r| r.auth.clone())
             .unwrap_or(Auth::Token {
                 scopes: Vec::new(),
                 allow_bearer: false,
             })
     }
+}
+
+/// A rule's path: it must be the canonical path it stands for, or it could never match.
+fn canonical_rule_path(p: String, field: &str) -> Result<String, ConfigError> {
+    match CanonicalPath::parse(&p) {
+        Ok(c) if c.as_str() == p => Ok(p),
+        Ok(c) => Err(err(
+            field,
+            format!(
+                "{p:?} is not a canonical path (requests are matched as {:?})",
+                c.as_str()
+            ),
+        )),
+        Err(e) => Err(err(field, format!("{p:?}: {e}"))),
+    }
+}
+
+/// An origin (`scheme://host[:port]`, nothing else), normalised as in an `htu`.
+fn parse_origin(s: &str, field: &str) -> Result<Origin, ConfigError> {
+    let htu = Htu::parse(s).map_err(|_| err(field, "must be an absolute http(s) URL"))?;
+    let url = htu.as_str().strip_suffix('/').unwrap_or(htu.as_str()).to_owned();
+    if url.matches('/').count() > 2 || s.contains(['?', '#']) {
+        return Err(err(field, "scheme and authority only, no path or query"));
+    }
+    let scheme = url.split("://").next().unwrap_or("https").to_owned();
+    Ok(Origin { url, scheme })
+}
+
+/// A short, stable name from `parts`: hex of the first 12 bytes of SHA-256 over them.
+fn shared_id(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"keybound-shared-v1");
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parses a JWKS from configuration or from a `jwks_uri` response: at least one usable key.
@@ -751,7 +898,8 @@ mod tests {
 
     fn base() -> Value {
         json!({"issuers": [{"issuer": "https://as.example", "audiences": ["https://api"],
-            "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}]})
+            "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}],
+            "dpop": {"origins": ["https://api.example"]}})
     }
 
     fn with(path: &[&str], value: Value) -> Vec<u8> {
@@ -861,6 +1009,86 @@ mod tests {
         assert_eq!(form_encode("a b+c:d~é"), "a%20b%2Bc%3Ad~%C3%A9");
     }
 
+    fn rule(c: &Config, method: &str, path: &str) -> Auth {
+        c.rule_for(method, &CanonicalPath::parse(path).unwrap())
+    }
+
+    /// Issue 12, item 1: a prefix matched raw bytes, so `/healthz` also opened `/healthzX`.
+    /// Prefixes match whole segments; `exact` matches one path.
+    #[test]
+    fn prefixes_match_whole_segments_and_exact_one_path() {
+        let mut v = base();
+        v["rules"] = json!([
+            {"prefix": "/healthz", "auth": "none"},
+            {"exact": "/status", "auth": "none"},
+            {"prefix": "/public/", "auth": "none"},
+        ]);
+        let c = Config::parse(&v.to_string().into_bytes()).unwrap();
+        let token = Auth::Token {
+            scopes: vec![],
+            allow_bearer: false,
+        };
+        for open in [
+            "/healthz",
+            "/healthz/",
+            "/healthz/live",
+            "/status",
+            "/status?x",
+            "/public/",
+            "/public/a",
+        ] {
+            assert_eq!(rule(&c, "GET", open), Auth::None, "{open}");
+        }
+        for closed in [
+            "/healthzX",
+            "/healthz.json",
+            "/healthz;x",
+            "/status/",
+            "/status/x",
+            "/statusX",
+            "/public",
+        ] {
+            assert_eq!(rule(&c, "GET", closed), token, "{closed}");
+        }
+    }
+
+    /// Issue 12, item 4: without the origins it serves, a gateway checks a proof's `htu` only
+    /// against the `Host` the client chose. A configuration must name them (or opt out loudly).
+    #[test]
+    fn origins_are_required_normalised_and_exclusive() {
+        let mut v = base();
+        v["dpop"] = json!({});
+        assert!(field_of(&v.to_string().into_bytes()).starts_with("dpop.origins: required"));
+        v["dpop"] = json!({"dangerous_any_origin": true});
+        assert!(Config::parse(&v.to_string().into_bytes()).unwrap().origins.is_empty());
+        v["dpop"] = json!({"external_base_url": "https://api.example.com"});
+        Config::parse(&v.to_string().into_bytes()).unwrap();
+        v["dpop"] = json!({"origins": ["HTTPS://API.example.com:443", "http://localhost:8080/"]});
+        let c = Config::parse(&v.to_string().into_bytes()).unwrap();
+        let urls: Vec<&str> = c.origins.iter().map(|o| o.url.as_str()).collect();
+        assert_eq!(urls, ["https://api.example.com", "http://localhost:8080"]);
+        for (dpop, field) in [
+            (json!({"origins": ["api.example.com"]}), "dpop.origins[0]"),
+            (
+                json!({"origins": ["https://a.example", "https://b.example/v1"]}),
+                "dpop.origins[1]",
+            ),
+            (json!({"origins": ["https://a.example?x"]}), "dpop.origins[0]"),
+            (
+                json!({"origins": ["https://a.example"], "external_base_url": "https://a.example"}),
+                "dpop.origins: give either",
+            ),
+            (
+                json!({"origins": ["https://a.example"], "dangerous_any_origin": true}),
+                "dpop.dangerous_any_origin",
+            ),
+        ] {
+            v["dpop"] = dpop;
+            let got = field_of(&v.to_string().into_bytes());
+            assert!(got.starts_with(field), "expected {field:?} in {got:?}");
+        }
+    }
+
     fn field_of(json: &[u8]) -> String {
         match Config::parse(json) {
             Err(Error::Config { field, reason }) => format!("{field}: {reason}"),
@@ -878,7 +1106,7 @@ mod tests {
         assert_eq!(c.forward_headers.get("sub").map(String::as_str), Some("x-keybound-sub"));
         // No rule: a bound token is required everywhere, bearer refused.
         assert_eq!(
-            c.rule_for("GET", "/anything"),
+            rule(&c, "GET", "/anything"),
             Auth::Token {
                 scopes: vec![],
                 allow_bearer: false
@@ -895,16 +1123,16 @@ mod tests {
             {"prefix": "/api", "allow_bearer": true},
         ]);
         let c = Config::parse(&v.to_string().into_bytes()).unwrap();
-        assert_eq!(c.rule_for("GET", "/health?x=1"), Auth::None);
+        assert_eq!(rule(&c, "GET", "/health?x=1"), Auth::None);
         assert_eq!(
-            c.rule_for("POST", "/api/x"),
+            rule(&c, "POST", "/api/x"),
             Auth::Token {
                 scopes: vec!["write".into()],
                 allow_bearer: false
             }
         );
         assert_eq!(
-            c.rule_for("GET", "/api/x"),
+            rule(&c, "GET", "/api/x"),
             Auth::Token {
                 scopes: vec![],
                 allow_bearer: true
@@ -978,6 +1206,33 @@ mod tests {
                 "mtls",
             ),
             (with(&["rules"], json!([{"prefix": "api"}])), "rules[0].prefix"),
+            (with(&["rules"], json!([{"prefix": "/a/../b"}])), "rules[0].prefix"),
+            (with(&["rules"], json!([{"prefix": "/a//b"}])), "rules[0].prefix"),
+            (with(&["rules"], json!([{"prefix": "/%61"}])), "rules[0].prefix"),
+            (with(&["rules"], json!([{"exact": "/a%2fb"}])), "rules[0].exact"),
+            (
+                with(&["rules"], json!([{"prefix": "/a", "exact": "/a"}])),
+                "rules[0].prefix: give exactly one",
+            ),
+            (
+                with(&["rules"], json!([{"auth": "none"}])),
+                "rules[0].prefix: give exactly one",
+            ),
+            (
+                with(&["token_cache"], json!({"max_age_seconds": 0})),
+                "token_cache.max_age_seconds",
+            ),
+            (
+                with(
+                    &["mtls"],
+                    json!({"source": "connection", "front_proxy_uri_sans": ["spiffe://x"]}),
+                ),
+                "mtls: element_from_end",
+            ),
+            (
+                with(&["mtls"], json!({"source": "xfcc", "front_proxy_uri_sans": [""]})),
+                "mtls.front_proxy_uri_sans",
+            ),
             (
                 with(&["rules"], json!([{"prefix": "/", "methods": ["get"]}])),
                 "rules[0].methods",

@@ -35,11 +35,14 @@ use keybound_core::error::Challenge;
 use keybound_core::htu::Htu;
 use keybound_core::jws::Verifier;
 use keybound_core::nonce::NonceAge;
+use keybound_core::path::CanonicalPath;
 use keybound_core::request::{self, Binding, ResourceRequest, RoutePolicy, verify_request_with};
 use keybound_core::token::{self, VerifiedToken};
 use keybound_core::{Error, ErrorCode};
 
-use crate::config::{Auth, CertSource, Config, HttpTarget, IntrospectionAuth, Keys, form_encode, parse_jwks};
+use crate::config::{
+    Auth, CertSource, Config, HttpTarget, IntrospectionAuth, Keys, RemoteJwks, form_encode, parse_jwks,
+};
 use crate::replay::{Cas, ReplayCache, SharedStore, StoreError, Verdict};
 
 /// The largest JWKS document accepted from a `jwks_uri` (bytes).
@@ -63,6 +66,9 @@ pub struct Request<'a> {
     pub headers: &'a [(String, String)],
     /// `connection.sha256_peer_certificate_digest`, if the connection had a client certificate.
     pub peer_cert_digest: Option<&'a str>,
+    /// `connection.uri_san_peer_certificate` (the first URI SAN of the connection's client
+    /// certificate), read only when `mtls.front_proxy_uri_sans` is configured.
+    pub peer_uri_san: Option<&'a str>,
     /// Unix seconds.
     pub now: u64,
 }
@@ -80,11 +86,15 @@ impl Request<'_> {
 /// What the host should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Forward upstream after removing the headers of `strip` ([`Gate::strip`]) and setting
-    /// `set`; add `dpop-nonce` to the response if `fresh_nonce`.
+    /// Forward upstream after removing the headers of `strip` ([`Gate::strip_names`]), setting
+    /// `set` and, if `path` is given, replacing `:path` with it; add `dpop-nonce` to the response
+    /// if `fresh_nonce`.
     Allow {
         /// Which headers to remove from the request.
         strip: Strip,
+        /// The canonical request target (path and the original query), when the request's
+        /// `:path` was not already canonical: the upstream gets the path the rules matched.
+        path: Option<String>,
         /// Headers to set on the request.
         set: Vec<(String, String)>,
         /// A fresh nonce for the response.
@@ -177,8 +187,12 @@ struct Cached {
     result: Result<Rc<VerifiedToken>, Error>,
     /// The issuer's leeway for `exp`/`nbf`.
     leeway: u64,
-    /// Not used after this time (introspection answers).
+    /// Not used from this time on: `token_cache.max_age_seconds` after it was verified (and for
+    /// introspection answers, their own bound).
     until: u64,
+    /// The configured issuer whose key verified it (`None`: an introspection answer). When that
+    /// issuer's key set changes, the entry goes unless its key is still in the set.
+    issuer: Option<usize>,
 }
 
 impl Cached {
@@ -210,7 +224,8 @@ pub struct Gate {
     /// Proof headers and `ath` values seen before (core's [`ProofMemo`]), bounded like the token
     /// cache.
     proofs: ProofMemo,
-    /// The claim header names, then `dpop` if configured (see [`Strip`]).
+    /// The claim header names, then `dpop` if configured (see [`Strip`]), each folded
+    /// ([`fold_header_name`]).
     strip: Vec<String>,
     /// The `algs` of DPoP challenges.
     algs: Vec<keybound_core::jws::Alg>,
@@ -220,7 +235,7 @@ impl Gate {
     /// A gate for a validated configuration.
     pub fn new(config: Config) -> Self {
         let replay = ReplayCache::new(config.replay_buckets, config.replay_entries_per_bucket);
-        let mut strip: Vec<String> = config.forward_headers.values().cloned().collect();
+        let mut strip: Vec<String> = config.forward_headers.values().map(|h| fold_header_name(h)).collect();
         if config.strip_dpop {
             strip.push("dpop".into());
         }
@@ -247,13 +262,23 @@ impl Gate {
         }
     }
 
-    /// The header names to remove for a [`Strip`] list.
-    pub fn strip(&self, which: Strip) -> &[String] {
+    /// The names of the request's headers to remove for a [`Strip`] list: every header whose
+    /// name equals one of the list's modulo letter case and `_`/`-` (`x_keybound_sub` is
+    /// `x-keybound-sub` to WSGI, Rack and CGI, which fold both into `HTTP_X_KEYBOUND_SUB`). Each
+    /// name is given once, as the request spells it.
+    pub fn strip_names<'h>(&self, which: Strip, headers: &'h [(String, String)]) -> Vec<&'h str> {
         let claims = self.config.forward_headers.len();
-        match which {
+        let list = match which {
             Strip::ClaimHeaders => self.strip.get(..claims).unwrap_or(&[]),
             Strip::ClaimHeadersAndDpop => &self.strip,
+        };
+        let mut out: Vec<&str> = Vec::new();
+        for (name, _) in headers {
+            if !out.contains(&name.as_str()) && list.iter().any(|s| folded_eq(name, s)) {
+                out.push(name);
+            }
         }
+        out
     }
 
     /// The configuration.
@@ -283,9 +308,9 @@ impl Gate {
     /// If the host's shared data fails.
     pub fn prepare_shared(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
         self.replay.create_buckets(store)?;
-        for (i, issuer) in self.config.issuers.iter().enumerate() {
-            if matches!(issuer.keys, Keys::Remote(_)) {
-                for key in [jwks_key(i), lock_key(i)] {
+        for issuer in &self.config.issuers {
+            if let Keys::Remote(r) = &issuer.keys {
+                for key in [jwks_key(r), lock_key(r)] {
                     if store.get(&key)?.0.is_none() {
                         store.set(&key, b"", None)?;
                     }
@@ -309,9 +334,11 @@ impl Gate {
             let (Keys::Remote(remote), Some(state)) = (&issuer.keys, self.keys.get_mut(i)) else {
                 continue;
             };
-            sync_keys(state, i, store);
+            if sync_keys(state, Some(remote), store) {
+                forget_tokens_of_removed_keys(&mut self.tokens, i, state);
+            }
             let due = state.jwks.is_none() || now >= state.fetched_at.saturating_add(remote.refresh_seconds);
-            if due && claim_fetch(store, i, remote.min_refetch_seconds, now) {
+            if due && claim_fetch(store, remote, now) {
                 out.push(Fetch::Jwks(i));
             }
         }
@@ -384,21 +411,25 @@ impl Gate {
         let json = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_owned())?;
         let jwks = parse_jwks(json, "jwks_uri response").map_err(|e| e.to_string())?;
         let n = jwks.keys().len();
+        let Some(Keys::Remote(remote)) = self.config.issuers.get(i).map(|iss| &iss.keys) else {
+            return Err("no such issuer".into());
+        };
         let state = self.keys.get_mut(i).ok_or("no such issuer")?;
         let shared = store
-            .get(&jwks_key(i))
+            .get(&jwks_key(remote))
             .ok()
             .and_then(|(v, _)| v)
             .and_then(|v| shared_header(&v).map(|(version, _)| version))
             .unwrap_or(0);
         let version = state.version.max(shared) + 1;
         // Publishing is best effort: this VM has the keys either way.
-        let _ = store.set(&jwks_key(i), format!("{version} {now}\n{json}").as_bytes(), None);
+        let _ = store.set(&jwks_key(remote), format!("{version} {now}\n{json}").as_bytes(), None);
         *state = KeyState {
             jwks: Some(jwks),
             version,
             fetched_at: now,
         };
+        forget_tokens_of_removed_keys(&mut self.tokens, i, state);
         Ok(n)
     }
 
@@ -427,14 +458,20 @@ impl Gate {
                 .exp
                 .map_or(u64::MAX, |exp| u64::try_from(exp).unwrap_or(0))
                 .min(now.saturating_add(intro.max_cache_seconds)),
-        };
+        }
+        .min(now.saturating_add(self.config.token_cache_max_age));
         let leeway = intro.policy.leeway;
         let max = self.config.token_cache_entries.max(1);
         cache_put(
             &mut self.tokens,
             max,
             token.into(),
-            Cached { result, leeway, until },
+            Cached {
+                result,
+                leeway,
+                until,
+                issuer: None,
+            },
             now,
         );
         Ok(())
@@ -458,10 +495,25 @@ impl Gate {
         verifier: &dyn Verifier,
         may_fetch: bool,
     ) -> Outcome {
-        let (scopes, allow_bearer) = match self.config.rule_for(req.method, req.path) {
+        // Before any rule: the one canonical path that rules match, `htu` is built from, and the
+        // upstream receives.
+        let path = match CanonicalPath::parse(req.path) {
+            Ok(p) => p,
+            Err(e) => {
+                let log = DecisionLog {
+                    decision: "deny",
+                    reason: e.reason(),
+                    ..DecisionLog::default()
+                };
+                return self.deny(req, &e, &[], false, log);
+            }
+        };
+        let rewrite = path.rewritten(req.path);
+        let (scopes, allow_bearer) = match self.config.rule_for(req.method, &path) {
             Auth::None => {
                 return Outcome::Allow {
                     strip: Strip::ClaimHeaders,
+                    path: rewrite,
                     set: Vec::new(),
                     fresh_nonce: None,
                     log: DecisionLog {
@@ -474,12 +526,20 @@ impl Gate {
             Auth::Token { scopes, allow_bearer } => (scopes, allow_bearer),
         };
         let mut log = DecisionLog::default();
-        match self.verify(req, &scopes, allow_bearer, (store, verifier, may_fetch), &mut log) {
+        match self.verify(
+            req,
+            &path,
+            &scopes,
+            allow_bearer,
+            (store, verifier, may_fetch),
+            &mut log,
+        ) {
             Ok((set, fresh_nonce)) => {
                 log.decision = "allow";
                 log.reason = "ok";
                 Outcome::Allow {
                     strip: Strip::ClaimHeadersAndDpop,
+                    path: rewrite,
                     set,
                     fresh_nonce,
                     log,
@@ -543,22 +603,45 @@ impl Gate {
         }
     }
 
-    fn htu(&self, req: &Request<'_>) -> Result<Htu, Error> {
-        let path = req.path;
+    /// The `htu` a proof for this request must carry: the configured origin the request is for
+    /// (`dpop.origins`: the one whose authority is the request's; `dpop.external_base_url`), and
+    /// the canonical path. Only with `dpop.dangerous_any_origin` is the client's `:authority`
+    /// taken as it is.
+    ///
+    /// # Errors
+    /// [`Error::UnknownOrigin`] if the request's authority is none of `dpop.origins`;
+    /// [`Error::InvalidHtu`] if it is not a valid authority.
+    fn htu(&self, req: &Request<'_>, path: &CanonicalPath) -> Result<Htu, Error> {
+        let path = path.as_str();
         if let Some(base) = &self.config.external_base_url {
             return Htu::parse(&format!("{base}{path}"));
         }
-        if self.config.trust_forwarded_headers {
+        let (scheme, host) = if self.config.trust_forwarded_headers {
             let one = |name: &str| match req.all(name).as_slice() {
                 [v] => Ok(Some(*v)),
                 [] => Ok(None),
                 _ => Err(Error::InvalidHtu),
             };
-            let scheme = one("x-forwarded-proto")?.unwrap_or(req.scheme);
-            let host = one("x-forwarded-host")?.unwrap_or(req.authority);
+            (
+                one("x-forwarded-proto")?.unwrap_or(req.scheme),
+                one("x-forwarded-host")?.unwrap_or(req.authority),
+            )
+        } else {
+            (req.scheme, req.authority)
+        };
+        if self.config.origins.is_empty() {
             return Htu::from_parts(scheme, host, path);
         }
-        Htu::from_parts(req.scheme, req.authority, path)
+        for origin in &self.config.origins {
+            // The authority normalised for this origin's scheme (case, default port).
+            let Ok(candidate) = Htu::from_parts(&origin.scheme, host, "/") else {
+                return Err(Error::UnknownOrigin);
+            };
+            if candidate.as_str().strip_suffix('/') == Some(origin.url.as_str()) {
+                return Htu::parse(&format!("{}{path}", origin.url));
+            }
+        }
+        Err(Error::UnknownOrigin)
     }
 
     fn client_cert(&self, req: &Request<'_>) -> Result<Option<X5tS256>, Error> {
@@ -569,25 +652,41 @@ impl Gate {
                 .filter(|d| !d.is_empty())
                 .map(X5tS256::from_hex_digest)
                 .transpose(),
-            CertSource::Xfcc(policy) => match req.all("x-forwarded-client-cert").as_slice() {
-                [] => Ok(None),
-                [one] => Xfcc::thumbprint(one, policy).map(Some),
-                _ => Err(Error::InvalidCertificate {
-                    what: "several XFCC headers",
-                }),
-            },
+            CertSource::Xfcc {
+                policy,
+                front_proxy_uri_sans,
+            } => {
+                // XFCC counts only from the front proxy: when its identity is configured, on a
+                // connection whose client certificate has it (a client connecting directly
+                // with its own certificate and a forged header is not the front proxy).
+                if !front_proxy_uri_sans.is_empty()
+                    && !req
+                        .peer_uri_san
+                        .is_some_and(|san| front_proxy_uri_sans.iter().any(|s| s == san))
+                {
+                    return Ok(None);
+                }
+                match req.all("x-forwarded-client-cert").as_slice() {
+                    [] => Ok(None),
+                    [one] => Xfcc::thumbprint(one, policy).map(Some),
+                    _ => Err(Error::InvalidCertificate {
+                        what: "several XFCC headers",
+                    }),
+                }
+            }
         }
     }
 
     fn verify(
         &mut self,
         req: &Request<'_>,
+        path: &CanonicalPath,
         scopes: &[String],
         allow_bearer: bool,
         (store, verifier, may_fetch): (&dyn SharedStore, &dyn Verifier, bool),
         log: &mut DecisionLog,
     ) -> Result<Allowed, Failure> {
-        let htu = self.htu(req)?;
+        let htu = self.htu(req, path)?;
         let cert = self.client_cert(req)?;
         log.x5t = cert.map(|c| c.to_string());
         let auth = req.all("authorization");
@@ -656,8 +755,8 @@ impl Gate {
                 Keys::Remote(r) => Some(r),
                 Keys::Inline(_) => None,
             };
-            if state.jwks.is_none() {
-                sync_keys(state, i, store);
+            if state.jwks.is_none() && sync_keys(state, remote_or_none(issuer), store) {
+                forget_tokens_of_removed_keys(tokens, i, state);
             }
             let mut result = match &state.jwks {
                 Some(jwks) => token::verify_jwt(t, jwks, &issuer.policy, now, verifier),
@@ -668,11 +767,12 @@ impl Gate {
             if let (Err(Error::UnknownKey { .. }), Some(remote)) = (&result, remote) {
                 // Rotation at the issuer: another VM may have the new keys already; otherwise
                 // fetch them (rate-limited) and decide again.
-                if sync_keys(state, i, store)
+                if sync_keys(state, Some(remote), store)
                     && let Some(jwks) = &state.jwks
                 {
+                    forget_tokens_of_removed_keys(tokens, i, state);
                     result = token::verify_jwt(t, jwks, &issuer.policy, now, verifier);
-                } else if may_fetch && claim_fetch(store, i, remote.min_refetch_seconds, now) {
+                } else if may_fetch && claim_fetch(store, remote, now) {
                     need = Some(Failure::Fetch(Fetch::Jwks(i)));
                 } else if state.jwks.is_none() {
                     need = Some(Failure::Unavailable("jwks_unavailable"));
@@ -684,7 +784,8 @@ impl Gate {
                 let entry = Cached {
                     result: Ok(v.clone()),
                     leeway: issuer.policy.leeway,
-                    until: u64::MAX,
+                    until: now.saturating_add(config.token_cache_max_age),
+                    issuer: Some(i),
                 };
                 cache_put(tokens, config.token_cache_entries, t.into(), entry, now);
             }
@@ -760,12 +861,56 @@ fn cache_put(tokens: &mut HashMap<Box<str>, Cached>, max: usize, key: Box<str>, 
     tokens.insert(key, entry);
 }
 
-fn jwks_key(i: usize) -> String {
-    format!("kb/jwks/{i}")
+fn jwks_key(remote: &RemoteJwks) -> String {
+    format!("kb/jwks/{}", remote.shared_id)
 }
 
-fn lock_key(i: usize) -> String {
-    format!("kb/jwks-lock/{i}")
+fn lock_key(remote: &RemoteJwks) -> String {
+    format!("kb/jwks-lock/{}", remote.shared_id)
+}
+
+fn remote_or_none(issuer: &crate::config::Issuer) -> Option<&RemoteJwks> {
+    match &issuer.keys {
+        Keys::Remote(r) => Some(r),
+        Keys::Inline(_) => None,
+    }
+}
+
+/// A header name folded as upstream frameworks fold it: lower case, `_` as `-`.
+fn fold_header_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                char::from(b.to_ascii_lowercase())
+            }
+        })
+        .collect()
+}
+
+/// Whether `name` folds to `folded` ([`fold_header_name`]), without allocating.
+fn folded_eq(name: &str, folded: &str) -> bool {
+    name.len() == folded.len()
+        && name
+            .bytes()
+            .zip(folded.bytes())
+            .all(|(a, b)| (if a == b'_' { b'-' } else { a.to_ascii_lowercase() }) == b)
+}
+
+/// Drops the cached verdicts of issuer `i` whose signing key is not in its (new) key set: a
+/// verdict never outlives the key that produced it.
+fn forget_tokens_of_removed_keys(tokens: &mut HashMap<Box<str>, Cached>, i: usize, state: &KeyState) {
+    let Some(jwks) = &state.jwks else {
+        return;
+    };
+    tokens.retain(|_, c| {
+        c.issuer != Some(i)
+            || c.result.as_ref().is_ok_and(|t| {
+                t.signing_key()
+                    .is_some_and(|key| jwks.keys().iter().any(|k| k.key() == key))
+            })
+    });
 }
 
 /// `<version> <fetched_at>` from the first line of a shared JWKS value.
@@ -776,9 +921,13 @@ fn shared_header(value: &[u8]) -> Option<(u64, u64)> {
     Some((version.parse().ok()?, fetched_at.parse().ok()?))
 }
 
-/// Adopts the shared JWKS of issuer `i` if it is newer than this VM's. Returns whether it did.
-fn sync_keys(state: &mut KeyState, i: usize, store: &dyn SharedStore) -> bool {
-    let Ok((Some(value), _)) = store.get(&jwks_key(i)) else {
+/// Adopts the shared JWKS of a remote issuer if it is newer than this VM's. Returns whether it
+/// did (the caller then forgets cached verdicts of keys that left the set).
+fn sync_keys(state: &mut KeyState, remote: Option<&RemoteJwks>, store: &dyn SharedStore) -> bool {
+    let Some(remote) = remote else {
+        return false;
+    };
+    let Ok((Some(value), _)) = store.get(&jwks_key(remote)) else {
         return false;
     };
     let Some((version, fetched_at)) = shared_header(&value) else {
@@ -805,10 +954,12 @@ fn sync_keys(state: &mut KeyState, i: usize, store: &dyn SharedStore) -> bool {
     }
 }
 
-/// Claims the instance-wide right to fetch issuer `i`'s JWKS now: succeeds if the last attempt
-/// is at least `min_interval` seconds old and this VM moves its time forward first (CAS).
-fn claim_fetch(store: &dyn SharedStore, i: usize, min_interval: u64, now: u64) -> bool {
-    let Ok((value, cas)) = store.get(&lock_key(i)) else {
+/// Claims the instance-wide right to fetch a remote issuer's JWKS now: succeeds if the last
+/// attempt is at least `jwks_min_refetch_seconds` old and this VM moves its time forward first
+/// (CAS).
+fn claim_fetch(store: &dyn SharedStore, remote: &RemoteJwks, now: u64) -> bool {
+    let min_interval = remote.min_refetch_seconds;
+    let Ok((value, cas)) = store.get(&lock_key(remote)) else {
         return false;
     };
     let last: u64 = value
@@ -819,7 +970,7 @@ fn claim_fetch(store: &dyn SharedStore, i: usize, min_interval: u64, now: u64) -
         return false;
     }
     matches!(
-        store.set(&lock_key(i), now.to_string().as_bytes(), cas),
+        store.set(&lock_key(remote), now.to_string().as_bytes(), cas),
         Ok(Cas::Written)
     )
 }

@@ -376,6 +376,16 @@ impl Http {
         } else {
             None
         };
+        // The client certificate's first URI SAN, only when XFCC is trusted from a front proxy
+        // with a configured identity.
+        let uri_san = match &gate.borrow().config().cert_source {
+            CertSource::Xfcc {
+                front_proxy_uri_sans, ..
+            } if !front_proxy_uri_sans.is_empty() => self
+                .get_property(vec!["connection", "uri_san_peer_certificate"])
+                .and_then(|b| String::from_utf8(b).ok()),
+            _ => None,
+        };
         let now = now_secs(self.get_current_time());
         let req = Request {
             method: pseudo(":method"),
@@ -384,6 +394,7 @@ impl Http {
             path: pseudo(":path"),
             headers: &headers,
             peer_cert_digest: digest.as_deref(),
+            peer_uri_san: uri_san.as_deref(),
             now,
         };
         let outcome = if resumed {
@@ -395,15 +406,17 @@ impl Http {
         match outcome {
             Outcome::Allow {
                 strip,
+                path,
                 set,
                 fresh_nonce,
                 log: l,
             } => {
-                // Remove only what is there: each removal is a call into Envoy.
-                for name in gate.borrow().strip(strip) {
-                    if headers.iter().any(|(k, _)| k == name) {
-                        self.set_http_request_header(name, None);
-                    }
+                // Remove only what is there (in every spelling): each removal is a call into Envoy.
+                for name in gate.borrow().strip_names(strip, &headers) {
+                    self.set_http_request_header(name, None);
+                }
+                if let Some(path) = &path {
+                    self.set_http_request_header(":path", Some(path));
                 }
                 for (name, value) in &set {
                     self.set_http_request_header(name, Some(value));

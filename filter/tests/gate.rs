@@ -34,9 +34,17 @@ fn gate(extra: Value) -> (Gate, Store) {
     let mut c = json!({
         "issuers": [{"issuer": ISS, "audiences": [AUD], "jwks": {"keys": [jwk]}}],
         "rules": [{"prefix": "/health", "auth": "none"}],
+        "dpop": {"origins": ["https://rs.example.com"]},
     });
     for (k, v) in extra.as_object().unwrap() {
-        c[k] = v.clone();
+        if k == "dpop" {
+            // Merged into the default, so tests keep the origins unless they replace them.
+            for (dk, dv) in v.as_object().unwrap() {
+                c["dpop"][dk] = dv.clone();
+            }
+        } else {
+            c[k] = v.clone();
+        }
     }
     let gate = Gate::new(Config::parse(c.to_string().as_bytes()).unwrap());
     let store = Store::default();
@@ -66,18 +74,59 @@ fn proof(key: &dyn Signer, token: &str, jti: &str, nonce: Option<&str>, iat: u64
 }
 
 fn decide(gate: &mut Gate, store: &Store, headers: &[(&str, &str)], digest: Option<&str>, now: u64) -> Outcome {
-    let headers: Vec<(String, String)> = headers
+    decide_req(
+        gate,
+        store,
+        &Req {
+            digest,
+            now,
+            ..Req::default()
+        },
+        headers,
+    )
+}
+
+/// The parts of a request the tests vary.
+struct Req<'a> {
+    method: &'a str,
+    authority: &'a str,
+    path: &'a str,
+    digest: Option<&'a str>,
+    uri_san: Option<&'a str>,
+    now: u64,
+}
+
+impl Default for Req<'_> {
+    fn default() -> Self {
+        Req {
+            method: "GET",
+            authority: "rs.example.com",
+            path: "/api",
+            digest: None,
+            uri_san: None,
+            now: NOW,
+        }
+    }
+}
+
+fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+        .collect()
+}
+
+fn decide_req(gate: &mut Gate, store: &Store, r: &Req<'_>, headers: &[(&str, &str)]) -> Outcome {
+    let headers = owned(headers);
     let req = Request {
-        method: "GET",
+        method: r.method,
         scheme: "https",
-        authority: "rs.example.com",
-        path: "/api",
+        authority: r.authority,
+        path: r.path,
         headers: &headers,
-        peer_cert_digest: digest,
-        now,
+        peer_cert_digest: r.digest,
+        peer_uri_san: r.uri_san,
+        now: r.now,
     };
     gate.decide(&req, store, &RustCrypto)
 }
@@ -317,22 +366,25 @@ fn unknown_issuers_and_opaque_tokens_are_refused_and_no_auth_routes_still_strip(
     let o = decide(&mut g, &store, &[("authorization", "Bearer opaque-token")], None, NOW);
     assert_eq!((status(&o), reason(&o)), (401, "token_malformed"));
 
-    let headers: Vec<(String, String)> = vec![("x-keybound-sub".into(), "mallory".into())];
-    let req = Request {
-        method: "GET",
-        scheme: "https",
-        authority: "rs.example.com",
-        path: "/health",
-        headers: &headers,
-        peer_cert_digest: None,
-        now: NOW,
-    };
-    match g.decide(&req, &store, &RustCrypto) {
+    let headers = [("x-keybound-sub", "mallory"), ("dpop", "x")];
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            path: "/health",
+            ..Req::default()
+        },
+        &headers,
+    );
+    let headers = owned(&headers);
+    match o {
         Outcome::Allow { strip, .. } => {
             assert_eq!(strip, Strip::ClaimHeaders);
-            assert!(g.strip(strip).iter().any(|h| h == "x-keybound-sub"));
-            assert!(!g.strip(strip).iter().any(|h| h == "dpop"));
-            assert!(g.strip(Strip::ClaimHeadersAndDpop).iter().any(|h| h == "dpop"));
+            assert_eq!(g.strip_names(strip, &headers), ["x-keybound-sub"]);
+            assert_eq!(
+                g.strip_names(Strip::ClaimHeadersAndDpop, &headers),
+                ["x-keybound-sub", "dpop"]
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -357,4 +409,289 @@ fn a_proof_at_the_edge_of_its_window_is_accepted_once() {
     // A second later the proof is outside its window.
     let late = decide(&mut gate, &store, &headers, None, NOW + 1);
     assert_eq!((status(&late), reason(&late)), (401, "proof_iat_out_of_window"));
+}
+
+/// Issue 12, item 1: rules matched the raw `:path`. `/health/../api` was public at the gateway and
+/// `/api` at any upstream that resolves dot segments. Rules match the canonical path, the
+/// upstream gets it, and a path without a safe canonical form is refused before any rule.
+#[test]
+fn rules_match_the_canonical_path_and_ambiguous_paths_are_refused() {
+    let (mut g, store) = gate(json!({}));
+    for path in [
+        "/health/../api",
+        "/health/%2e%2e/api",
+        "/health/.%2E/api/accounts?x=1",
+        "//health/./../api",
+    ] {
+        let o = decide_req(&mut g, &store, &Req { path, ..Req::default() }, &[]);
+        assert_eq!((status(&o), reason(&o)), (401, "missing_credentials"), "{path}: {o:?}");
+    }
+    for path in [
+        "/health/..%2fapi",
+        "/health%2f..%2fapi",
+        "/health\\..\\api",
+        "/health/..;/api",
+        "/../api",
+        "/health%00",
+        "/health/%zz",
+        "/health//../api",
+    ] {
+        let o = decide_req(&mut g, &store, &Req { path, ..Req::default() }, &[]);
+        assert_eq!((status(&o), reason(&o)), (400, "path_not_canonical"), "{path}: {o:?}");
+        let Outcome::Deny { body, .. } = &o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(body, r#"{"error":"invalid_request"}"#);
+    }
+    // A public route: the upstream receives the canonical path (with the query as it was).
+    for (path, forwarded) in [
+        ("/health", None),
+        ("/health?probe=1", None),
+        ("/api/../health?x=/../y", Some("/health?x=/../y")),
+        ("//health//live", Some("/health/live")),
+        ("/%68ealth", Some("/health")),
+    ] {
+        match decide_req(&mut g, &store, &Req { path, ..Req::default() }, &[]) {
+            Outcome::Allow { path: p, log, .. } => {
+                assert_eq!(log.reason, "no_auth", "{path}");
+                assert_eq!(p.as_deref(), forwarded, "{path}");
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    // `/healthX` is not under `/health`.
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            path: "/healthX",
+            ..Req::default()
+        },
+        &[],
+    );
+    assert_eq!(status(&o), 401);
+}
+
+/// Issue 12, item 1: a DPoP proof is for the canonical path, so a client that calls a
+/// non-canonical spelling of a URL with a proof for the canonical URL is accepted, and the
+/// upstream gets the canonical path.
+#[test]
+fn a_proof_for_the_canonical_url_matches_a_non_canonical_spelling() {
+    let (mut g, store) = gate(json!({}));
+    let key = P256Signer::from_bytes(&[7; 32]).unwrap();
+    let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 600);
+    let auth = format!("DPoP {t}");
+    let p = proof(&key, &t, "canonical-1", None, NOW);
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            path: "/x/../api",
+            ..Req::default()
+        },
+        &[("authorization", &auth), ("dpop", &p)],
+    );
+    match o {
+        Outcome::Allow { path, .. } => assert_eq!(path.as_deref(), Some("/api")),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 12, item 3: a client-sent `x_keybound_sub: admin` reached the upstream, where WSGI, Rack
+/// and CGI read it as `HTTP_X_KEYBOUND_SUB`, the same variable as the verified header. Every
+/// header equal to a forwarded name modulo case and `_`/`-` is removed.
+#[test]
+fn claim_header_variants_are_stripped() {
+    let (mut g, store) = gate(json!({}));
+    let key = P256Signer::from_bytes(&[8; 32]).unwrap();
+    let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 600);
+    let auth = format!("DPoP {t}");
+    let p = proof(&key, &t, "variants-1", None, NOW);
+    let spoofed = [
+        ("x_keybound_sub", "admin"),
+        ("X_KEYBOUND_SUB", "admin"),
+        ("x-keybound_sub", "admin"),
+        ("X-Keybound-Sub", "admin"),
+        ("x_keybound_scope", "admin"),
+        ("x__keybound_sub", "kept: not the same name"),
+        ("d_pop", "kept: not a forwarded header"),
+    ];
+    let mut headers: Vec<(&str, &str)> = vec![("authorization", &auth), ("dpop", &p)];
+    headers.extend(spoofed);
+    let o = decide(&mut g, &store, &headers, None, NOW);
+    let Outcome::Allow { strip, .. } = &o else {
+        panic!("{o:?}")
+    };
+    let all = owned(&headers);
+    let names = g.strip_names(*strip, &all);
+    assert_eq!(
+        names,
+        [
+            "dpop",
+            "x_keybound_sub",
+            "X_KEYBOUND_SUB",
+            "x-keybound_sub",
+            "X-Keybound-Sub",
+            "x_keybound_scope"
+        ]
+    );
+    // The same on a public route, where no token is checked.
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            path: "/health",
+            ..Req::default()
+        },
+        &spoofed,
+    );
+    let Outcome::Allow { strip, .. } = &o else {
+        panic!("{o:?}")
+    };
+    let all = owned(&spoofed);
+    assert_eq!(
+        g.strip_names(*strip, &all),
+        [
+            "x_keybound_sub",
+            "X_KEYBOUND_SUB",
+            "x-keybound_sub",
+            "X-Keybound-Sub",
+            "x_keybound_scope"
+        ]
+    );
+}
+
+/// Issue 12, item 4: `htu` was built from the client's `:authority`, so a proof captured at one
+/// API was accepted by another gateway when the attacker set `Host`. The gateway checks proofs
+/// against its configured origins and refuses requests for any other authority.
+#[test]
+fn proofs_are_checked_against_the_configured_origins() {
+    let (mut g, store) = gate(json!({"dpop": {"origins": ["https://rs.example.com", "https://api.example.com:8443"]}}));
+    let key = P256Signer::from_bytes(&[9; 32]).unwrap();
+    let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 600);
+    let auth = format!("DPoP {t}");
+    let proof_for = |url: &str, jti: &str| {
+        dpop::create_proof(
+            &key,
+            &NewProof {
+                htm: "GET",
+                htu: url,
+                iat: NOW,
+                jti,
+                access_token: Some(&t),
+                nonce: None,
+            },
+        )
+        .unwrap()
+    };
+    // A proof captured at another API, replayed here with that API's Host: refused.
+    let captured = proof_for("https://other-api.example.com/api", "o-1");
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            authority: "other-api.example.com",
+            ..Req::default()
+        },
+        &[("authorization", &auth), ("dpop", &captured)],
+    );
+    assert_eq!((status(&o), reason(&o)), (400, "unknown_origin"), "{o:?}");
+    // Each configured origin, in any spelling of its authority, is served.
+    for (authority, url) in [
+        ("rs.example.com", "https://rs.example.com/api"),
+        ("RS.example.com:443", "https://rs.example.com/api"),
+        ("api.example.com:8443", "https://api.example.com:8443/api"),
+    ] {
+        let p = proof_for(url, &format!("ok-{authority}"));
+        let o = decide_req(
+            &mut g,
+            &store,
+            &Req {
+                authority,
+                ..Req::default()
+            },
+            &[("authorization", &auth), ("dpop", &p)],
+        );
+        assert_eq!(status(&o), 200, "{authority}: {o:?}");
+    }
+    // A proof for one origin does not pass at another.
+    let p = proof_for("https://rs.example.com/api", "cross-1");
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            authority: "api.example.com:8443",
+            ..Req::default()
+        },
+        &[("authorization", &auth), ("dpop", &p)],
+    );
+    assert_eq!((status(&o), reason(&o)), (401, "proof_htu_mismatch"));
+    for authority in [
+        "api.example.com",
+        "evil.example",
+        "rs.example.com:8443",
+        "",
+        "a@rs.example.com",
+    ] {
+        let o = decide_req(
+            &mut g,
+            &store,
+            &Req {
+                authority,
+                ..Req::default()
+            },
+            &[("authorization", &auth)],
+        );
+        assert_eq!((status(&o), reason(&o)), (400, "unknown_origin"), "{authority:?}");
+    }
+    // A public route does not depend on the authority.
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            authority: "10.0.0.7:8080",
+            path: "/health",
+            ..Req::default()
+        },
+        &[],
+    );
+    assert_eq!(status(&o), 200);
+}
+
+/// Issue 12, item 10: XFCC trust rested only on the `By` element, which whoever writes the header
+/// chooses. With `front_proxy_uri_sans`, XFCC counts only on a connection whose client
+/// certificate is the front proxy's: a client that connects directly with its own valid
+/// certificate and a forged XFCC carrying the victim's certificate hash is refused.
+#[test]
+fn xfcc_counts_only_on_the_front_proxys_connection() {
+    let victim = X5tS256::from_der(b"victim cert");
+    let hex: String = victim.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let stolen = token(json!({"x5t#S256": victim.to_string()}), NOW + 600);
+    let auth = format!("Bearer {stolen}");
+    let forged = format!("By=spiffe://front;Hash={hex}");
+    let (mut g, store) = gate(json!({"mtls": {"source": "xfcc", "expected_by": "spiffe://front",
+        "front_proxy_uri_sans": ["spiffe://cluster.local/ns/edge/sa/front-proxy"]}}));
+    let headers = [("authorization", auth.as_str()), ("x-forwarded-client-cert", &forged)];
+    for uri_san in [None, Some("spiffe://cluster.local/ns/apps/sa/attacker"), Some("")] {
+        let o = decide_req(
+            &mut g,
+            &store,
+            &Req {
+                uri_san,
+                ..Req::default()
+            },
+            &headers,
+        );
+        assert_eq!((status(&o), reason(&o)), (401, "certificate_required"), "{uri_san:?}");
+    }
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            uri_san: Some("spiffe://cluster.local/ns/edge/sa/front-proxy"),
+            ..Req::default()
+        },
+        &headers,
+    );
+    assert_eq!(status(&o), 200, "{o:?}");
 }

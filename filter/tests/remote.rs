@@ -48,6 +48,7 @@ fn remote_config(extra: Value) -> Value {
         "issuers": [{"issuer": ISS, "audiences": [AUD], "jwks_uri": "http://idp.internal:8080/keys?v=1",
             "jwks_cluster": "idp", "jwks_refresh_seconds": 300, "jwks_min_refetch_seconds": 10}],
         "token_cache": {"max_entries": 0},
+        "dpop": {"origins": ["https://rs.example.com"]},
     });
     for (k, v) in extra.as_object().unwrap() {
         c[k] = v.clone();
@@ -112,6 +113,7 @@ fn request(headers: &[(String, String)], now: u64) -> Request<'_> {
         path: "/api",
         headers,
         peer_cert_digest: None,
+        peer_uri_san: None,
         now,
     }
 }
@@ -308,6 +310,7 @@ fn introspection_config() -> Value {
         "issuers": [{"issuer": ISS, "audiences": [AUD], "jwks": jwk}],
         "introspection": {"endpoint": "https://as.internal/introspect", "cluster": "as", "client_id": "gw 1",
             "client_secret": "s3cret:+", "issuer": ISS, "audiences": [AUD], "max_cache_seconds": 120},
+        "dpop": {"origins": ["https://rs.example.com"]},
     })
 }
 
@@ -438,4 +441,184 @@ fn introspection_with_tls_client_auth_sends_the_client_id_and_no_secret() {
         call.body.as_deref(),
         Some(&b"token=tok%20en&token_type_hint=access_token&client_id=gw%201"[..])
     );
+}
+
+/// Issue 12, item 6: keybound-authz answered `active: true` for a refresh token (its record has
+/// `token_type` `DPoP` and `cnf`, but no `aud`), and the gateway took it as an access token. An
+/// answer without one of the gateway's audiences, or about another kind of token, is refused.
+#[test]
+fn introspection_answers_for_refresh_tokens_are_refused() {
+    let store = Store::default();
+    let mut gate = new_gate(&introspection_config(), &store);
+    let client = Client::new();
+    let jkt = client.key.public_key().thumbprint().to_string();
+    // What keybound-authz's introspection said about one of its refresh tokens.
+    let refresh_answer = json!({"active": true, "iss": ISS, "sub": "alice", "client_id": "c1", "scope": "read",
+        "iat": NOW - 5, "exp": NOW + 86_400, "cnf": {"jkt": jkt}, "token_type": "DPoP"});
+    let typed_refresh = json!({"active": true, "iss": ISS, "aud": AUD, "sub": "alice", "client_id": "c1",
+        "exp": NOW + 600, "cnf": {"jkt": jkt}, "token_type": "refresh_token"});
+    let hydra_refresh = json!({"active": true, "iss": ISS, "aud": AUD, "sub": "alice", "client_id": "c1",
+        "exp": NOW + 600, "cnf": {"jkt": jkt}, "token_type": "DPoP", "token_use": "refresh_token"});
+    for (n, (answer, reason)) in [
+        (refresh_answer, "token_missing_claim"),
+        (typed_refresh, "token_not_access_token"),
+        (hydra_refresh, "token_not_access_token"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let refresh_token = format!("opaque-refresh-token-{n}");
+        let h = client.headers(&refresh_token, NOW);
+        assert!(matches!(decide(&mut gate, &store, &h, NOW), Outcome::Fetch(_)));
+        gate.introspection_response(&refresh_token, Some(200), answer.to_string().as_bytes(), NOW)
+            .unwrap();
+        let o = again(&mut gate, &store, &h, NOW);
+        assert_eq!(verdict(&o), (401, reason), "{answer}");
+        assert!(www_authenticate(&o).contains("error=\"invalid_token\""), "{o:?}");
+        // The refusal is cached like any inactive answer: no second call.
+        let o = decide(&mut gate, &store, &client.headers(&refresh_token, NOW + 1), NOW + 1);
+        assert_eq!(verdict(&o), (401, reason));
+    }
+}
+
+/// A remote-keys configuration with the token cache on (`max_entries`) and `extra` merged in.
+fn cached_remote_config(extra: Value) -> Value {
+    let mut c = remote_config(json!({"token_cache": {"max_entries": 100}}));
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn cache_hit(o: &Outcome) -> bool {
+    matches!(o, Outcome::Allow { log, .. } if log.token_cache_hit)
+}
+
+/// Issue 12, item 7: a token verified with a key that later left the issuer's key set stayed
+/// accepted from the cache until its `exp`. A cached verdict goes with its key, whether this VM
+/// fetched the new set or adopted it from another VM.
+#[test]
+fn a_cached_verdict_goes_when_its_key_leaves_the_key_set() {
+    let store = Store::default();
+    let config = cached_remote_config(json!({"token_cache": {"max_entries": 100, "max_age_seconds": 3600}}));
+    let (mut a, mut b) = (new_gate(&config, &store), new_gate(&config, &store));
+    assert_eq!(a.due_fetches(&store, NOW), vec![Fetch::Jwks(0)]);
+    a.jwks_response(0, Some(200), jwks(&[(100, "k1"), (101, "k2")]).as_bytes(), &store, NOW)
+        .unwrap();
+    let client = Client::new();
+    let t1 = token(100, "k1", &client.key, NOW + 3600);
+    let t2 = token(101, "k2", &client.key, NOW + 3600);
+    for gate in [&mut a, &mut b] {
+        for t in [&t1, &t2] {
+            assert_eq!(
+                verdict(&decide(gate, &store, &client.headers(t, NOW), NOW)),
+                (200, "ok")
+            );
+            assert!(cache_hit(&decide(gate, &store, &client.headers(t, NOW + 1), NOW + 1)));
+        }
+    }
+    // The issuer drops k1 (compromised); VM `a` fetches the new set at the next refresh.
+    let later = NOW + 300;
+    assert_eq!(a.due_fetches(&store, later), vec![Fetch::Jwks(0)]);
+    a.jwks_response(0, Some(200), jwks(&[(101, "k2")]).as_bytes(), &store, later)
+        .unwrap();
+    // VM `b` adopts it on its next tick.
+    assert!(b.due_fetches(&store, later + 1).is_empty());
+    for gate in [&mut a, &mut b] {
+        let o = decide(gate, &store, &client.headers(&t1, later + 1), later + 1);
+        assert!(!cache_hit(&o), "{o:?}");
+        assert_eq!(verdict(&o), (401, "token_unknown_key"));
+        // Tokens of the key that stayed are still served from the cache.
+        assert!(cache_hit(&decide(
+            gate,
+            &store,
+            &client.headers(&t2, later + 2),
+            later + 2
+        )));
+    }
+}
+
+/// Issue 12, item 7: any cached verdict is used at most `token_cache.max_age_seconds` after it
+/// was made, whatever the token's `exp`.
+#[test]
+fn a_cached_verdict_has_a_maximum_age() {
+    let store = Store::default();
+    let config = cached_remote_config(json!({"token_cache": {"max_entries": 100, "max_age_seconds": 60}}));
+    let mut gate = new_gate(&config, &store);
+    gate.due_fetches(&store, NOW);
+    gate.jwks_response(0, Some(200), jwks(&[(100, "k1")]).as_bytes(), &store, NOW)
+        .unwrap();
+    let client = Client::new();
+    let t = token(100, "k1", &client.key, NOW + 3600);
+    assert!(!cache_hit(&decide(&mut gate, &store, &client.headers(&t, NOW), NOW)));
+    assert!(cache_hit(&decide(
+        &mut gate,
+        &store,
+        &client.headers(&t, NOW + 59),
+        NOW + 59
+    )));
+    let o = decide(&mut gate, &store, &client.headers(&t, NOW + 60), NOW + 60);
+    assert_eq!(verdict(&o), (200, "ok"));
+    assert!(!cache_hit(&o), "verified again after 60 s");
+    assert!(cache_hit(&decide(
+        &mut gate,
+        &store,
+        &client.headers(&t, NOW + 61),
+        NOW + 61
+    )));
+}
+
+/// Issue 12, item 8: remote keys were shared between VMs under `kb/jwks/<issuer index>`, so two
+/// keybound configurations in one Envoy (or issuers reordered on a reload) read each other's
+/// keys: a token of issuer B signed with issuer A's key was accepted. Keys are shared under the
+/// issuer's identity.
+#[test]
+fn two_configurations_in_one_envoy_never_share_keys() {
+    let store = Store::default();
+    let issuer = |iss: &str, uri: &str| {
+        json!({"issuer": iss, "audiences": [AUD], "jwks_uri": uri, "jwks_cluster": "idp",
+            "jwks_refresh_seconds": 300, "jwks_min_refetch_seconds": 10})
+    };
+    let (iss_a, iss_b) = ("https://a.example.com", "https://b.example.com");
+    let a_cfg = remote_config(json!({"issuers": [issuer(iss_a, "https://a.example.com/jwks")]}));
+    let b_cfg = remote_config(json!({"issuers": [issuer(iss_b, "https://b.example.com/jwks")]}));
+    let mut a = new_gate(&a_cfg, &store);
+    let mut b = new_gate(&b_cfg, &store);
+    assert_eq!(a.due_fetches(&store, NOW), vec![Fetch::Jwks(0)]);
+    a.jwks_response(0, Some(200), jwks(&[(100, "k1")]).as_bytes(), &store, NOW)
+        .unwrap();
+    // B must not adopt A's keys: it fetches its own.
+    assert_eq!(b.due_fetches(&store, NOW + 1), vec![Fetch::Jwks(0)]);
+    assert!(!b.has_keys(0));
+    let client = Client::new();
+    let claims = json!({"iss": iss_b, "aud": AUD, "sub": "mallory", "client_id": "c1", "iat": NOW, "exp": NOW + 600,
+        "jti": "x", "scope": "read", "cnf": {"jkt": client.key.public_key().thumbprint().to_string()}});
+    let forged = jws::sign_json(&signer(100), Some("at+jwt"), Some("k1"), &claims).unwrap();
+    let o = b.decide_again(
+        &request(&client.headers(&forged, NOW + 1), NOW + 1),
+        &store,
+        &RustCrypto,
+    );
+    assert_eq!(verdict(&o), (503, "jwks_unavailable"));
+    b.jwks_response(0, Some(200), jwks(&[(102, "k1")]).as_bytes(), &store, NOW + 1)
+        .unwrap();
+    let o = decide(&mut b, &store, &client.headers(&forged, NOW + 2), NOW + 2);
+    assert_eq!(verdict(&o), (401, "token_bad_signature"));
+    // A reload that reorders the issuers keeps each issuer's own keys, without a fetch.
+    let both = remote_config(json!({"issuers": [issuer(iss_b, "https://b.example.com/jwks"),
+        issuer(iss_a, "https://a.example.com/jwks")]}));
+    let mut reloaded = new_gate(&both, &store);
+    assert!(reloaded.due_fetches(&store, NOW + 3).is_empty());
+    let good_a = jws::sign_json(
+        &signer(100),
+        Some("at+jwt"),
+        Some("k1"),
+        &json!({"iss": iss_a, "aud": AUD, "sub": "alice", "client_id": "c1", "iat": NOW, "exp": NOW + 600,
+            "jti": "y", "scope": "read", "cnf": {"jkt": client.key.public_key().thumbprint().to_string()}}),
+    )
+    .unwrap();
+    let o = decide(&mut reloaded, &store, &client.headers(&good_a, NOW + 3), NOW + 3);
+    assert_eq!(verdict(&o), (200, "ok"));
+    let o = decide(&mut reloaded, &store, &client.headers(&forged, NOW + 3), NOW + 3);
+    assert_eq!(verdict(&o), (401, "token_bad_signature"));
 }

@@ -77,6 +77,7 @@ fn request<'a>(headers: &'a [(String, String)], digest: Option<&'a str>) -> Requ
         path: "/api",
         headers,
         peer_cert_digest: digest,
+        peer_uri_san: None,
         now: NOW,
     }
 }

@@ -76,6 +76,7 @@ pub fn gate_fixtures(proofs: usize) -> Result<GateFixtures, String> {
     let config = json!({
         "issuers": [{"issuer": ISS, "audiences": [AUD], "jwks": {"keys": [jwk]}}],
         "mtls": {"source": "connection"},
+        "dpop": {"origins": ["https://rs.example.com"]},
     });
     let cert_digest = "468ed33be74eee6556d90c0149c1309e9ba61d6425303443c0748a02dd8de688".to_owned();
     let x5t = keybound_core::cert::X5tS256::from_hex_digest(&cert_digest).map_err(|e| e.to_string())?;

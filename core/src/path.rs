@@ -1,0 +1,356 @@
+//! The canonical request path: the one spelling of a request's path that a gateway's rules match,
+//! that the DPoP `htu` is built from, and that the upstream receives.
+//!
+//! A gateway that matches its rules against the raw `:path` can be walked around:
+//! `/healthz/../api/accounts` matches a public `/healthz` rule, and any upstream that resolves dot
+//! segments (nginx, Spring, most frameworks) serves `/api/accounts`. [`CanonicalPath::parse`]
+//! computes, once per request, the path as every reasonable upstream will understand it, or
+//! refuses a path that different upstreams would understand differently.
+//!
+//! ## Canonical form
+//! Applied to the path without its query (RFC 3986 §6.2.2):
+//! 1. percent-encodings of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded; the others
+//!    keep their encoding with upper-case hex; characters outside the path grammar (space,
+//!    non-ASCII bytes, `"`, `<`, ...) are percent-encoded;
+//! 2. empty segments are merged (`//` becomes `/`), as Envoy's `merge_slashes` does;
+//! 3. dot segments are removed (RFC 3986 §5.2.4), after step 1, so `%2e%2e` is `..`.
+//!
+//! A trailing slash is kept (`/a/` and `/a` are different paths); the query is kept as it was.
+//!
+//! ## Refused ([`Error::PathNotCanonical`], `400 invalid_request`)
+//! A path that cannot be made canonical safely, because upstreams disagree on what it means:
+//! - not starting with `/` (`*`, absolute-form), or longer than [`MAX_PATH_LEN`];
+//! - a broken percent-encoding (`%zz`, `%4`);
+//! - an encoded `/` or `\` (`%2F`, `%5C`): a separator to some upstreams, data to others;
+//! - a raw `\` (a separator on Windows servers and to some frameworks);
+//! - a NUL or any other control character, raw or encoded;
+//! - a `#` (a fragment is never sent to a server);
+//! - `..` above the root (`/../x`), or right after an empty segment (`/a//../b` is `/a/b` to
+//!   RFC 3986 and `/b` to servers that merge slashes first);
+//! - a dot segment with parameters (`/..;x/`, `/.;/`): Tomcat and Spring drop `;` parameters
+//!   and then resolve the dot segment.
+//!
+//! Other `;` parameters are kept as part of their segment: `/api;x` is not `/api` here, which
+//! only makes a rule for `/api` stricter, never looser.
+//!
+//! ## What this module does not do
+//! Host and scheme: see [`crate::htu`], whose path is this canonical path. Double encoding
+//! (`%252e`) is kept as data: an upstream that decodes twice is outside what a gateway
+//! can make safe.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::error::{Error, Result};
+
+/// The longest path accepted, without its query (bytes, before and after normalisation).
+pub const MAX_PATH_LEN: usize = 8 * 1024;
+
+/// A request path in canonical form (see the module docs), without query.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CanonicalPath(String);
+
+impl CanonicalPath {
+    /// Canonicalises a request's `:path` (origin-form, the query is allowed and ignored).
+    ///
+    /// # Errors
+    /// [`Error::PathNotCanonical`] naming why, for the paths listed in the module docs.
+    pub fn parse(raw: &str) -> Result<CanonicalPath> {
+        let path = match raw.find('?') {
+            Some(i) => raw.get(..i).unwrap_or(""),
+            None => raw,
+        };
+        canonical(path).map(CanonicalPath)
+    }
+
+    /// The canonical path.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `prefix` (itself canonical) matches this path by whole segments: `/api` matches
+    /// `/api` and `/api/x`, never `/apix`; a prefix ending in `/` (`/api/`) matches the paths
+    /// under it (`/api/`, `/api/x`), and `/` matches every path.
+    pub fn starts_with_segments(&self, prefix: &str) -> bool {
+        starts_with_segments(&self.0, prefix)
+    }
+
+    /// The request target to forward: this path, then the query of `raw` (the `:path` it was
+    /// parsed from) unchanged, if it had one. `None` when that is `raw` itself.
+    pub fn rewritten(&self, raw: &str) -> Option<String> {
+        let (path, query) = match raw.find('?') {
+            Some(i) => (raw.get(..i).unwrap_or(""), raw.get(i..).unwrap_or("")),
+            None => (raw, ""),
+        };
+        if path == self.0 {
+            return None;
+        }
+        let mut out = String::with_capacity(self.0.len() + query.len());
+        out.push_str(&self.0);
+        out.push_str(query);
+        Some(out)
+    }
+}
+
+impl fmt::Display for CanonicalPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CanonicalPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CanonicalPath({})", self.0)
+    }
+}
+
+/// Whether `prefix` matches `path` by whole segments (see
+/// [`CanonicalPath::starts_with_segments`]). Both are taken as they are.
+pub fn starts_with_segments(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+    }
+}
+
+fn refuse(what: &'static str) -> Error {
+    Error::PathNotCanonical { what }
+}
+
+/// Characters of `pchar` (RFC 3986 §3.3) besides unreserved ones and percent-encodings, plus `/`.
+fn is_path_char(b: u8) -> bool {
+    matches!(
+        b,
+        b'/' | b':' | b'@' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
+}
+
+pub(crate) fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+pub(crate) fn push_pct(out: &mut String, v: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX.get(usize::from(v >> 4)).copied().unwrap_or(b'0')));
+    out.push(char::from(HEX.get(usize::from(v & 15)).copied().unwrap_or(b'0')));
+}
+
+/// The canonical form of a path without query (see the module docs).
+pub(crate) fn canonical(path: &str) -> Result<String> {
+    if !path.starts_with('/') {
+        return Err(refuse("does not start with '/'"));
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(refuse("too long"));
+    }
+    // Step 1: one pass over the bytes, percent-encodings normalised.
+    let bytes = path.as_bytes();
+    let mut norm = String::with_capacity(path.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex_val),
+                    bytes.get(i + 2).copied().and_then(hex_val),
+                ) else {
+                    return Err(refuse("broken percent-encoding"));
+                };
+                let v = (h << 4) | l;
+                if v < 0x20 || v == 0x7f {
+                    return Err(refuse("encoded control character"));
+                }
+                if v == b'/' || v == b'\\' {
+                    return Err(refuse("encoded slash or backslash"));
+                }
+                if is_unreserved(v) {
+                    norm.push(char::from(v));
+                } else {
+                    push_pct(&mut norm, v);
+                }
+                i += 3;
+                continue;
+            }
+            b'\\' => return Err(refuse("backslash")),
+            b'#' => return Err(refuse("fragment")),
+            _ if b < 0x20 || b == 0x7f => return Err(refuse("control character")),
+            _ if is_unreserved(b) || is_path_char(b) => norm.push(char::from(b)),
+            _ => push_pct(&mut norm, b),
+        }
+        i += 1;
+    }
+    if norm.len() > MAX_PATH_LEN {
+        return Err(refuse("too long"));
+    }
+    // Steps 2 and 3: segments, empty ones merged, dot segments resolved.
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    let mut after_empty = false;
+    let mut parts = norm.split('/').skip(1).peekable();
+    while let Some(seg) = parts.next() {
+        let last = parts.peek().is_none();
+        let name = seg.split(';').next().unwrap_or(seg);
+        let follows_empty = core::mem::replace(&mut after_empty, seg.is_empty());
+        match seg {
+            "" => trailing_slash |= last,
+            "." => trailing_slash = last,
+            // `/a//../b` is `/a/b` to RFC 3986 (the `..` removes the empty segment) and `/b` to
+            // servers that merge slashes first (nginx): refused rather than guessed.
+            ".." if follows_empty => return Err(refuse("'..' after an empty segment")),
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(refuse("'..' above the root"));
+                }
+                trailing_slash = last;
+            }
+            _ if name == "." || name == ".." => return Err(refuse("dot segment with parameters")),
+            s => {
+                segments.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(norm.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> String {
+        CanonicalPath::parse(s).unwrap().0
+    }
+
+    fn refused(s: &str) -> &'static str {
+        match CanonicalPath::parse(s) {
+            Err(Error::PathNotCanonical { what }) => what,
+            other => panic!("{s:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dot_segments_in_any_spelling_are_resolved() {
+        assert_eq!(c("/healthz/../api/accounts"), "/api/accounts");
+        assert_eq!(c("/healthz/%2e%2e/api/accounts"), "/api/accounts");
+        assert_eq!(c("/healthz/%2E./api/accounts"), "/api/accounts");
+        assert_eq!(c("/healthz/.%2e/api"), "/api");
+        assert_eq!(c("/a/./b/."), "/a/b/");
+        assert_eq!(c("/a/b/.."), "/a/");
+        assert_eq!(c("/a/.."), "/");
+        assert_eq!(c("/."), "/");
+        assert_eq!(c("/a/%2e"), "/a/");
+    }
+
+    #[test]
+    fn slashes_are_merged_and_a_trailing_slash_kept() {
+        assert_eq!(c("//api//accounts"), "/api/accounts");
+        assert_eq!(c("/api/accounts/"), "/api/accounts/");
+        assert_eq!(c("/api/accounts//"), "/api/accounts/");
+        assert_eq!(c("/"), "/");
+        assert_eq!(c("//"), "/");
+        assert_eq!(c("/a/.//b"), "/a/b");
+    }
+
+    #[test]
+    fn percent_encoding_is_normalised_and_the_query_ignored() {
+        assert_eq!(c("/%41%62c/%7euser"), "/Abc/~user");
+        assert_eq!(c("/a%3ab"), "/a%3Ab");
+        assert_eq!(c("/a b/é"), "/a%20b/%C3%A9");
+        assert_eq!(c("/api/x?y=/../admin"), "/api/x");
+        assert_eq!(c("/a:b@c;d=e"), "/a:b@c;d=e");
+        assert_eq!(c("/%252e%252e/x"), "/%252e%252e/x");
+        assert_eq!(c("/api;jsessionid=1/x"), "/api;jsessionid=1/x");
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for (path, why) in [
+            ("/api%2faccounts", "encoded slash or backslash"),
+            ("/api%2Faccounts", "encoded slash or backslash"),
+            ("/healthz/..%2fapi", "encoded slash or backslash"),
+            ("/api%5caccounts", "encoded slash or backslash"),
+            ("/healthz\\..\\api", "backslash"),
+            ("/api%zz", "broken percent-encoding"),
+            ("/api%4", "broken percent-encoding"),
+            ("/api%", "broken percent-encoding"),
+            ("/api%00", "encoded control character"),
+            ("/api%0a", "encoded control character"),
+            ("/api\0", "control character"),
+            ("/api\u{7f}", "control character"),
+            ("/api#x", "fragment"),
+            ("/../api", "'..' above the root"),
+            ("/a/../../api", "'..' above the root"),
+            ("/%2e%2e/api", "'..' above the root"),
+            ("/a//../b", "'..' after an empty segment"),
+            ("/a/b//..", "'..' after an empty segment"),
+            ("/healthz/..;/api", "dot segment with parameters"),
+            ("/healthz/.;x/api", "dot segment with parameters"),
+            ("/healthz/%2e%2e;/api", "dot segment with parameters"),
+            ("api", "does not start with '/'"),
+            ("*", "does not start with '/'"),
+            ("https://a.example/api", "does not start with '/'"),
+            ("", "does not start with '/'"),
+        ] {
+            assert_eq!(refused(path), why, "{path}");
+        }
+        let long = alloc::format!("/{}", "a".repeat(MAX_PATH_LEN));
+        assert_eq!(refused(&long), "too long");
+        let grows = alloc::format!("/{}", " ".repeat(MAX_PATH_LEN / 2));
+        assert_eq!(refused(&grows), "too long");
+        // A long query is not the path's business.
+        let long_query = alloc::format!("/a?{}", "q".repeat(MAX_PATH_LEN * 2));
+        assert_eq!(c(&long_query), "/a");
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        let p = |s: &str| CanonicalPath::parse(s).unwrap();
+        assert!(p("/healthz").starts_with_segments("/healthz"));
+        assert!(p("/healthz/x").starts_with_segments("/healthz"));
+        assert!(p("/healthz/").starts_with_segments("/healthz"));
+        assert!(!p("/healthzX").starts_with_segments("/healthz"));
+        assert!(!p("/healthz;x").starts_with_segments("/healthz"));
+        assert!(p("/api/").starts_with_segments("/api/"));
+        assert!(p("/api/x").starts_with_segments("/api/"));
+        assert!(!p("/api").starts_with_segments("/api/"));
+        assert!(p("/anything").starts_with_segments("/"));
+        assert!(p("/").starts_with_segments("/"));
+    }
+
+    #[test]
+    fn the_rewritten_target_keeps_the_query() {
+        let p = CanonicalPath::parse("/a/../b?x=/../y").unwrap();
+        assert_eq!(p.rewritten("/a/../b?x=/../y").as_deref(), Some("/b?x=/../y"));
+        let same = CanonicalPath::parse("/b?x").unwrap();
+        assert_eq!(same.rewritten("/b?x"), None);
+        let empty_query = CanonicalPath::parse("//b?").unwrap();
+        assert_eq!(empty_query.rewritten("//b?").as_deref(), Some("/b?"));
+    }
+
+    #[test]
+    fn canonical_paths_are_fixed_points() {
+        for s in ["/a/./b/../c//d/", "/%7e%41/x%3a", "/a b/é/%252e", "/x;y=z/."] {
+            let once = c(s);
+            assert_eq!(c(&once), once, "{s}");
+        }
+    }
+}
