@@ -151,7 +151,8 @@ fn dpop_requests(client: &P256Signer, token: &str, n: usize, run: usize) -> Resu
 
 fn keybound_config(issuer: &P256Signer, extra: Value) -> String {
     let mut c = json!({"issuers": [{"issuer": ISS, "audiences": [AUD],
-        "jwks": serde_json::from_str::<Value>(&jwks(issuer)).unwrap_or(Value::Null)}]});
+        "jwks": serde_json::from_str::<Value>(&jwks(issuer)).unwrap_or(Value::Null)}],
+        "dpop": {"origins": ["http://rs.example.com", "https://rs.example.com"]}});
     if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
             c.insert(k.clone(), v.clone());

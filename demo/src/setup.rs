@@ -384,14 +384,17 @@ fn yaml_str(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
-/// The filter configuration of one listener.
-fn filter_config(files: &DemoFiles, urls: &Urls, mtls: bool) -> serde_json::Value {
+/// The filter configuration of one listener, on `port`: proofs are checked against the origins
+/// clients use for it (`https://127.0.0.1:<port>`, `https://localhost:<port>`).
+fn filter_config(files: &DemoFiles, urls: &Urls, port: u16, mtls: bool) -> serde_json::Value {
+    let origins = [format!("https://127.0.0.1:{port}"), format!("https://localhost:{port}")];
     let dpop = match (&files.nonce_secret, mtls) {
         (Some(secret), false) => serde_json::json!({
             "max_age_seconds": 300,
             "nonce": { "mode": "required", "secrets": [secret], "step_seconds": 120 },
+            "origins": origins,
         }),
-        _ => serde_json::json!({ "max_age_seconds": 300 }),
+        _ => serde_json::json!({ "max_age_seconds": 300, "origins": origins }),
     };
     let mut config = serde_json::json!({
         "issuers": [{
@@ -429,7 +432,7 @@ pub fn envoy_yaml(files: &DemoFiles, urls: &Urls, ports: &Ports, filter_wasm: &P
         .collect::<Vec<_>>()
         .join(", ");
     let listener = |name: &str, port: u16, mtls: bool| {
-        let config = yaml_str(&filter_config(files, urls, mtls).to_string());
+        let config = yaml_str(&filter_config(files, urls, port, mtls).to_string());
         let client_certs = if mtls {
             format!(
                 "          require_client_certificate: true\n          common_tls_context:\n            \
@@ -456,6 +459,13 @@ pub fn envoy_yaml(files: &DemoFiles, urls: &Urls, ports: &Ports, filter_wasm: &P
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
           forward_client_cert_details: SANITIZE
+          # Paths normalised before routing and filters, an encoded / or \ refused, header
+          # names with underscores refused (README: "Deploying safely").
+          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: REJECT_REQUEST
+          common_http_protocol_options:
+            headers_with_underscores_action: REJECT_REQUEST
           route_config:
             virtual_hosts:
             - name: api
@@ -680,5 +690,39 @@ redirect_uris = ["http://127.0.0.1:8080/cb"]
         );
         let mut no_public: toml::Table = "[[clients]]\nclient_id = \"x\"\n".parse().unwrap();
         assert!(patch_authz_config(&mut no_public, &Urls::new(&ports), &ports).is_err());
+    }
+
+    /// Issue 12: the gateway the demo generates normalises paths, refuses underscores in header
+    /// names, and checks proofs against the origins of each listener.
+    #[test]
+    fn the_generated_gateway_is_hardened_and_knows_its_origins() {
+        let ports = Ports {
+            dpop: 7443,
+            mtls: 7444,
+            ..Ports::default()
+        };
+        let files = DemoFiles {
+            dir: "d".into(),
+            authz_dir: "d/authz".into(),
+            authz_config: "d/authz.toml".into(),
+            envoy_config: "d/envoy.yaml".into(),
+            endpoints: "d/endpoints.json".into(),
+            user: ("alice".into(), "pw".into()),
+            nonce_secret: Some("c2VjcmV0".into()),
+            server_spki_sha256: String::new(),
+        };
+        let yaml = envoy_yaml(&files, &Urls::new(&ports), &ports, Path::new("f.wasm"));
+        for setting in [
+            "normalize_path: true",
+            "merge_slashes: true",
+            "path_with_escaped_slashes_action: REJECT_REQUEST",
+            "headers_with_underscores_action: REJECT_REQUEST",
+        ] {
+            assert_eq!(yaml.matches(setting).count(), 2, "{setting} on both listeners");
+        }
+        for port in [7443, 7444] {
+            let origins = format!(r#"\"origins\":[\"https://127.0.0.1:{port}\",\"https://localhost:{port}\"]"#);
+            assert!(yaml.contains(&origins), "{origins} in {yaml}");
+        }
     }
 }

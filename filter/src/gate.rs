@@ -604,8 +604,8 @@ impl Gate {
     }
 
     /// The `htu` a proof for this request must carry: the configured origin the request is for
-    /// (`dpop.origins`: the one whose authority is the request's; `dpop.external_base_url`), and
-    /// the canonical path. Only with `dpop.dangerous_any_origin` is the client's `:authority`
+    /// (`dpop.origins`: the one whose authority is the request's, with the request's scheme if
+    /// several are; `dpop.external_base_url`), and the canonical path. Only with `dpop.dangerous_any_origin` is the client's `:authority`
     /// taken as it is.
     ///
     /// # Errors
@@ -632,16 +632,26 @@ impl Gate {
         if self.config.origins.is_empty() {
             return Htu::from_parts(scheme, host, path);
         }
+        // The origins for this authority (normalised for each origin's scheme: case, default
+        // port); the one with the request's scheme if there is one, else the first: behind a
+        // TLS-terminating balancer Envoy sees `http` for an `https` origin.
+        let mut found: Option<&crate::config::Origin> = None;
         for origin in &self.config.origins {
-            // The authority normalised for this origin's scheme (case, default port).
             let Ok(candidate) = Htu::from_parts(&origin.scheme, host, "/") else {
                 return Err(Error::UnknownOrigin);
             };
             if candidate.as_str().strip_suffix('/') == Some(origin.url.as_str()) {
-                return Htu::parse(&format!("{}{path}", origin.url));
+                if origin.scheme.eq_ignore_ascii_case(scheme) {
+                    found = Some(origin);
+                    break;
+                }
+                found = found.or(Some(origin));
             }
         }
-        Err(Error::UnknownOrigin)
+        match found {
+            Some(origin) => Htu::parse(&format!("{}{path}", origin.url)),
+            None => Err(Error::UnknownOrigin),
+        }
     }
 
     fn client_cert(&self, req: &Request<'_>) -> Result<Option<X5tS256>, Error> {

@@ -695,3 +695,49 @@ fn xfcc_counts_only_on_the_front_proxys_connection() {
     );
     assert_eq!(status(&o), 200, "{o:?}");
 }
+
+/// Of two origins with the request's authority, the one with the request's scheme is used; an
+/// origin with another scheme only when it is the only one (behind a TLS-terminating balancer,
+/// Envoy sees `http` for the `https` origin clients call).
+#[test]
+fn the_origin_with_the_requests_scheme_wins() {
+    let key = P256Signer::from_bytes(&[10; 32]).unwrap();
+    let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 600);
+    let auth = format!("DPoP {t}");
+    let p = |url: &str, jti: &str| {
+        dpop::create_proof(
+            &key,
+            &NewProof {
+                htm: "GET",
+                htu: url,
+                iat: NOW,
+                jti,
+                access_token: Some(&t),
+                nonce: None,
+            },
+        )
+        .unwrap()
+    };
+    let run = |origins: Value, scheme: &str, url: &str, jti: &str| {
+        let (mut g, store) = gate(json!({"dpop": {"origins": origins}}));
+        let headers = owned(&[("authorization", &auth), ("dpop", &p(url, jti))]);
+        let req = Request {
+            method: "GET",
+            scheme,
+            authority: "rs.example.com",
+            path: "/api",
+            headers: &headers,
+            peer_cert_digest: None,
+            peer_uri_san: None,
+            now: NOW,
+        };
+        status(&g.decide(&req, &store, &RustCrypto))
+    };
+    let both = json!(["http://rs.example.com", "https://rs.example.com"]);
+    assert_eq!(run(both.clone(), "https", "https://rs.example.com/api", "s1"), 200);
+    assert_eq!(run(both.clone(), "https", "http://rs.example.com/api", "s2"), 401);
+    assert_eq!(run(both.clone(), "http", "http://rs.example.com/api", "s3"), 200);
+    let https_only = json!(["https://rs.example.com"]);
+    assert_eq!(run(https_only.clone(), "http", "https://rs.example.com/api", "s4"), 200);
+    assert_eq!(run(https_only, "http", "http://rs.example.com/api", "s5"), 401);
+}

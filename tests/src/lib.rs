@@ -112,10 +112,13 @@ fn exchange<S: Read + Write>(
     parse_response(&raw)
 }
 
-/// A request without a body: `host: rs.example.com`, `connection: close` if `close`, then
-/// `headers` in order.
+/// A request without a body: `host: rs.example.com` (unless `headers` has a `host`),
+/// `connection: close` if `close`, then `headers` in order.
 pub(crate) fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], close: bool) -> Vec<u8> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: rs.example.com\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("host: rs.example.com\r\n");
+    }
     if close {
         req.push_str("connection: close\r\n");
     }
@@ -162,7 +165,8 @@ fn dechunk(mut rest: &str) -> Result<String, String> {
 }
 
 /// An upstream that answers every request with 200 and a JSON object of the request headers
-/// it received (repeated headers joined with `, `).
+/// it received (repeated headers joined with `, `), and the request target it received as
+/// `:path`.
 pub struct Upstream {
     /// Its port.
     pub port: u16,
@@ -209,6 +213,7 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
     while let Some(seen) = read_request(&mut reader)? {
         // Repeated headers joined with ", ", as a proxy may fold them.
         let mut headers = serde_json::Map::new();
+        headers.insert(":path".into(), seen.path.clone().into());
         for (k, v) in seen.headers {
             let joined = match headers.get(&k).and_then(|x| x.as_str()) {
                 Some(prev) => format!("{prev}, {v}"),
@@ -365,6 +370,11 @@ pub struct EnvoyOptions {
     pub set_current_client_cert: Vec<String>,
     /// TLS to the `upstream` cluster (e.g. a front proxy calling the gateway over mTLS).
     pub upstream_tls: Option<UpstreamTls>,
+    /// Leave out the HTTP connection manager's path normalisation (`normalize_path`,
+    /// `merge_slashes`, `path_with_escaped_slashes_action: REJECT_REQUEST`) and
+    /// `headers_with_underscores_action: REJECT_REQUEST`, which every configuration we ship sets:
+    /// to test that the filter is safe without them.
+    pub raw_paths: bool,
 }
 
 /// `s` as a YAML scalar (a JSON string, which YAML reads as the same string).
@@ -436,6 +446,16 @@ pub fn wasm_filter_yaml(wasm: &str, config: &str) -> String {
     )
 }
 
+/// What every HTTP connection manager we ship sets (see README, "Deploying safely"): paths
+/// normalised (RFC 3986 dot segments, merged slashes) before routing and filters, an encoded `/`
+/// or `\` refused, header names with underscores refused.
+pub const HARDENED_HCM: &str = "          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: REJECT_REQUEST
+          common_http_protocol_options:
+            headers_with_underscores_action: REJECT_REQUEST
+";
+
 /// The Envoy bootstrap: a listener on `port` (plaintext or TLS per `opts`), the keybound filter
 /// with `filter` = `(wasm path, JSON configuration)` if given (none: a plain proxy, e.g. a front
 /// hop), a route for everything to the `upstream` cluster at `upstream_port`, the extra clusters,
@@ -477,6 +497,9 @@ pub fn bootstrap(
         }
     };
     let mut xfcc = String::new();
+    if !opts.raw_paths {
+        xfcc.push_str(HARDENED_HCM);
+    }
     if let Some(mode) = &opts.forward_client_cert {
         xfcc.push_str(&format!("          forward_client_cert_details: {mode}\n"));
     }

@@ -59,7 +59,9 @@ fn fill(text: &str, files: &TempDir, pki: &Pki) -> String {
     let out = text
         .replace("/etc/keybound/", &format!("{}/", files.0.display()))
         .replace("/etc/ssl/certs/ca-certificates.crt", &pki.ca.display().to_string())
-        .replace("spiffe://keybound.example/", "spiffe://keybound.test/");
+        .replace("spiffe://keybound.example/", "spiffe://keybound.test/")
+        // The origin clients call: the test client sends `host: rs.example.com`.
+        .replace("\"https://api.example.com:8443\"", "\"https://rs.example.com\"");
     assert!(!out.contains("/etc/keybound") && !out.contains("keybound.example"));
     out
 }
@@ -294,6 +296,69 @@ fn behind_proxy_yaml_runs_and_trusts_xfcc_only_from_its_front() {
     assert_eq!(envoy.counter("wasmcustom.keybound.denied"), 3);
 }
 
+/// Every HTTP connection manager configuration (`typed_config` of that type) in a YAML tree.
+fn connection_managers(v: &serde_yaml::Value, out: &mut Vec<serde_yaml::Value>) {
+    match v {
+        serde_yaml::Value::Mapping(m) => {
+            if m.get("@type")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| t.ends_with("HttpConnectionManager"))
+            {
+                out.push(v.clone());
+            }
+            for (_, child) in m {
+                connection_managers(child, out);
+            }
+        }
+        serde_yaml::Value::Sequence(s) => s.iter().for_each(|c| connection_managers(c, out)),
+        _ => {}
+    }
+}
+
+/// Issue 12, item 1: every Envoy we ship (envoy/*.yaml, and Istio's gateways and sidecars
+/// through hardening.yaml) normalises paths and refuses escaped slashes and underscores in
+/// header names, on every HTTP connection manager. (The demo's generated bootstrap is checked in
+/// keybound-demo, docker-compose runs that one.)
+#[test]
+fn every_shipped_envoy_normalises_paths_and_refuses_underscores() {
+    let mut checked = Vec::new();
+    let mut docs: Vec<(String, serde_yaml::Value)> = Vec::new();
+    for entry in std::fs::read_dir(envoy_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            docs.push((path.display().to_string(), serde_yaml::from_str(&text).unwrap()));
+        }
+    }
+    docs.extend(istio_documents().into_iter().filter(|(f, _)| f == "hardening.yaml"));
+    for (file, doc) in &docs {
+        let mut hcms = Vec::new();
+        connection_managers(doc, &mut hcms);
+        assert!(!hcms.is_empty(), "{file}: no HTTP connection manager");
+        for hcm in &hcms {
+            assert_eq!(hcm["normalize_path"], true, "{file}");
+            assert_eq!(hcm["merge_slashes"], true, "{file}");
+            assert_eq!(hcm["path_with_escaped_slashes_action"], "REJECT_REQUEST", "{file}");
+            assert_eq!(
+                hcm["common_http_protocol_options"]["headers_with_underscores_action"], "REJECT_REQUEST",
+                "{file}"
+            );
+        }
+        checked.push((file.clone(), hcms.len()));
+    }
+    // gateway.yaml has one listener, behind-proxy.yaml two; Istio: gateways and sidecars.
+    let mut counts: Vec<usize> = checked.iter().map(|(_, n)| *n).collect();
+    counts.sort();
+    assert_eq!(counts, [1, 2, 2], "{checked:?}");
+    let contexts: Vec<String> = istio_documents()
+        .iter()
+        .filter(|(f, _)| f == "hardening.yaml")
+        .flat_map(|(_, d)| d["spec"]["configPatches"].as_sequence().unwrap().clone())
+        .map(|p| p["match"]["context"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(contexts, ["GATEWAY", "SIDECAR_INBOUND"]);
+}
+
 /// Every document of every `envoy/istio/*.yaml`, with its file name.
 fn istio_documents() -> Vec<(String, serde_yaml::Value)> {
     let mut docs = Vec::new();
@@ -322,6 +387,7 @@ fn istio_manifests_parse_with_the_expected_kinds_and_plugin_configs_the_filter_a
         .map(|(f, d)| (f.clone(), d["kind"].as_str().unwrap_or("?").to_owned()))
         .collect();
     let expected = [
+        ("hardening.yaml", "EnvoyFilter"),
         ("issuer.yaml", "ServiceEntry"),
         ("issuer.yaml", "DestinationRule"),
         ("mtls-xfcc.yaml", "Gateway"),

@@ -73,7 +73,7 @@ fn call(envoy: &Envoy, client: &dyn Signer, token: &str) -> Response {
 fn remote_config(refresh: u64, min_refetch: u64) -> String {
     json!({"issuers": [{"issuer": ISS, "audiences": [AUD], "jwks_uri": "http://issuer.internal/jwks",
         "jwks_cluster": "issuer", "jwks_refresh_seconds": refresh, "jwks_min_refetch_seconds": min_refetch,
-        "jwks_timeout_ms": 2000}]})
+        "jwks_timeout_ms": 2000}], "dpop": {"origins": ["http://rs.example.com"]}})
     .to_string()
 }
 
@@ -186,6 +186,7 @@ fn introspection_config() -> String {
         "issuers": [{"issuer": ISS, "audiences": [AUD], "jwks": jwk}],
         "introspection": {"endpoint": "http://as.internal/introspect", "cluster": "issuer",
             "client_id": "gateway", "client_secret": "s3cret", "issuer": ISS, "audiences": [AUD]},
+        "dpop": {"origins": ["http://rs.example.com"]},
     })
     .to_string()
 }

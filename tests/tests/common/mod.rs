@@ -50,8 +50,14 @@ pub fn public_jwk(signer: &dyn Signer) -> Value {
     serde_json::from_str(&signer.public_key().to_json()).unwrap()
 }
 
+/// The origins the test client calls (`host: rs.example.com`, plaintext or TLS listeners).
+pub const ORIGINS: [&str; 2] = ["http://rs.example.com", "https://rs.example.com"];
+
 /// The filter configuration: the test issuer with an inline JWKS, `/health` open, `/admin` needing
-/// scope `admin`; members of `extra` are added at the top level (replacing defaults).
+/// scope `admin`, the origins [`ORIGINS`]; members of `extra` are added at the top level
+/// (replacing defaults), except `dpop`, whose members are merged into the default (which drops
+/// the default origins when `extra` names its own, an `external_base_url` or
+/// `dangerous_any_origin`).
 pub fn config(extra: Value) -> String {
     let mut jwk = public_jwk(&issuer());
     jwk["kid"] = json!("k1");
@@ -61,10 +67,24 @@ pub fn config(extra: Value) -> String {
             {"prefix": "/health", "auth": "none"},
             {"prefix": "/admin", "scopes": ["admin"]},
         ],
+        "dpop": {"origins": ORIGINS},
     });
-    if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+    if let Some(extra) = extra.as_object() {
         for (k, v) in extra {
-            c.insert(k.clone(), v.clone());
+            match (k.as_str(), v.as_object()) {
+                ("dpop", Some(dpop)) => {
+                    if ["origins", "external_base_url", "dangerous_any_origin"]
+                        .iter()
+                        .any(|f| dpop.contains_key(*f))
+                    {
+                        c["dpop"] = json!({});
+                    }
+                    for (dk, dv) in dpop {
+                        c["dpop"][dk] = dv.clone();
+                    }
+                }
+                _ => c[k] = v.clone(),
+            }
         }
     }
     c.to_string()
