@@ -20,7 +20,7 @@ use alloc::string::String;
 use core::fmt;
 
 use crate::error::{Error, Result};
-use crate::path::{hex_val, is_unreserved, push_pct};
+use crate::path::{CanonicalPath, hex_val, is_unreserved, push_pct};
 
 /// The longest URI accepted as an `htu` (bytes).
 pub const MAX_HTU_LEN: usize = 8 * 1024;
@@ -86,6 +86,29 @@ impl Htu {
         if out.len() > MAX_HTU_LEN {
             return Err(Error::InvalidHtu);
         }
+        Ok(Htu(out))
+    }
+
+    /// This `htu`'s scheme and authority with `path` (a request's canonical path), without
+    /// normalising anything again: how a gateway builds the `htu` of a request for one of its
+    /// configured origins.
+    ///
+    /// # Errors
+    /// [`Error::InvalidHtu`] if the result would be longer than [`MAX_HTU_LEN`].
+    pub fn with_path(&self, path: &CanonicalPath) -> Result<Htu> {
+        let authority_start = self.0.find("://").map_or(0, |i| i + 3);
+        let origin_end = self
+            .0
+            .get(authority_start..)
+            .and_then(|rest| rest.find('/'))
+            .map_or(self.0.len(), |i| authority_start + i);
+        let origin = self.0.get(..origin_end).unwrap_or("");
+        if origin.len() + path.as_str().len() > MAX_HTU_LEN {
+            return Err(Error::InvalidHtu);
+        }
+        let mut out = String::with_capacity(origin.len() + path.as_str().len());
+        out.push_str(origin);
+        out.push_str(path.as_str());
         Ok(Htu(out))
     }
 
@@ -247,6 +270,21 @@ mod tests {
         assert_eq!(n("https://a.example/a/b/."), "https://a.example/a/b/");
         // The path is the canonical path the gateway's rules match: slashes merged.
         assert_eq!(n("https://a.example/a//b"), "https://a.example/a/b");
+    }
+
+    #[test]
+    fn with_path_is_from_parts_of_the_canonical_path() {
+        let origin = Htu::parse("HTTPS://API.example.com:443").unwrap();
+        for raw in ["/a/../b?x", "/", "//x//y/", "/%7e/%3a"] {
+            let path = CanonicalPath::parse(raw).unwrap();
+            assert_eq!(
+                origin.with_path(&path).unwrap(),
+                Htu::from_parts("https", "api.example.com", raw).unwrap(),
+                "{raw}"
+            );
+        }
+        let long = CanonicalPath::parse(&alloc::format!("/{}", "a".repeat(crate::path::MAX_PATH_LEN - 1))).unwrap();
+        assert_eq!(origin.with_path(&long), Err(Error::InvalidHtu));
     }
 
     #[test]

@@ -26,12 +26,13 @@ mod replay {
     pub type Check = fn(&[u8]);
 
     /// The fuzz targets and their checks; must list every file of `fuzz/fuzz_targets/`.
-    pub const TARGETS: [(&str, Check); 5] = [
+    pub const TARGETS: [(&str, Check); 6] = [
         ("jws", checks::check_jws),
         ("jwk", checks::check_jwk),
         ("dpop", checks::check_dpop),
         ("xfcc", checks::check_xfcc),
         ("htu", checks::check_htu),
+        ("path", checks::check_path),
     ];
 
     pub fn fuzz_dir() -> PathBuf {
@@ -110,6 +111,11 @@ fn xfcc_inputs() {
 #[test]
 fn htu_inputs() {
     replay::replay("htu");
+}
+
+#[test]
+fn path_inputs() {
+    replay::replay("path");
 }
 
 #[test]

@@ -385,6 +385,8 @@ pub struct Origin {
     pub url: String,
     /// Its scheme.
     pub scheme: String,
+    /// The origin as an `htu` (`scheme://host[:port]/`), to build a request's `htu` from.
+    pub root: Htu,
 }
 
 /// What a request path requires.
@@ -422,7 +424,7 @@ pub struct Config {
     /// Nonces, when required.
     pub nonce: Option<NonceSecrets>,
     /// The externally visible base URL (`https://api.example.com`), if behind a proxy.
-    pub external_base_url: Option<String>,
+    pub external_base_url: Option<Origin>,
     /// The origins the gateway serves (`dpop.origins`); a request for another `:authority` is
     /// refused, and `htu` is built from the matching origin.
     pub origins: Vec<Origin>,
@@ -564,9 +566,10 @@ impl Config {
                 }
             },
         };
-        if let Some(base) = &raw.dpop.external_base_url {
-            parse_origin(base, "dpop.external_base_url")?;
-        }
+        let external_base_url = match &raw.dpop.external_base_url {
+            Some(base) => Some(parse_origin(base, "dpop.external_base_url")?),
+            None => None,
+        };
         let mut origins = Vec::new();
         for (i, o) in raw.dpop.origins.iter().enumerate() {
             origins.push(parse_origin(o, &format!("dpop.origins[{i}]"))?);
@@ -778,7 +781,7 @@ impl Config {
             issuers,
             proof,
             nonce,
-            external_base_url: raw.dpop.external_base_url.map(|b| b.trim_end_matches('/').to_owned()),
+            external_base_url,
             origins,
             trust_forwarded_headers: raw.dpop.trust_forwarded_headers,
             cert_source,
@@ -834,7 +837,7 @@ fn parse_origin(s: &str, field: &str) -> Result<Origin, ConfigError> {
         return Err(err(field, "scheme and authority only, no path or query"));
     }
     let scheme = url.split("://").next().unwrap_or("https").to_owned();
-    Ok(Origin { url, scheme })
+    Ok(Origin { url, scheme, root: htu })
 }
 
 /// A short, stable name from `parts`: hex of the first 12 bytes of SHA-256 over them.

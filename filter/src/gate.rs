@@ -612,9 +612,8 @@ impl Gate {
     /// [`Error::UnknownOrigin`] if the request's authority is none of `dpop.origins`;
     /// [`Error::InvalidHtu`] if it is not a valid authority.
     fn htu(&self, req: &Request<'_>, path: &CanonicalPath) -> Result<Htu, Error> {
-        let path = path.as_str();
         if let Some(base) = &self.config.external_base_url {
-            return Htu::parse(&format!("{base}{path}"));
+            return base.root.with_path(path);
         }
         let (scheme, host) = if self.config.trust_forwarded_headers {
             let one = |name: &str| match req.all(name).as_slice() {
@@ -630,7 +629,7 @@ impl Gate {
             (req.scheme, req.authority)
         };
         if self.config.origins.is_empty() {
-            return Htu::from_parts(scheme, host, path);
+            return Htu::from_parts(scheme, host, path.as_str());
         }
         // The origins for this authority (normalised for each origin's scheme: case, default
         // port); the one with the request's scheme if there is one, else the first: behind a
@@ -649,7 +648,7 @@ impl Gate {
             }
         }
         match found {
-            Some(origin) => Htu::parse(&format!("{}{path}", origin.url)),
+            Some(origin) => origin.root.with_path(path),
             None => Err(Error::UnknownOrigin),
         }
     }

@@ -428,3 +428,175 @@ fn short(s: &str) -> String {
         format!("{:?}... ({} bytes)", s.chars().take(120).collect::<String>(), s.len())
     }
 }
+
+/// `path`: `CanonicalPath::parse` on a request's `:path`.
+///
+/// Properties, for a path it accepts:
+/// - canonical form: it starts with `/`, has no empty, `.` or `..` segment (but a trailing `/`),
+///   no encoded `/` or `\`, no `\`, `?`, `#` or control character, and no lower-case hex in a
+///   percent-encoding; parsing it again gives itself (idempotent);
+/// - it means what upstreams take the raw path to mean: fully percent-decoded, it equals the raw
+///   path as an upstream that decodes everything, merges slashes and then resolves dot segments
+///   sees it (nginx), and as one that also drops `;` parameters from each segment first (Tomcat,
+///   Spring) sees the canonical path; so it never widens a prefix match: every segment prefix of
+///   the canonical path is, decoded, a segment prefix of what such an upstream serves, and no
+///   other;
+/// - it agrees with the `htu` normalisation: `Htu::from_parts("https", host, raw)` is the origin
+///   followed by the canonical path.
+///
+/// A path it refuses is refused with `PathNotCanonical` (`400 invalid_request`), and is no `htu`
+/// path either.
+pub fn check_path(data: &[u8]) {
+    use keybound_core::path::{CanonicalPath, MAX_PATH_LEN};
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let host = "rs.example.com";
+    match CanonicalPath::parse(raw) {
+        Err(e) => {
+            assert!(matches!(e, Error::PathNotCanonical { .. }), "{e:?} for {}", short(raw));
+            assert_eq!(e.code(), Some(ErrorCode::InvalidRequest));
+            assert_eq!(e.status(), 400);
+            // (An empty path, `?query` alone, is `/` in an `htu` but no request's `:path`.)
+            let path_part = raw.split('?').next().unwrap_or("");
+            if !path_part.is_empty() && !raw.contains('#') && raw.len() + 40 < MAX_HTU_LEN {
+                assert!(
+                    Htu::from_parts("https", host, raw).is_err(),
+                    "htu accepts the refused path {}",
+                    short(raw)
+                );
+            }
+        }
+        Ok(c) => {
+            let s = c.as_str();
+            assert!(s.starts_with('/'), "{}", short(s));
+            assert!(s.len() <= MAX_PATH_LEN);
+            assert!(
+                !s.contains(['\\', '?', '#']) && !s.bytes().any(|b| b < 0x20 || b == 0x7f),
+                "{}",
+                short(s)
+            );
+            let upper = s.to_ascii_uppercase();
+            assert!(!upper.contains("%2F") && !upper.contains("%5C"), "{}", short(s));
+            let segments: Vec<&str> = s.split('/').skip(1).collect();
+            let inner = segments.len().saturating_sub(1);
+            for (i, seg) in segments.iter().enumerate() {
+                assert!(*seg != "." && *seg != "..", "dot segment in {}", short(s));
+                assert!(!seg.is_empty() || i == inner, "empty segment in {}", short(s));
+            }
+            let bytes = s.as_bytes();
+            for (i, b) in bytes.iter().enumerate() {
+                if *b == b'%' {
+                    let hex = bytes.get(i + 1..i + 3).unwrap_or(&[]);
+                    assert!(
+                        hex.len() == 2 && hex.iter().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h)),
+                        "{}",
+                        short(s)
+                    );
+                }
+            }
+            let again = CanonicalPath::parse(s);
+            assert!(again.as_ref() == Ok(&c), "not a fixed point: {}", short(s));
+            // What upstreams serve.
+            let decoded = decode_all(s.as_bytes());
+            let nginx = upstream_view(raw, false);
+            assert!(
+                nginx.as_deref() == Some(decoded.as_slice()),
+                "{} is {} to an upstream, {} here",
+                short(raw),
+                nginx.map_or("refused".into(), |v| short(&String::from_utf8_lossy(&v))),
+                short(s)
+            );
+            let tomcat = upstream_view(raw, true);
+            assert!(
+                tomcat == upstream_view(s, true),
+                "{} and {} differ to Tomcat",
+                short(raw),
+                short(s)
+            );
+            // Never widens a prefix match: the segment prefixes agree one to one.
+            let view = decoded;
+            for (n, _) in s.match_indices('/') {
+                let prefix = s.get(..n.max(1)).unwrap_or("/");
+                assert!(c.starts_with_segments(prefix));
+                let p = decode_all(prefix.as_bytes());
+                assert!(
+                    view.starts_with(&p) && (p == b"/" || view.len() == p.len() || view.get(p.len()) == Some(&b'/')),
+                    "{} under {} here, not upstream",
+                    short(raw),
+                    short(prefix)
+                );
+            }
+            // Agrees with the htu normalisation.
+            if raw.len() + 40 < MAX_HTU_LEN {
+                let htu = Htu::from_parts("https", host, raw);
+                assert!(
+                    htu.as_ref().map(Htu::as_str) == Ok(format!("https://{host}{s}").as_str()),
+                    "htu of {} is {:?}",
+                    short(raw),
+                    htu.map(|h| short(h.as_str()))
+                );
+            }
+        }
+    }
+}
+
+/// Every percent-encoding decoded (an invalid one left as it is).
+fn decode_all(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        if b == b'%'
+            && let (Some(h), Some(l)) = (s.get(i + 1).copied().and_then(hex), s.get(i + 2).copied().and_then(hex))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
+}
+
+/// The path an upstream serves for the raw `:path`, modelled independently of core: the query
+/// cut off, every percent-encoding decoded, (with `drop_params`, each segment's `;` parameters
+/// removed, as Tomcat and Spring do), empty segments merged, dot segments resolved. `None`:
+/// above the root.
+fn upstream_view(raw: &str, drop_params: bool) -> Option<Vec<u8>> {
+    let path = raw.split('?').next().unwrap_or("");
+    let decoded = decode_all(path.as_bytes());
+    let mut out: Vec<&[u8]> = Vec::new();
+    let parts: Vec<&[u8]> = decoded.split(|b| *b == b'/').skip(1).collect();
+    let mut trailing = false;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let seg: &[u8] = if drop_params {
+            part.split(|b| *b == b';').next().unwrap_or(&[])
+        } else {
+            part
+        };
+        match seg {
+            b"" => trailing |= last,
+            b"." => trailing = last,
+            b".." => {
+                out.pop()?;
+                trailing = last;
+            }
+            _ => {
+                out.push(seg);
+                trailing = false;
+            }
+        }
+    }
+    let mut v = Vec::new();
+    for s in &out {
+        v.push(b'/');
+        v.extend_from_slice(s);
+    }
+    if trailing || v.is_empty() {
+        v.push(b'/');
+    }
+    Some(v)
+}

@@ -8,11 +8,11 @@ use keybound_core::Part;
 use keybound_core::cert::{Xfcc, XfccPolicy};
 use keybound_core::dpop::{self, NonceCheck, ProofPolicy, ProofTarget};
 use keybound_core::jwk::PublicKey;
-use keybound_core::jws::RustCrypto;
+use keybound_core::jws::{Alg, RustCrypto, Verifier};
 use keybound_core::token;
 use keybound_filter::gate::{Outcome, Request};
 use keybound_micro::gate::{EncodeOnly, gate_fixtures};
-use keybound_micro::{NOW, fixtures};
+use keybound_micro::{NOW, fixtures, rsa_modulus, rsa_proof};
 
 fn benches(c: &mut Criterion) {
     let f = fixtures().unwrap();
@@ -45,6 +45,43 @@ fn benches(c: &mut Criterion) {
     c.bench_function("XFCC parse + select + thumbprint", |b| {
         b.iter(|| Xfcc::thumbprint(black_box(&f.xfcc), &xfcc).unwrap())
     });
+    rejected_proof_benches(c, &policy);
+}
+
+/// The worst a client can make the gateway verify before the token is looked at: a proof with
+/// an RSA key and a bad signature. Before the proof-key cap (issue 12, item 9) that was an
+/// 8192-bit key with e = 2^32 - 1; now it is a 4096-bit key with e = 65537, and anything larger
+/// is refused while parsing.
+fn rejected_proof_benches(c: &mut Criterion, policy: &ProofPolicy) {
+    let htu = keybound_core::htu::Htu::parse("https://rs.example.com/api").unwrap();
+    let target = ProofTarget {
+        method: "GET",
+        htu: &htu,
+        access_token: None,
+    };
+    let reject = |proof: &str| dpop::verify_proof(proof, &target, policy, NonceCheck::Off, NOW, &RustCrypto);
+    let worst = rsa_proof(4096, &[1, 0, 1]);
+    assert!(matches!(reject(&worst), Err(keybound_core::Error::BadSignature { .. })));
+    c.bench_function(
+        "rejected proof: RSA-4096, e = 65537, bad signature (worst after the cap)",
+        |b| b.iter(|| reject(black_box(&worst)).unwrap_err()),
+    );
+    let refused = rsa_proof(8192, &[0xff, 0xff, 0xff, 0xff]);
+    assert!(matches!(reject(&refused), Err(keybound_core::Error::InvalidKey { .. })));
+    c.bench_function("rejected proof: RSA-8192, e = 2^32 - 1 (refused while parsing)", |b| {
+        b.iter(|| reject(black_box(&refused)).unwrap_err())
+    });
+    // The signature check such a proof cost before the cap: the key parsed, then verified.
+    let key = PublicKey::Rsa {
+        n: rsa_modulus(8192),
+        e: vec![0xff, 0xff, 0xff, 0xff],
+    };
+    let message = b"header.payload";
+    let signature = vec![0x11u8; 1024];
+    c.bench_function(
+        "PS256 verify, RSA-8192, e = 2^32 - 1 (worst proof key before the cap)",
+        |b| b.iter(|| RustCrypto.verify(Alg::Ps256, black_box(&key), message, &signature)),
+    );
 }
 
 /// The headers Envoy hands the filter (the SDK turns them into owned strings, so building them is

@@ -75,3 +75,33 @@ pub fn fixtures() -> Result<Fixtures, String> {
         xfcc,
     })
 }
+
+/// An RSA modulus of `bits` bits (top bit set, odd): filler, not a product of primes. A
+/// verification with it does all the work of a real one and then fails.
+pub fn rsa_modulus(bits: usize) -> Vec<u8> {
+    let mut n = vec![0xA5u8; bits / 8];
+    if let Some(first) = n.first_mut() {
+        *first = 0xC3;
+    }
+    if let Some(last) = n.last_mut() {
+        *last |= 1;
+    }
+    n
+}
+
+/// A DPoP proof for `GET https://rs.example.com/api` (no access token) whose header carries an
+/// RSA key (`PS256`) with a `bits`-bit modulus and exponent `e`, and a signature that does not
+/// verify: the most work an unauthenticated client can make the gateway do for one proof with
+/// such a key.
+pub fn rsa_proof(bits: usize, e: &[u8]) -> String {
+    use keybound_core::b64;
+    let header = serde_json::json!({"typ": "dpop+jwt", "alg": "PS256",
+        "jwk": {"kty": "RSA", "n": b64::encode(&rsa_modulus(bits)), "e": b64::encode(e)}});
+    let claims = serde_json::json!({"jti": "rsa", "htm": "GET", "htu": "https://rs.example.com/api", "iat": NOW});
+    format!(
+        "{}.{}.{}",
+        b64::encode(header.to_string().as_bytes()),
+        b64::encode(claims.to_string().as_bytes()),
+        b64::encode(&vec![0x11u8; bits / 8])
+    )
+}
