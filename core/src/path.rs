@@ -22,22 +22,28 @@
 //! - not starting with `/` (`*`, absolute-form), or longer than [`MAX_PATH_LEN`];
 //! - a broken percent-encoding (`%zz`, `%4`);
 //! - an encoded `/` or `\` (`%2F`, `%5C`): a separator to some upstreams, data to others;
+//! - an encoded `?`, `#` or `;` (`%3F`, `%23`, `%3B`): a delimiter to upstreams that decode before
+//!   they split the path (`/admin%3F` is `/admin` to them), data to others;
 //! - a raw `\` (a separator on Windows servers and to some frameworks);
 //! - a NUL or any other control character, raw or encoded;
 //! - a `#` (a fragment is never sent to a server);
 //! - `..` above the root (`/../x`), or right after an empty segment (`/a//../b` is `/a/b` to
-//!   RFC 3986 and `/b` to servers that merge slashes first);
+//!   RFC 3986 and `/b` to servers that merge slashes first), or after a segment of `;`
+//!   parameters only (`/a/;x/..`: empty to servers that drop parameters);
 //! - a dot segment with parameters (`/..;x/`, `/.;/`): Tomcat and Spring drop `;` parameters
 //!   and then resolve the dot segment.
 //!
-//! Other `;` parameters are kept as part of their segment: `/api;x` is not `/api` here, which
-//! only makes a rule for `/api` stricter, never looser.
+//! Other `;` parameters are kept in the canonical path (the upstream gets them), but rules match
+//! the [`CanonicalPath::rule_view`]: each segment without its parameters, as Tomcat and Spring
+//! see it, so `/admin;x` is under a rule for `/admin` (and not under a public catch-all rule
+//! after it).
 //!
 //! ## What this module does not do
 //! Host and scheme: see [`crate::htu`], whose path is this canonical path. Double encoding
 //! (`%252e`) is kept as data: an upstream that decodes twice is outside what a gateway
 //! can make safe.
 
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -74,6 +80,35 @@ impl CanonicalPath {
     /// under it (`/api/`, `/api/x`), and `/` matches every path.
     pub fn starts_with_segments(&self, prefix: &str) -> bool {
         starts_with_segments(&self.0, prefix)
+    }
+
+    /// The path that rules match: each segment without its `;` parameters (`/admin;jsessionid=1/x`
+    /// is `/admin/x`, as Tomcat and Spring serve it), in ASCII lower case if `ignore_case` (for
+    /// upstreams that match paths without regard to case). Borrowed when there is nothing to
+    /// change.
+    pub fn rule_view(&self, ignore_case: bool) -> Cow<'_, str> {
+        let path = self.0.as_str();
+        let fold = ignore_case && path.bytes().any(|b| b.is_ascii_uppercase());
+        if !fold && !path.contains(';') {
+            return Cow::Borrowed(path);
+        }
+        let mut out = String::with_capacity(path.len());
+        let mut segments = path.split('/').skip(1).peekable();
+        while let Some(seg) = segments.next() {
+            let name = seg.split(';').next().unwrap_or(seg);
+            // A segment that was only parameters is empty now: merged, as every other `//`.
+            if !name.is_empty() || segments.peek().is_none() {
+                out.push('/');
+                out.push_str(name);
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        if ignore_case {
+            out.make_ascii_lowercase();
+        }
+        Cow::Owned(out)
     }
 
     /// The request target to forward: this path, then the query of `raw` (the `:path` it was
@@ -174,6 +209,9 @@ pub(crate) fn canonical(path: &str) -> Result<String> {
                 if v == b'/' || v == b'\\' {
                     return Err(refuse("encoded slash or backslash"));
                 }
+                if matches!(v, b'?' | b'#' | b';') {
+                    return Err(refuse("encoded '?', '#' or ';'"));
+                }
                 if is_unreserved(v) {
                     norm.push(char::from(v));
                 } else {
@@ -201,7 +239,8 @@ pub(crate) fn canonical(path: &str) -> Result<String> {
     while let Some(seg) = parts.next() {
         let last = parts.peek().is_none();
         let name = seg.split(';').next().unwrap_or(seg);
-        let follows_empty = core::mem::replace(&mut after_empty, seg.is_empty());
+        // (A segment of parameters only, `;x`, is empty to servers that drop parameters.)
+        let follows_empty = core::mem::replace(&mut after_empty, name.is_empty());
         match seg {
             "" => trailing_slash |= last,
             "." => trailing_slash = last,
@@ -293,6 +332,10 @@ mod tests {
             ("/api%4", "broken percent-encoding"),
             ("/api%", "broken percent-encoding"),
             ("/api%00", "encoded control character"),
+            ("/admin%3F/x", "encoded '?', '#' or ';'"),
+            ("/admin%3f", "encoded '?', '#' or ';'"),
+            ("/admin%23", "encoded '?', '#' or ';'"),
+            ("/admin%3Bx", "encoded '?', '#' or ';'"),
             ("/api%0a", "encoded control character"),
             ("/api\0", "control character"),
             ("/api\u{7f}", "control character"),
@@ -302,6 +345,7 @@ mod tests {
             ("/%2e%2e/api", "'..' above the root"),
             ("/a//../b", "'..' after an empty segment"),
             ("/a/b//..", "'..' after an empty segment"),
+            ("/a/b/;x/..", "'..' after an empty segment"),
             ("/healthz/..;/api", "dot segment with parameters"),
             ("/healthz/.;x/api", "dot segment with parameters"),
             ("/healthz/%2e%2e;/api", "dot segment with parameters"),
@@ -334,6 +378,23 @@ mod tests {
         assert!(!p("/api").starts_with_segments("/api/"));
         assert!(p("/anything").starts_with_segments("/"));
         assert!(p("/").starts_with_segments("/"));
+    }
+
+    #[test]
+    fn rules_see_segments_without_parameters_and_optionally_without_case() {
+        let p = |s: &str| CanonicalPath::parse(s).unwrap();
+        assert_eq!(p("/admin;x=1/users;jsessionid=2").rule_view(false), "/admin/users");
+        assert_eq!(p("/admin;").rule_view(false), "/admin");
+        assert_eq!(p("/a;b/").rule_view(false), "/a/");
+        assert_eq!(p("/a/;x/b").rule_view(false), "/a/b");
+        assert_eq!(p("/a/;x").rule_view(false), "/a/");
+        assert_eq!(p("/;x").rule_view(false), "/");
+        assert!(matches!(p("/admin/users").rule_view(false), Cow::Borrowed(_)));
+        assert_eq!(p("/Admin;X/Users").rule_view(true), "/admin/users");
+        assert_eq!(p("/Admin").rule_view(false), "/Admin");
+        assert!(matches!(p("/admin").rule_view(true), Cow::Borrowed(_)));
+        // The canonical path itself keeps the parameters: the upstream gets them.
+        assert_eq!(p("/admin;x=1").as_str(), "/admin;x=1");
     }
 
     #[test]

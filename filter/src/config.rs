@@ -46,6 +46,15 @@ struct RawConfig {
     introspection: Option<RawIntrospection>,
     #[serde(default)]
     verifier: Option<String>,
+    #[serde(default)]
+    paths: RawPaths,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPaths {
+    #[serde(default)]
+    case_insensitive: bool,
 }
 
 #[derive(Deserialize)]
@@ -369,11 +378,11 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
-    /// Whether it matches `path`.
-    pub fn matches(&self, path: &CanonicalPath) -> bool {
+    /// Whether it matches `view`, a request's [`CanonicalPath::rule_view`].
+    pub fn matches(&self, view: &str) -> bool {
         match self {
-            PathMatch::Prefix(p) => path.starts_with_segments(p),
-            PathMatch::Exact(p) => path.as_str() == p,
+            PathMatch::Prefix(p) => keybound_core::path::starts_with_segments(view, p),
+            PathMatch::Exact(p) => view == p,
         }
     }
 }
@@ -446,6 +455,8 @@ pub struct Config {
     pub token_cache_entries: usize,
     /// A cached verdict is used at most this many seconds after it was made.
     pub token_cache_max_age: u64,
+    /// Rules match paths in ASCII lower case (`paths.case_insensitive`), for upstreams that do.
+    pub case_insensitive_paths: bool,
     /// Introspection of opaque tokens, if configured.
     pub introspection: Option<Introspection>,
     /// Which code verifies ES256 signatures.
@@ -639,9 +650,10 @@ impl Config {
         let mut rules = Vec::new();
         for (i, r) in raw.rules.into_iter().enumerate() {
             let f = |name: &str| format!("rules[{i}].{name}");
+            let fold = raw.paths.case_insensitive;
             let path = match (r.prefix, r.exact) {
-                (Some(p), None) => PathMatch::Prefix(canonical_rule_path(p, &f("prefix"))?),
-                (None, Some(p)) => PathMatch::Exact(canonical_rule_path(p, &f("exact"))?),
+                (Some(p), None) => PathMatch::Prefix(rule_path(p, &f("prefix"), fold)?),
+                (None, Some(p)) => PathMatch::Exact(rule_path(p, &f("exact"), fold)?),
                 _ => return Err(err(f("prefix"), "give exactly one of prefix or exact")),
             };
             if let Some(m) = r
@@ -792,6 +804,7 @@ impl Config {
             replay_entries_per_bucket: raw.replay_cache.entries_per_bucket,
             token_cache_entries: raw.token_cache.max_entries,
             token_cache_max_age: raw.token_cache.max_age_seconds,
+            case_insensitive_paths: raw.paths.case_insensitive,
         })
     }
 
@@ -800,12 +813,13 @@ impl Config {
         self.issuers.iter().any(|i| matches!(i.keys, Keys::Remote(_)))
     }
 
-    /// The rule for a request's canonical path; a path no rule matches requires a bound token
-    /// and no scope.
+    /// The rule for a request's canonical path (matched on its
+    /// [`CanonicalPath::rule_view`]); a path no rule matches requires a bound token and no scope.
     pub fn rule_for(&self, method: &str, path: &CanonicalPath) -> Auth {
+        let view = path.rule_view(self.case_insensitive_paths);
         self.rules
             .iter()
-            .find(|r| r.path.matches(path) && (r.methods.is_empty() || r.methods.iter().any(|m| m == method)))
+            .find(|r| r.path.matches(&view) && (r.methods.is_empty() || r.methods.iter().any(|m| m == method)))
             .map(|r| r.auth.clone())
             .unwrap_or(Auth::Token {
                 scopes: Vec::new(),
@@ -814,9 +828,18 @@ impl Config {
     }
 }
 
-/// A rule's path: it must be the canonical path it stands for, or it could never match.
-fn canonical_rule_path(p: String, field: &str) -> Result<String, ConfigError> {
+/// A rule's path: it must be the canonical path it stands for, or it could never match, and
+/// have no `;` parameters (rules see paths without them); lower-cased when paths are matched
+/// without regard to case.
+fn rule_path(p: String, field: &str, fold: bool) -> Result<String, ConfigError> {
+    if p.contains(';') {
+        return Err(err(
+            field,
+            format!("{p:?}: rules match paths without ';' parameters; leave them out"),
+        ));
+    }
     match CanonicalPath::parse(&p) {
+        Ok(c) if c.as_str() == p && fold => Ok(p.to_ascii_lowercase()),
         Ok(c) if c.as_str() == p => Ok(p),
         Ok(c) => Err(err(
             field,
@@ -1035,6 +1058,7 @@ mod tests {
             "/healthz",
             "/healthz/",
             "/healthz/live",
+            "/healthz;x",
             "/status",
             "/status?x",
             "/public/",
@@ -1045,13 +1069,43 @@ mod tests {
         for closed in [
             "/healthzX",
             "/healthz.json",
-            "/healthz;x",
             "/status/",
             "/status/x",
             "/statusX",
             "/public",
         ] {
             assert_eq!(rule(&c, "GET", closed), token, "{closed}");
+        }
+    }
+
+    /// A protected prefix before a public catch-all: `;` parameters (which Tomcat and Spring drop)
+    /// and, for upstreams that ignore case, letter case must not move a path from the first to
+    /// the second.
+    #[test]
+    fn parameters_and_case_do_not_escape_a_protected_prefix() {
+        let mut v = base();
+        v["rules"] = json!([
+            {"prefix": "/admin", "scopes": ["admin"]},
+            {"prefix": "/", "auth": "none"},
+        ]);
+        let admin = Auth::Token {
+            scopes: vec!["admin".into()],
+            allow_bearer: false,
+        };
+        let c = Config::parse(&v.to_string().into_bytes()).unwrap();
+        for path in ["/admin", "/admin;x", "/admin;jsessionid=1/users", "/admin/;x"] {
+            assert_eq!(rule(&c, "GET", path), admin, "{path}");
+        }
+        assert_eq!(
+            rule(&c, "GET", "/ADMIN"),
+            Auth::None,
+            "case-sensitive by default, like Envoy"
+        );
+        v["paths"] = json!({"case_insensitive": true});
+        v["rules"][0]["prefix"] = json!("/Admin");
+        let c = Config::parse(&v.to_string().into_bytes()).unwrap();
+        for path in ["/ADMIN", "/admin", "/aDmIn;x/users"] {
+            assert_eq!(rule(&c, "GET", path), admin, "{path}");
         }
     }
 
@@ -1213,6 +1267,8 @@ mod tests {
             (with(&["rules"], json!([{"prefix": "/a//b"}])), "rules[0].prefix"),
             (with(&["rules"], json!([{"prefix": "/%61"}])), "rules[0].prefix"),
             (with(&["rules"], json!([{"exact": "/a%2fb"}])), "rules[0].exact"),
+            (with(&["rules"], json!([{"prefix": "/a;b"}])), "rules[0].prefix"),
+            (with(&["paths"], json!({"case": true})), "unknown field `case`"),
             (
                 with(&["rules"], json!([{"prefix": "/a", "exact": "/a"}])),
                 "rules[0].prefix: give exactly one",

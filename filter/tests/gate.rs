@@ -435,6 +435,9 @@ fn rules_match_the_canonical_path_and_ambiguous_paths_are_refused() {
         "/health%00",
         "/health/%zz",
         "/health//../api",
+        "/api%3F/../health",
+        "/api%23",
+        "/api%3Bx",
     ] {
         let o = decide_req(&mut g, &store, &Req { path, ..Req::default() }, &[]);
         assert_eq!((status(&o), reason(&o)), (400, "path_not_canonical"), "{path}: {o:?}");

@@ -437,10 +437,10 @@ fn short(s: &str) -> String {
 ///   percent-encoding; parsing it again gives itself (idempotent);
 /// - it means what upstreams take the raw path to mean: fully percent-decoded, it equals the raw
 ///   path as an upstream that decodes everything, merges slashes and then resolves dot segments
-///   sees it (nginx), and as one that also drops `;` parameters from each segment first (Tomcat,
-///   Spring) sees the canonical path; so it never widens a prefix match: every segment prefix of
-///   the canonical path is, decoded, a segment prefix of what such an upstream serves, and no
-///   other;
+///   sees it (nginx); its rule view (what rules match), decoded, is the raw path as one that also
+///   drops `;` parameters from each segment first sees it (Tomcat, Spring); so it never widens a
+///   prefix match: every segment prefix of the canonical path is, decoded, a segment prefix of
+///   what such an upstream serves, and no other;
 /// - it agrees with the `htu` normalisation: `Htu::from_parts("https", host, raw)` is the origin
 ///   followed by the canonical path.
 ///
@@ -513,6 +513,14 @@ pub fn check_path(data: &[u8]) {
                 "{} and {} differ to Tomcat",
                 short(raw),
                 short(s)
+            );
+            // Rules match the rule view: what Tomcat serves, decoded.
+            let rules = c.rule_view(false);
+            assert!(
+                tomcat.as_deref() == Some(decode_all(rules.as_bytes()).as_slice()),
+                "{} is {} to the rules, not what Tomcat serves",
+                short(raw),
+                short(&rules)
             );
             // Never widens a prefix match: the segment prefixes agree one to one.
             let view = decoded;
