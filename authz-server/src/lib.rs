@@ -42,6 +42,8 @@ pub mod random;
 pub mod registration;
 pub mod server;
 pub mod storage;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod tls;
 pub mod token;
 pub mod totp;

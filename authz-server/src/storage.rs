@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use keybound_core::dpop::replay_record_live;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A storage failure (I/O, a corrupt database). Requests that hit one fail with `server_error`.
@@ -234,7 +235,9 @@ pub trait Storage: Send + Sync {
     fn consents(&self, subject: &str) -> StoreResult<Vec<ConsentRecord>>;
 
     /// The replay cache: records `key` until `expires_at`; `true` if it was not already
-    /// recorded (or its record had expired at `now`), `false` for a replay.
+    /// recorded (or its record is no longer live at `now`), `false` for a replay. Liveness is
+    /// keybound-core's one rule, [`replay_record_live`] (`now < expires_at`), for DPoP proofs,
+    /// client assertions and every other use-once value.
     ///
     /// # Errors
     /// See [`Storage::signing_keys`].
@@ -667,17 +670,23 @@ impl Storage for SqliteStorage {
 
     fn remember_once(&self, key: &[u8], expires_at: u64, now: u64) -> StoreResult<bool> {
         let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
+        // IMMEDIATE: the write lock is taken before the read, so two processes sharing the file
+        // cannot both see the key absent.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let existing: Option<i64> = tx
+            .query_row("SELECT expires_at FROM replay WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if existing.is_some_and(|e| replay_record_live(to_u64(e), now)) {
+            return Ok(false);
+        }
         tx.execute(
-            "DELETE FROM replay WHERE key = ?1 AND expires_at <= ?2",
-            params![key, to_i64(now)],
-        )?;
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO replay (key, expires_at) VALUES (?1, ?2)",
+            "INSERT OR REPLACE INTO replay (key, expires_at) VALUES (?1, ?2)",
             params![key, to_i64(expires_at)],
         )?;
         tx.commit()?;
-        Ok(n == 1)
+        Ok(true)
     }
 
     fn purge_expired(&self, now: u64) -> StoreResult<()> {
@@ -690,6 +699,7 @@ impl Storage for SqliteStorage {
             params![now, to_i64(CODE_RETENTION)],
         )?;
         conn.execute("DELETE FROM tokens WHERE expires_at <= ?1", params![now])?;
+        // Exactly the records that are no longer live (`replay_record_live` is `now < expires_at`).
         conn.execute("DELETE FROM replay WHERE expires_at <= ?1", params![now])?;
         Ok(())
     }
@@ -767,6 +777,31 @@ mod tests {
         assert!(s.remember_once(b"jti", 150, 100).unwrap());
         assert!(!s.remember_once(b"jti", 150, 120).unwrap());
         assert!(s.remember_once(b"jti", 300, 150).unwrap(), "expired record is replaced");
+    }
+
+    /// The table keeps a record exactly while keybound-core's rule says it is live: refused up
+    /// to the second before `expires_at` (and a purge then keeps it), free again from then on.
+    #[test]
+    fn replay_records_follow_the_core_liveness_rule() {
+        let s = SqliteStorage::open(":memory:").unwrap();
+        let expires_at = 1000;
+        assert!(s.remember_once(b"k", expires_at, 990).unwrap());
+        for now in [990, 995, 999] {
+            assert!(replay_record_live(expires_at, now));
+            s.purge_expired(now).unwrap();
+            assert!(!s.remember_once(b"k", expires_at, now).unwrap(), "now {now}");
+        }
+        assert!(!replay_record_live(expires_at, 1000));
+        assert!(s.remember_once(b"k", 2000, 1000).unwrap(), "free at expires_at");
+        s.purge_expired(1999).unwrap();
+        assert!(!s.remember_once(b"k", 3000, 1999).unwrap());
+        s.purge_expired(2000).unwrap();
+        let n: i64 = s
+            .lock()
+            .unwrap()
+            .query_row("SELECT count(*) FROM replay", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "purged at expires_at");
     }
 
     #[test]
