@@ -584,6 +584,7 @@ fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now
             data: serde_json::to_string(&data).map_err(|e| e.to_string())?,
             expires_at: now.saturating_add(app.config.lifetimes.code),
             used: false,
+            redeemed_jkt: None,
         })
         .map_err(|e| e.to_string())?;
     Ok(code)

@@ -79,6 +79,9 @@ pub struct CodeRecord {
     pub expires_at: u64,
     /// Whether it was redeemed.
     pub used: bool,
+    /// The DPoP key thumbprint the tokens issued from it are bound to (set when redeemed), so a
+    /// later reuse can be told apart from the client's own retry.
+    pub redeemed_jkt: Option<String>,
 }
 
 /// An issued token (access or refresh): what introspection and revocation need.
@@ -196,11 +199,12 @@ pub trait Storage: Send + Sync {
     /// # Errors
     /// See [`Storage::signing_keys`].
     fn code(&self, code_hash: &[u8]) -> StoreResult<Option<CodeRecord>>;
-    /// Marks a code used: `true` if this call did (it was unused).
+    /// Marks a code used, recording the DPoP key its tokens are bound to (if any): `true` if
+    /// this call did (it was unused).
     ///
     /// # Errors
     /// See [`Storage::signing_keys`].
-    fn use_code(&self, code_hash: &[u8]) -> StoreResult<bool>;
+    fn use_code(&self, code_hash: &[u8], redeemed_jkt: Option<&str>) -> StoreResult<bool>;
 
     /// Stores an issued token.
     ///
@@ -305,6 +309,8 @@ pub const MIGRATIONS: &[&str] = &[
         registration_token_hash TEXT NOT NULL,
         created_at INTEGER NOT NULL
      );",
+    // 3: the DPoP key a redeemed code's tokens are bound to (code reuse needs proof of the client)
+    "ALTER TABLE codes ADD COLUMN redeemed_jkt TEXT;",
 ];
 
 /// How long after expiry a code record is kept (seconds), for reuse detection.
@@ -430,6 +436,7 @@ fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CodeRecord> {
         data: r.get(3)?,
         expires_at: to_u64(r.get(4)?),
         used: r.get::<_, i64>(5)? != 0,
+        redeemed_jkt: r.get(6)?,
     })
 }
 
@@ -577,17 +584,17 @@ impl Storage for SqliteStorage {
         Ok(self
             .lock()?
             .query_row(
-                "SELECT code_hash, client_id, grant_id, data, expires_at, used FROM codes WHERE code_hash = ?1",
+                "SELECT code_hash, client_id, grant_id, data, expires_at, used, redeemed_jkt FROM codes WHERE code_hash = ?1",
                 params![code_hash],
                 code_row,
             )
             .optional()?)
     }
 
-    fn use_code(&self, code_hash: &[u8]) -> StoreResult<bool> {
+    fn use_code(&self, code_hash: &[u8], redeemed_jkt: Option<&str>) -> StoreResult<bool> {
         let n = self.lock()?.execute(
-            "UPDATE codes SET used = 1 WHERE code_hash = ?1 AND used = 0",
-            params![code_hash],
+            "UPDATE codes SET used = 1, redeemed_jkt = ?2 WHERE code_hash = ?1 AND used = 0",
+            params![code_hash, redeemed_jkt],
         )?;
         Ok(n == 1)
     }
@@ -768,11 +775,13 @@ mod tests {
             data: "{}".into(),
             expires_at: 200,
             used: false,
+            redeemed_jkt: None,
         })
         .unwrap();
-        assert!(s.use_code(&[1; 32]).unwrap());
-        assert!(!s.use_code(&[1; 32]).unwrap());
-        assert!(s.code(&[1; 32]).unwrap().unwrap().used);
+        assert!(s.use_code(&[1; 32], Some("jkt-1")).unwrap());
+        assert!(!s.use_code(&[1; 32], Some("jkt-2")).unwrap());
+        let c = s.code(&[1; 32]).unwrap().unwrap();
+        assert_eq!((c.used, c.redeemed_jkt.as_deref()), (true, Some("jkt-1")));
 
         assert!(s.remember_once(b"jti", 150, 100).unwrap());
         assert!(!s.remember_once(b"jti", 150, 120).unwrap());

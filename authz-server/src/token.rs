@@ -12,7 +12,8 @@
 //! 3. the DPoP proof (if sent) is valid for `POST` to this endpoint, with a nonce when required;
 //!    the binding the client needs is present (`invalid_dpop_proof` / `invalid_request`);
 //! 4. the code exists, belongs to this client, is not expired (`invalid_grant`); a code that was
-//!    already redeemed revokes every token issued from it (RFC 6749 §4.1.2) and fails;
+//!    already redeemed fails, and revokes every token issued from it (RFC 6749 §4.1.2) only if
+//!    the presenter proves it is the client (see `code_reused`);
 //! 5. `redirect_uri` is the one of the request; PKCE S256 `code_verifier` matches
 //!    (`invalid_grant`); a code bound to a DPoP key (`dpop_jkt`) needs a proof with that key;
 //! 6. the assertion `jti` and proof `jti` are recorded (replays refused);
@@ -300,14 +301,13 @@ fn authorization_code(
     if rec.client_id != client.client.id {
         return Err(OAuthError::invalid_grant("code of another client"));
     }
+    let data: CodeData = serde_json::from_str(&rec.data).map_err(server_err)?;
     if rec.used {
-        let n = app.store.revoke_grant(&rec.grant_id)?;
-        return Err(OAuthError::invalid_grant(format!("code reused: revoked {n} tokens")));
+        return Err(code_reused(app, client, &rec, &data, verifier, proof, now));
     }
     if rec.expires_at <= now {
         return Err(OAuthError::invalid_grant("code expired"));
     }
-    let data: CodeData = serde_json::from_str(&rec.data).map_err(server_err)?;
     if data.request.redirect_uri != redirect_uri {
         return Err(OAuthError::invalid_grant("redirect_uri differs"));
     }
@@ -321,7 +321,11 @@ fn authorization_code(
     if let Some(p) = proof {
         crate::proof::record(app, p, now)?;
     }
-    if !app.store.use_code(&hash)? {
+    let redeemed_jkt = match binding {
+        Binding::Dpop(jkt) => Some(jkt.as_str()),
+        Binding::Certificate(_) => None,
+    };
+    if !app.store.use_code(&hash, redeemed_jkt)? {
         let n = app.store.revoke_grant(&rec.grant_id)?;
         return Err(OAuthError::invalid_grant(format!(
             "code reused concurrently: revoked {n} tokens"
@@ -351,6 +355,39 @@ fn authorization_code(
         }
     }
     Ok(json_no_store(StatusCode::OK, &body))
+}
+
+/// A redeemed code presented again. RFC 6749 §4.1.2 says the tokens issued from it should be
+/// revoked, but a leaked code alone must not let anyone end the user's session: the grant is
+/// revoked only when the presenter proves it is the client, i.e. it authenticated as a
+/// confidential client, or (a public client) it sent the right PKCE `code_verifier` for this code
+/// or a DPoP proof by the key the code or its tokens are bound to. The assertion and proof `jti`s
+/// are recorded first (a replayed proof revokes nothing). Otherwise nothing changes. Either way
+/// the answer is `invalid_grant`.
+fn code_reused(
+    app: &App,
+    client: &AuthenticatedClient,
+    rec: &crate::storage::CodeRecord,
+    data: &CodeData,
+    verifier: &str,
+    proof: Option<&Proof>,
+    now: u64,
+) -> OAuthError {
+    let proof_jkt = proof.map(|p| p.proof.jkt().to_string());
+    let bound_key = proof_jkt.is_some() && (proof_jkt == data.request.dpop_jkt || proof_jkt == rec.redeemed_jkt);
+    let proven = client.method != crate::config::AuthMethod::None
+        || keybound_core::pkce::verify_s256(verifier, &data.request.code_challenge).is_ok()
+        || bound_key;
+    if !proven {
+        return OAuthError::invalid_grant("code reused without proof of the client: nothing revoked");
+    }
+    let revoked = crate::client_auth::record_assertion(app, client, now)
+        .and_then(|()| proof.map_or(Ok(()), |p| crate::proof::record(app, p, now)))
+        .and_then(|()| Ok(app.store.revoke_grant(&rec.grant_id)?));
+    match revoked {
+        Ok(n) => OAuthError::invalid_grant(format!("code reused: revoked {n} tokens")),
+        Err(e) => e,
+    }
 }
 
 /// Scopes requested with `scope` (default: `default`), each of which must be in `allowed`.

@@ -421,6 +421,96 @@ async fn code_reuse_revokes_the_tokens_it_issued() {
     assert!(!active(&env, &https, rt).await, "refresh token revoked");
 }
 
+const SPA_REDIRECT: &str = "http://127.0.0.1:8080/cb";
+
+/// The public client's code (PAR without `dpop_jkt`, login, consent) and its PKCE verifier.
+async fn spa_code(https: &Https) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let redirect = par_then_allow(https, "spa", &authz_params("spa", &challenge, SPA_REDIRECT), &[]).await;
+    (redirect.params["code"].clone(), verifier)
+}
+
+/// The public client's token request for `code`, with a DPoP proof by `dpop`.
+async fn spa_redeem(env: &Env, https: &Https, code: &str, verifier: &str, dpop: &P256Signer) -> Resp {
+    https
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", "spa"),
+                ("code", code),
+                ("redirect_uri", SPA_REDIRECT),
+                ("code_verifier", verifier),
+            ],
+            &[("dpop", &proof(env, dpop, "/token", None))],
+        )
+        .await
+}
+
+/// The public client's refresh with a proof by `dpop`.
+async fn spa_refresh(env: &Env, https: &Https, rt: &str, dpop: &P256Signer) -> Resp {
+    https
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "spa"),
+                ("refresh_token", rt),
+            ],
+            &[("dpop", &proof(env, dpop, "/token", None))],
+        )
+        .await
+}
+
+/// A leaked, already used code of a public client, presented again by someone who is not the
+/// client (no PKCE verifier, another DPoP key), is refused and revokes nothing: anyone holding a
+/// leaked code could otherwise end the user's session. The client itself (the right verifier, or
+/// a proof by the key its tokens are bound to) still revokes the grant (RFC 6749 §4.1.2).
+#[tokio::test]
+async fn code_reuse_by_a_public_client_revokes_only_with_proof_of_the_client() {
+    let env = Env::new(&no_nonce());
+    let _server = env.start();
+    let https = Https::new(&env, None);
+    let (client_key, attacker_key) = (key(0xd2), key(0xd3));
+
+    // Someone else: wrong verifier, their own key. Refused; the tokens keep working.
+    let (code, verifier) = spa_code(&https).await;
+    let t = spa_redeem(&env, &https, &code, &verifier, &client_key).await.json();
+    let (at, rt) = (
+        t["access_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    );
+    let (wrong_verifier, _) = pkce();
+    let r = spa_redeem(&env, &https, &code, &wrong_verifier, &attacker_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
+    assert!(
+        active(&env, &https, at).await,
+        "access token not revoked by a reuse without proof"
+    );
+    let r = spa_refresh(&env, &https, rt, &client_key).await;
+    assert_eq!(r.status, 200, "refresh token not revoked: {}", r.text());
+
+    // The right verifier proves the client: the grant is revoked.
+    let r = spa_redeem(&env, &https, &code, &verifier, &attacker_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
+    assert!(!active(&env, &https, at).await, "revoked by the verifier");
+    let r = spa_refresh(&env, &https, rt, &client_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
+
+    // A proof by the key the grant's tokens are bound to proves the client too.
+    let (code, verifier) = spa_code(&https).await;
+    let t = spa_redeem(&env, &https, &code, &verifier, &client_key).await.json();
+    let (at, rt) = (
+        t["access_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    );
+    let r = spa_redeem(&env, &https, &code, &wrong_verifier, &client_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
+    assert!(!active(&env, &https, at).await, "revoked by the bound key");
+    let r = spa_refresh(&env, &https, rt, &client_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
+}
+
 #[tokio::test]
 async fn jarm_response_mode_jwt() {
     let env = Env::new(&no_nonce());
