@@ -5,7 +5,8 @@
 //! `request_uri` exists, has not expired or been used, and belongs to `client_id`, then starts a
 //! browser transaction (a random id in an `HttpOnly`, `Secure`, `SameSite=Lax` cookie, echoed in
 //! a hidden form field so a cross-site form post cannot drive it) and shows the login form.
-//! A `request_uri` may be opened several times until authorization completes. After login
+//! A `request_uri` may be opened several times until authorization completes; the transactions
+//! are bounded ([`crate::server::Transactions`], [`crate::server::MAX_TRANSACTIONS`]). After login
 //! (argon2 password check) the consent page lists the client and scopes; approving consumes the
 //! `request_uri` (one use), records the consent as a JWT signed by the server, and redirects
 //! (303) with `code`, `state` and `iss` (RFC 9207). Denying redirects with `access_denied`.
@@ -189,7 +190,6 @@ pub async fn start(State(app): State<AppState>, RawQuery(query): RawQuery) -> Re
             Ok(t) => t,
             Err(p) => p.into_inner(),
         };
-        txns.retain(|_, t| t.expires_at > now);
         txns.insert(
             txn_id.clone(),
             Transaction {
@@ -202,6 +202,7 @@ pub async fn start(State(app): State<AppState>, RawQuery(query): RawQuery) -> Re
                 expires_at: now.saturating_add(TRANSACTION_LIFETIME),
                 started_at: now,
             },
+            now,
         );
     }
     let mut res = page(StatusCode::OK, "Log in", &login_form(&txn_id, None));
@@ -236,9 +237,9 @@ fn transaction(
         Ok(t) => t,
         Err(p) => p.into_inner(),
     };
-    match txns.get(txn_id) {
-        Some(t) if t.expires_at > now => Ok((txn_id.to_string(), t.clone())),
-        _ => Err(Box::new(error_page(
+    match txns.get(txn_id, now) {
+        Some(t) => Ok((txn_id.to_string(), t.clone())),
+        None => Err(Box::new(error_page(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "unknown or expired txn",
@@ -588,4 +589,107 @@ fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now
         })
         .map_err(|e| e.to_string())?;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use crate::storage::ParRecord;
+    use crate::test_support;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    /// A pushed request of the public client `spa`, stored directly.
+    pub(crate) fn push(app: &App, now: u64) -> String {
+        let request_uri = format!("{REQUEST_URI_PREFIX}{}", crate::random::token().unwrap());
+        let request = AuthzRequest {
+            client_id: "spa".into(),
+            redirect_uri: "http://127.0.0.1:8080/cb".into(),
+            scopes: vec!["openid".into()],
+            state: Some("st".into()),
+            nonce: None,
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            dpop_jkt: None,
+            response_mode: "query".into(),
+        };
+        app.store
+            .put_par(&ParRecord {
+                request_uri: request_uri.clone(),
+                client_id: "spa".into(),
+                params: serde_json::to_string(&request).unwrap(),
+                expires_at: now + 90,
+                consumed: false,
+            })
+            .unwrap();
+        request_uri
+    }
+
+    pub(crate) async fn call(app: &Arc<App>, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let res = crate::server::router(app.clone()).oneshot(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub(crate) fn open(request_uri: &str) -> Request<Body> {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", "spa")
+            .append_pair("request_uri", request_uri)
+            .finish();
+        Request::get(format!("{}?{q}", paths::AUTHORIZE))
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    pub(crate) fn form(path: &str, cookie: &str, fields: &[(&str, &str)]) -> Request<Body> {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in fields {
+            ser.append_pair(k, v);
+        }
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, cookie)
+            .body(Body::from(ser.finish()))
+            .unwrap()
+    }
+
+    /// The transaction cookie and the hidden `txn` field of a login page.
+    pub(crate) fn txn_of(headers: &HeaderMap, html: &str) -> (String, String) {
+        let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let txn = html.split("name=\"txn\" value=\"").nth(1).unwrap();
+        (cookie, txn.split('"').next().unwrap().to_string())
+    }
+
+    /// A flood of `GET /authorize` on one unused `request_uri` (each opens a transaction) keeps
+    /// the in-memory transactions at their bound, and a login right after it completes.
+    #[tokio::test]
+    async fn a_flood_of_authorization_requests_stays_bounded_and_login_still_works() {
+        let app = Arc::new(test_support::app());
+        let uri = push(&app, crate::random::now());
+        for _ in 0..25_000 {
+            let (status, _, _) = call(&app, open(&uri)).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let held = app.transactions.lock().unwrap().len();
+        assert!(held <= crate::server::MAX_TRANSACTIONS, "{held} transactions held");
+
+        let (status, headers, html) = call(&app, open(&uri)).await;
+        assert_eq!(status, StatusCode::OK);
+        let (cookie, txn) = txn_of(&headers, &html);
+        let login = [
+            ("txn", txn.as_str()),
+            ("username", "alice"),
+            ("password", test_support::PASSWORD),
+        ];
+        let (status, _, html) = call(&app, form(paths::LOGIN, &cookie, &login)).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        let allow = [("txn", txn.as_str()), ("decision", "allow")];
+        let (status, headers, _) = call(&app, form(paths::CONSENT, &cookie, &allow)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(headers[header::LOCATION].to_str().unwrap().contains("code="));
+    }
 }
