@@ -15,7 +15,7 @@
 //! RFC error code, never redirected. No CORS headers are sent by these endpoints.
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keybound_core::jws::sign_json;
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::par::{AuthzRequest, REQUEST_URI_PREFIX};
-use crate::server::{App, AppState, Params, Transaction, log_line, paths};
+use crate::server::{App, AppState, ClientAddr, Params, Transaction, log_event, log_line, paths};
 use crate::storage::{CodeRecord, ConsentRecord};
 
 /// How long a browser transaction lives (seconds).
@@ -268,8 +268,78 @@ fn password_ok(hash: &str, password: &str) -> bool {
         .is_ok()
 }
 
-/// `POST /authorize/login`.
-pub async fn login(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// The page for a throttled attempt: 429 with `Retry-After`, a plain message, and the form of
+/// the step again (the transaction stays open for a retry after the wait).
+fn throttled_page(seconds: u64, form: &str) -> Response {
+    let body = format!("<p id=\"message\">Too many failed attempts. Try again in {seconds} seconds.</p>{form}");
+    let mut res = page(StatusCode::TOO_MANY_REQUESTS, "Too many attempts", &body);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    res
+}
+
+/// Logs a failed login step with the user name, client address and reason (never what was typed).
+fn log_failure(event: &str, username: &str, addr: ClientAddr, reason: &str) {
+    log_event(
+        "info",
+        event,
+        serde_json::json!({
+            "user": username,
+            "address": crate::throttle::address_label(addr.0),
+            "reason": reason,
+        }),
+    );
+}
+
+/// Starts a throttled attempt ([`crate::throttle::begin`]): the attempt, or the page to answer
+/// when the account or address is locked (nothing is checked then).
+fn begin_attempt(
+    app: &App,
+    username: &str,
+    addr: ClientAddr,
+    now: u64,
+    form: &str,
+) -> Result<crate::throttle::Attempt, Box<Response>> {
+    match crate::throttle::begin(app, username, addr.0, now) {
+        Ok(Ok(attempt)) => Ok(attempt),
+        Ok(Err(seconds)) => {
+            log_failure("login_throttled", username, addr, "locked");
+            Err(Box::new(throttled_page(seconds, form)))
+        }
+        Err(e) => Err(Box::new(error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            &e.to_string(),
+        ))),
+    }
+}
+
+/// A checked attempt failed: 429 if its failure locked the account or address, else the
+/// transaction's own attempt limit applies.
+fn attempt_failed(
+    app: &App,
+    attempt: &crate::throttle::Attempt,
+    txn_id: &str,
+    form: &str,
+    retry: impl FnOnce() -> Response,
+) -> Response {
+    if let Some(seconds) = attempt.failed() {
+        return throttled_page(seconds, form);
+    }
+    if record_failure(app, txn_id) {
+        return error_page(StatusCode::BAD_REQUEST, "access_denied", "too many failed attempts");
+    }
+    retry()
+}
+
+/// `POST /authorize/login`. The login throttle ([`crate::throttle`]) is consulted first: a
+/// locked account or address gets 429 without the password being checked.
+pub async fn login(
+    State(app): State<AppState>,
+    Extension(addr): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = crate::random::now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
@@ -277,6 +347,11 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, body: Bytes)
     };
     let username = params.get("username").unwrap_or("").to_string();
     let password = params.get("password").unwrap_or("").to_string();
+    let form = login_form(&txn_id, None);
+    let attempt = match begin_attempt(&app, &username, addr, now, &form) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
     let hash = app.config.users.get(&username).map(|u| u.password_hash.clone());
     let known = hash.is_some();
     // An unknown user is checked against a dummy hash, so timing does not reveal usernames.
@@ -288,17 +363,26 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, body: Bytes)
         Err(_) => false,
     } && known;
     if !ok {
-        log_line("info", "login_failed", &username);
-        if record_failure(&app, &txn_id) {
-            return error_page(StatusCode::BAD_REQUEST, "access_denied", "too many failed attempts");
-        }
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "Log in",
-            &login_form(&txn_id, Some("Invalid username or password")),
+        log_failure(
+            "login_failed",
+            &username,
+            addr,
+            if known { "wrong password" } else { "unknown user" },
         );
+        return attempt_failed(&app, &attempt, &txn_id, &form, || {
+            page(
+                StatusCode::UNAUTHORIZED,
+                "Log in",
+                &login_form(&txn_id, Some("Invalid username or password")),
+            )
+        });
     }
     let needs_totp = app.config.users.get(&username).is_some_and(|u| u.totp_secret.is_some());
+    // The password was right: its count is taken back; a login without a second factor is
+    // complete and forgets the account's failures.
+    if let Err(e) = attempt.succeeded(&app, !needs_totp) {
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string());
+    }
     update(&app, &txn_id, |t| {
         if needs_totp {
             t.pending_user = Some(username.clone());
@@ -356,8 +440,15 @@ fn totp_form(txn: &str, message: Option<&str>) -> String {
     )
 }
 
-/// `POST /authorize/totp`: the second factor for users with a TOTP secret.
-pub async fn totp(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /authorize/totp`: the second factor for users with a TOTP secret. Throttled like the
+/// password ([`crate::throttle`]); a code is accepted once, and no code of an earlier time step
+/// after it (RFC 6238 §5.2: the last accepted step is stored per user).
+pub async fn totp(
+    State(app): State<AppState>,
+    Extension(addr): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = crate::random::now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
@@ -369,31 +460,32 @@ pub async fn totp(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
     let Some(secret) = app.config.users.get(&username).and_then(|u| u.totp_secret.clone()) else {
         return error_page(StatusCode::BAD_REQUEST, "invalid_request", "user has no TOTP");
     };
-    let given = params.get("code").unwrap_or("");
-    let fresh = match crate::totp::verify(&secret, given, now) {
-        Some(step) => {
-            let mut h = Sha256::new();
-            h.update(b"keybound-totp-v1\0");
-            h.update(username.as_bytes());
-            h.update(step.to_be_bytes());
-            let expires = step.saturating_add(2).saturating_mul(crate::totp::STEP);
-            match app.store.remember_once(&h.finalize(), expires, now) {
-                Ok(fresh) => fresh,
-                Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
-            }
-        }
-        None => false,
+    let form = totp_form(&txn_id, None);
+    let attempt = match begin_attempt(&app, &username, addr, now, &form) {
+        Ok(a) => a,
+        Err(r) => return *r,
     };
-    if !fresh {
-        log_line("info", "totp_failed", &username);
-        if record_failure(&app, &txn_id) {
-            return error_page(StatusCode::BAD_REQUEST, "access_denied", "too many failed attempts");
-        }
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "One-time code",
-            &totp_form(&txn_id, Some("Invalid or already used code")),
-        );
+    let given = params.get("code").unwrap_or("");
+    let failure = match crate::totp::verify(&secret, given, now) {
+        Some(step) => match app.store.accept_totp_step(&username, step) {
+            Ok(true) => None,
+            Ok(false) => Some("code already used"),
+            Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+        },
+        None => Some("wrong code"),
+    };
+    if let Some(reason) = failure {
+        log_failure("totp_failed", &username, addr, reason);
+        return attempt_failed(&app, &attempt, &txn_id, &form, || {
+            page(
+                StatusCode::UNAUTHORIZED,
+                "One-time code",
+                &totp_form(&txn_id, Some("Invalid or already used code")),
+            )
+        });
+    }
+    if let Err(e) = attempt.succeeded(&app, true) {
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string());
     }
     update(&app, &txn_id, |t| {
         t.pending_user = None;
@@ -628,7 +720,11 @@ mod tests {
     }
 
     pub(crate) async fn call(app: &Arc<App>, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
-        let res = crate::server::router(app.clone()).oneshot(req).await.unwrap();
+        let res = crate::server::router(app.clone())
+            .layer(axum::Extension(ClientAddr(std::net::Ipv4Addr::LOCALHOST.into())))
+            .oneshot(req)
+            .await
+            .unwrap();
         let (parts, body) = res.into_parts();
         let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
         (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())

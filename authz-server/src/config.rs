@@ -61,9 +61,34 @@ struct RawConfig {
     #[serde(default)]
     registration: Option<RawRegistration>,
     #[serde(default)]
+    login: RawLogin,
+    #[serde(default)]
     clients: Vec<RawClient>,
     #[serde(default)]
     users: Vec<RawUser>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLogin {
+    account_max_failures: u32,
+    address_max_failures: u32,
+    failure_window: u64,
+    lockout: u64,
+    max_lockout: u64,
+}
+
+impl Default for RawLogin {
+    fn default() -> Self {
+        let d = LoginThrottle::default();
+        RawLogin {
+            account_max_failures: d.account_max_failures,
+            address_max_failures: d.address_max_failures,
+            failure_window: d.failure_window,
+            lockout: d.lockout,
+            max_lockout: d.max_lockout,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -332,6 +357,35 @@ pub struct DpopSettings {
     pub max_age: u64,
 }
 
+/// How password and second-factor guessing is throttled (the `[login]` section). Failures are
+/// counted per account and per client address; see [`crate::throttle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottle {
+    /// Failures of one account (any factor) before it is locked.
+    pub account_max_failures: u32,
+    /// Failures from one client address (IPv4 address, IPv6 /64) before it is locked.
+    pub address_max_failures: u32,
+    /// Seconds without a failure (after the end of the last lock) after which the count starts
+    /// again.
+    pub failure_window: u64,
+    /// The first lock, in seconds; each further failure while the count stands doubles it.
+    pub lockout: u64,
+    /// The longest lock, in seconds.
+    pub max_lockout: u64,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            account_max_failures: 5,
+            address_max_failures: 20,
+            failure_window: 900,
+            lockout: 60,
+            max_lockout: 3600,
+        }
+    }
+}
+
 /// The TLS files.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -372,6 +426,8 @@ pub struct Config {
     pub pairwise_salt: Option<Vec<u8>>,
     /// Initial access tokens for dynamic client registration; `None`: registration is off.
     pub registration_tokens: Option<Vec<String>>,
+    /// The login throttle.
+    pub login: LoginThrottle,
 }
 
 impl Config {
@@ -579,6 +635,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         }
         None => None,
     };
+    let login = validate_login(&raw.login)?;
     let mut clients = BTreeMap::new();
     for (i, c) in raw.clients.into_iter().enumerate() {
         let client = validate_client(c, i, &raw.scopes, base)?;
@@ -639,6 +696,35 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         cors_origins: raw.cors_origins,
         pairwise_salt,
         registration_tokens,
+        login,
+    })
+}
+
+fn validate_login(l: &RawLogin) -> Result<LoginThrottle, ConfigError> {
+    if !(1..=100).contains(&l.account_max_failures) {
+        return Err(err("login.account_max_failures", "must be 1 to 100"));
+    }
+    if !(1..=10_000).contains(&l.address_max_failures) {
+        return Err(err("login.address_max_failures", "must be 1 to 10000"));
+    }
+    if !(1..=86_400).contains(&l.failure_window) {
+        return Err(err("login.failure_window", "must be 1 to 86400 seconds"));
+    }
+    if !(1..=86_400).contains(&l.lockout) {
+        return Err(err("login.lockout", "must be 1 to 86400 seconds"));
+    }
+    if !(l.lockout..=604_800).contains(&l.max_lockout) {
+        return Err(err(
+            "login.max_lockout",
+            "must be at least login.lockout and at most 604800 seconds",
+        ));
+    }
+    Ok(LoginThrottle {
+        account_max_failures: l.account_max_failures,
+        address_max_failures: l.address_max_failures,
+        failure_window: l.failure_window,
+        lockout: l.lockout,
+        max_lockout: l.max_lockout,
     })
 }
 

@@ -198,6 +198,16 @@ par_lifetime = 90
 nonce = "required"
 nonce_secrets = ["{nonce_secret}"]
 
+# Password and TOTP guessing throttle (these are the defaults): failures per account and per
+# client address before a lock, quiet seconds after which the count starts again, the first lock
+# (doubled by each further failure) and the longest.
+# [login]
+# account_max_failures = 5
+# address_max_failures = 20
+# failure_window = 900
+# lockout = 60
+# max_lockout = 3600
+
 # A confidential FAPI client: private_key_jwt + DPoP (key in fapi-dpop.key).
 [[clients]]
 client_id = "fapi-dpop"

@@ -17,7 +17,8 @@
 //! - `refresh_token` (bound, not rotated) and `client_credentials` grants ([`token`]);
 //!   introspection (RFC 7662, JWT answers per RFC 9701) and revocation (RFC 7009)
 //!   ([`introspect`]); JARM (`response_mode=jwt`); UserInfo checked with core's
-//!   `verify_request` ([`userinfo`]); pairwise subjects; a TOTP second factor ([`totp`]); CORS
+//!   `verify_request` ([`userinfo`]); pairwise subjects; a TOTP second factor ([`totp`]); a login throttle per account and
+//!   client address kept in storage ([`throttle`]); CORS
 //!   on the token and PAR endpoints ([`cors`]); dynamic client registration and management
 //!   (RFC 7591/7592, [`registration`]).
 //!
@@ -44,6 +45,7 @@ pub mod server;
 pub mod storage;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod throttle;
 pub mod tls;
 pub mod token;
 pub mod totp;

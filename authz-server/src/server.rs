@@ -341,6 +341,21 @@ pub fn log_line(level: &str, event: &str, detail: &str) {
     );
 }
 
+/// Writes one JSON log line to stderr with `fields` (an object) next to `ts`, `level`, `event`.
+pub fn log_event(level: &str, event: &str, fields: serde_json::Value) {
+    let mut line = serde_json::json!({ "ts": crate::random::now(), "level": level, "event": event });
+    if let (Some(o), serde_json::Value::Object(f)) = (line.as_object_mut(), fields) {
+        for (k, v) in f {
+            o.entry(k).or_insert(v);
+        }
+    }
+    eprintln!("{line}");
+}
+
+/// The address of the TCP peer of a request (a request extension set per connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
 pub fn no_store(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -506,7 +521,11 @@ async fn handle_connection(tcp: tokio::net::TcpStream, peer_addr: SocketAddr, ac
         .1
         .peer_certificates()
         .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>()));
-    let svc = TowerToHyperService::new(routes.layer(Extension(PeerCerts(certs))));
+    let svc = TowerToHyperService::new(
+        routes
+            .layer(Extension(PeerCerts(certs)))
+            .layer(Extension(ClientAddr(peer_addr.ip()))),
+    );
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))

@@ -133,6 +133,19 @@ pub struct RegisteredClient {
     pub created_at: u64,
 }
 
+/// The failure count of one login throttle key (an account or a client address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThrottleRecord {
+    /// Failures counted since the count last started again.
+    pub failures: u32,
+    /// When the last failure was (Unix seconds).
+    pub last_failure: u64,
+    /// Attempts are refused while `now < locked_until`.
+    pub locked_until: u64,
+    /// When the record stops mattering (the count would start again), so it may be purged.
+    pub expires_at: u64,
+}
+
 /// Everything the server persists.
 pub trait Storage: Send + Sync {
     /// Stores or replaces a registered client.
@@ -247,8 +260,32 @@ pub trait Storage: Send + Sync {
     /// See [`Storage::signing_keys`].
     fn remember_once(&self, key: &[u8], expires_at: u64, now: u64) -> StoreResult<bool>;
 
-    /// Deletes expired PAR requests, tokens and replay records, and codes expired more than
-    /// [`CODE_RETENTION`] seconds ago.
+    /// The login throttle record of `key`, if any.
+    ///
+    /// # Errors
+    /// See [`Storage::signing_keys`].
+    fn throttle(&self, key: &[u8]) -> StoreResult<Option<ThrottleRecord>>;
+    /// Changes the record of `key` in one atomic read-modify-write: `next` gets the current
+    /// record (if any) and returns the one to store (`None` deletes it), which is returned.
+    ///
+    /// # Errors
+    /// See [`Storage::signing_keys`].
+    fn throttle_update(
+        &self,
+        key: &[u8],
+        next: &dyn Fn(Option<ThrottleRecord>) -> Option<ThrottleRecord>,
+    ) -> StoreResult<Option<ThrottleRecord>>;
+
+    /// Accepts TOTP time step `step` for `user` if it is later than every step accepted before
+    /// (RFC 6238 §5.2: a code is accepted once, and no earlier one after it): `true` if this call
+    /// recorded it.
+    ///
+    /// # Errors
+    /// See [`Storage::signing_keys`].
+    fn accept_totp_step(&self, user: &str, step: u64) -> StoreResult<bool>;
+
+    /// Deletes expired PAR requests, tokens, replay and throttle records, and codes expired more
+    /// than [`CODE_RETENTION`] seconds ago.
     ///
     /// # Errors
     /// See [`Storage::signing_keys`].
@@ -311,6 +348,18 @@ pub const MIGRATIONS: &[&str] = &[
      );",
     // 3: the DPoP key a redeemed code's tokens are bound to (code reuse needs proof of the client)
     "ALTER TABLE codes ADD COLUMN redeemed_jkt TEXT;",
+    // 4: the login throttle (per account and per client address) and the last accepted TOTP step
+    "CREATE TABLE login_throttle (
+        key BLOB PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failure INTEGER NOT NULL,
+        locked_until INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE TABLE totp_steps (
+        username TEXT PRIMARY KEY,
+        last_step INTEGER NOT NULL
+     );",
 ];
 
 /// How long after expiry a code record is kept (seconds), for reuse detection.
@@ -437,6 +486,15 @@ fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CodeRecord> {
         expires_at: to_u64(r.get(4)?),
         used: r.get::<_, i64>(5)? != 0,
         redeemed_jkt: r.get(6)?,
+    })
+}
+
+fn throttle_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThrottleRecord> {
+    Ok(ThrottleRecord {
+        failures: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
+        last_failure: to_u64(r.get(1)?),
+        locked_until: to_u64(r.get(2)?),
+        expires_at: to_u64(r.get(3)?),
     })
 }
 
@@ -696,6 +754,61 @@ impl Storage for SqliteStorage {
         Ok(true)
     }
 
+    fn throttle(&self, key: &[u8]) -> StoreResult<Option<ThrottleRecord>> {
+        Ok(self
+            .lock()?
+            .query_row(
+                "SELECT failures, last_failure, locked_until, expires_at FROM login_throttle WHERE key = ?1",
+                params![key],
+                throttle_row,
+            )
+            .optional()?)
+    }
+
+    fn throttle_update(
+        &self,
+        key: &[u8],
+        next: &dyn Fn(Option<ThrottleRecord>) -> Option<ThrottleRecord>,
+    ) -> StoreResult<Option<ThrottleRecord>> {
+        let mut conn = self.lock()?;
+        // IMMEDIATE: no other process can change the record between the read and the write.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current = tx
+            .query_row(
+                "SELECT failures, last_failure, locked_until, expires_at FROM login_throttle WHERE key = ?1",
+                params![key],
+                throttle_row,
+            )
+            .optional()?;
+        let rec = next(current);
+        match rec {
+            Some(rec) => tx.execute(
+                "INSERT OR REPLACE INTO login_throttle (key, failures, last_failure, locked_until, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key,
+                    i64::from(rec.failures),
+                    to_i64(rec.last_failure),
+                    to_i64(rec.locked_until),
+                    to_i64(rec.expires_at)
+                ],
+            )?,
+            None => tx.execute("DELETE FROM login_throttle WHERE key = ?1", params![key])?,
+        };
+        tx.commit()?;
+        Ok(rec)
+    }
+
+    fn accept_totp_step(&self, user: &str, step: u64) -> StoreResult<bool> {
+        let n = self.lock()?.execute(
+            "INSERT INTO totp_steps (username, last_step) VALUES (?1, ?2)
+             ON CONFLICT(username) DO UPDATE SET last_step = excluded.last_step
+             WHERE totp_steps.last_step < excluded.last_step",
+            params![user, to_i64(step)],
+        )?;
+        Ok(n == 1)
+    }
+
     fn purge_expired(&self, now: u64) -> StoreResult<()> {
         let conn = self.lock()?;
         let now = to_i64(now);
@@ -708,6 +821,7 @@ impl Storage for SqliteStorage {
         conn.execute("DELETE FROM tokens WHERE expires_at <= ?1", params![now])?;
         // Exactly the records that are no longer live (`replay_record_live` is `now < expires_at`).
         conn.execute("DELETE FROM replay WHERE expires_at <= ?1", params![now])?;
+        conn.execute("DELETE FROM login_throttle WHERE expires_at <= ?1", params![now])?;
         Ok(())
     }
 }
@@ -811,6 +925,40 @@ mod tests {
             .query_row("SELECT count(*) FROM replay", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0, "purged at expires_at");
+    }
+
+    #[test]
+    fn totp_steps_are_accepted_once_and_only_forward() {
+        let s = SqliteStorage::open(":memory:").unwrap();
+        assert!(s.accept_totp_step("bob", 100).unwrap());
+        assert!(!s.accept_totp_step("bob", 100).unwrap(), "the same step again");
+        assert!(!s.accept_totp_step("bob", 99).unwrap(), "an earlier step");
+        assert!(s.accept_totp_step("alice", 99).unwrap(), "per user");
+        assert!(s.accept_totp_step("bob", 101).unwrap());
+    }
+
+    #[test]
+    fn throttle_records_are_updated_atomically_and_purged() {
+        let s = SqliteStorage::open(":memory:").unwrap();
+        let bump = |c: Option<ThrottleRecord>| {
+            let c = c.unwrap_or_default();
+            Some(ThrottleRecord {
+                failures: c.failures + 1,
+                last_failure: 10,
+                locked_until: 0,
+                expires_at: 100,
+            })
+        };
+        assert_eq!(s.throttle_update(b"k", &bump).unwrap().unwrap().failures, 1);
+        assert_eq!(s.throttle_update(b"k", &bump).unwrap().unwrap().failures, 2);
+        assert_eq!(s.throttle(b"k").unwrap().unwrap().failures, 2);
+        s.purge_expired(99).unwrap();
+        assert!(s.throttle(b"k").unwrap().is_some());
+        s.purge_expired(100).unwrap();
+        assert!(s.throttle(b"k").unwrap().is_none());
+        s.throttle_update(b"k", &bump).unwrap();
+        assert!(s.throttle_update(b"k", &|_| None).unwrap().is_none());
+        assert!(s.throttle(b"k").unwrap().is_none());
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct Options {
     pub nonce: bool,
     pub par_lifetime: u64,
     pub code_lifetime: u64,
+    /// TOML appended to the config (whole tables, e.g. a `[login]` section).
+    pub extra: String,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             nonce: true,
             par_lifetime: 90,
             code_lifetime: 60,
+            extra: String::new(),
         }
     }
 }
@@ -273,7 +276,9 @@ password_hash = "{hash}"
 username = "bob"
 password_hash = "{hash}"
 totp_secret = "{TOTP_SECRET}"
+{extra}
 "#,
+            extra = opts.extra,
             par = opts.par_lifetime,
             code = opts.code_lifetime,
             fapi = jwk_json(&fapi_key(), "fapi-1"),
