@@ -517,9 +517,14 @@ fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str) -> R
         .iter()
         .map(|s| format!("<li class=\"scope\">{}</li>", html_escape(s)))
         .collect();
+    let resources: String = request
+        .resources
+        .iter()
+        .map(|r| format!("<li class=\"resource\">{}</li>", html_escape(r)))
+        .collect();
     let body = format!(
         "<p><span id=\"client\">{client}</span> asks to access your account (<span id=\"user\">{user}</span>) with:</p>\
-         <ul id=\"scopes\">{scopes}</ul>\
+         <ul id=\"scopes\">{scopes}</ul><p>at:</p><ul id=\"resources\">{resources}</ul>\
          <form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"txn\" value=\"{txn}\">\
          <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
@@ -646,6 +651,7 @@ fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now
             "sub": user,
             "client_id": request.client_id,
             "scope": scope,
+            "resource": request.resources,
             "redirect_uri": request.redirect_uri,
             "iat": now,
             "jti": consent_id,
@@ -701,6 +707,7 @@ mod tests {
             client_id: "spa".into(),
             redirect_uri: "http://127.0.0.1:8080/cb".into(),
             scopes: vec!["openid".into()],
+            resources: vec![test_support::AUDIENCE.into()],
             state: Some("st".into()),
             nonce: None,
             code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),

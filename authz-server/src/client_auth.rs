@@ -241,8 +241,8 @@ mod tests {
         )
         .unwrap();
         let mut p = Params::default();
-        p.0.insert("client_assertion_type".into(), JWT_BEARER.into());
-        p.0.insert("client_assertion".into(), jwt);
+        p.values.insert("client_assertion_type".into(), JWT_BEARER.into());
+        p.values.insert("client_assertion".into(), jwt);
         p
     }
 

@@ -7,8 +7,9 @@
 //! to the client it was issued to: only access tokens are accepted at a resource server
 //! (RFC 6749 §1.5), so the answer for one is `{"active": false}` (RFC 7662 §2.2 lets the server
 //! say so for a token it will not accept at the caller). Every active answer carries `aud`, `cnf`
-//! and `token_type` (`DPoP` or `Bearer`) so a gateway can check the audience and the binding. With `Accept: application/token-introspection+jwt` the answer is a JWT signed by the
-//! server (`typ: token-introspection+jwt`, `aud` the resource server).
+//! and `token_type` (`DPoP` or `Bearer`) so a gateway can check the audience and the binding.
+//! With `Accept: application/token-introspection+jwt` the answer is a JWT signed by the server
+//! (`typ: token-introspection+jwt`, `aud` the resource server).
 //!
 //! Revocation revokes an access token (its `jti`), or a refresh token together with every token
 //! of its grant. It answers 200 for unknown tokens and for tokens of other clients (which it

@@ -34,6 +34,7 @@ pub mod config;
 pub mod cors;
 pub mod crypto;
 pub mod discovery;
+pub mod indicators;
 pub mod init;
 pub mod introspect;
 pub mod keys;

@@ -369,9 +369,18 @@ pub fn json_no_store(status: StatusCode, body: &serde_json::Value) -> Response {
     res
 }
 
-/// Form parameters with each name at most once (RFC 6749 §3.1).
+/// The name of the one parameter that may repeat: `resource` (RFC 8707 §2).
+pub const RESOURCE: &str = "resource";
+
+/// Form parameters with each name at most once (RFC 6749 §3.1), except `resource`, which may be
+/// given several times (RFC 8707 §2) and is kept apart, in order.
 #[derive(Debug, Clone, Default)]
-pub struct Params(pub BTreeMap<String, String>);
+pub struct Params {
+    /// Every other parameter by name.
+    pub values: BTreeMap<String, String>,
+    /// The non-empty `resource` values, in request order.
+    pub resources: Vec<String>,
+}
 
 impl Params {
     /// Parses an `application/x-www-form-urlencoded` body.
@@ -393,20 +402,29 @@ impl Params {
     /// Parses urlencoded pairs (a query string or form body).
     ///
     /// # Errors
-    /// `invalid_request` if a parameter repeats.
+    /// `invalid_request` if a parameter other than `resource` repeats.
     pub fn parse(raw: &[u8]) -> Result<Params, OAuthError> {
-        let mut map = BTreeMap::new();
+        let mut params = Params::default();
         for (k, v) in form_urlencoded::parse(raw) {
-            if map.insert(k.into_owned(), v.into_owned()).is_some() {
+            if k == RESOURCE {
+                if !v.is_empty() {
+                    params.resources.push(v.into_owned());
+                }
+            } else if params.values.insert(k.into_owned(), v.into_owned()).is_some() {
                 return Err(OAuthError::invalid_request("repeated parameter"));
             }
         }
-        Ok(Params(map))
+        Ok(params)
+    }
+
+    /// Whether a parameter was sent at all (even empty).
+    pub fn contains(&self, name: &str) -> bool {
+        self.values.contains_key(name)
     }
 
     /// A parameter; an empty value counts as absent (RFC 6749 §3.1).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.values.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
     /// A required parameter.

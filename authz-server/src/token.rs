@@ -1,7 +1,8 @@
 //! The token endpoint and the tokens it issues.
 //!
 //! Access tokens are RFC 9068 JWTs (`typ: at+jwt`, ES256, `kid`) with `iss`, `sub`, `aud` (the
-//! configured resource servers), `client_id`, `scope`, `iat`, `exp`, `jti`, and always a `cnf`:
+//! one resource server the token is for, RFC 8707: see [`crate::indicators`]), `client_id`,
+//! `scope`, `iat`, `exp`, `jti`, and always a `cnf`:
 //! `jkt` for DPoP clients (`token_type: DPoP`), `x5t#S256` for mTLS clients (`token_type:
 //! Bearer`, RFC 8705 §3). A client registered for a sender constraint never gets an unbound
 //! token: without the proof (DPoP) or certificate (mTLS) the request fails.
@@ -16,6 +17,7 @@
 //!    the presenter proves it is the client (see `code_reused`);
 //! 5. `redirect_uri` is the one of the request; PKCE S256 `code_verifier` matches
 //!    (`invalid_grant`); a code bound to a DPoP key (`dpop_jkt`) needs a proof with that key;
+//!    the `resource` (at most one) is one the code was granted for (`invalid_target`);
 //! 6. the assertion `jti` and proof `jti` are recorded (replays refused);
 //! 7. the code is marked used atomically (a concurrent redemption loses and revokes);
 //! 8. tokens are issued and recorded for introspection and revocation.
@@ -88,6 +90,10 @@ pub struct Grant<'a> {
     pub client_id: &'a str,
     /// Scopes.
     pub scopes: &'a [String],
+    /// The one resource (RFC 8707) the access token is for: its `aud`.
+    pub resource: &'a str,
+    /// Every resource the grant covers (kept with a refresh token).
+    pub resources: &'a [String],
     /// The binding.
     pub binding: &'a Binding,
 }
@@ -105,14 +111,10 @@ pub fn issue_access_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<Issu
     let key = keys.active().ok_or_else(|| server_err("no signing key"))?;
     let jti = crate::random::token().map_err(server_err)?;
     let exp = now.saturating_add(app.config.lifetimes.access_token);
-    let aud = match app.config.audience.as_slice() {
-        [one] => serde_json::Value::from(one.clone()),
-        many => serde_json::Value::from(many.to_vec()),
-    };
     let claims = serde_json::json!({
         "iss": app.config.issuer,
         "sub": grant.sub,
-        "aud": aud,
+        "aud": grant.resource,
         "client_id": grant.client_id,
         "scope": grant.scopes.join(" "),
         "iat": now,
@@ -144,6 +146,10 @@ pub struct RefreshData {
     pub sub: String,
     /// The scopes granted.
     pub scopes: Vec<String>,
+    /// The resources granted (RFC 8707): a refresh may ask for any one of them; empty for a
+    /// refresh token from before resource indicators (the client's default then applies).
+    #[serde(default)]
+    pub resources: Vec<String>,
     /// The binding every token of the grant has.
     pub binding: Binding,
 }
@@ -163,6 +169,7 @@ pub fn issue_refresh_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<Str
     let data = RefreshData {
         sub: grant.sub.to_string(),
         scopes: grant.scopes.to_vec(),
+        resources: grant.resources.to_vec(),
         binding: grant.binding.clone(),
     };
     let mut claims = serde_json::json!({
@@ -317,6 +324,7 @@ fn authorization_code(
     {
         return Err(OAuthError::invalid_grant("code is bound to another DPoP key"));
     }
+    let resource = crate::indicators::for_token(&client.client, params, &data.request.resources)?;
     crate::client_auth::record_assertion(app, client, now)?;
     if let Some(p) = proof {
         crate::proof::record(app, p, now)?;
@@ -332,11 +340,18 @@ fn authorization_code(
         )));
     }
     let sub = app.subject(&client.client, &data.sub);
+    let granted = if data.request.resources.is_empty() {
+        vec![resource.clone()]
+    } else {
+        data.request.resources.clone()
+    };
     let grant = Grant {
         grant_id: &rec.grant_id,
         sub: &sub,
         client_id: &client.client.id,
         scopes: &data.request.scopes,
+        resource: &resource,
+        resources: &granted,
         binding,
     };
     let at = issue_access_token(app, &grant, now)?;
@@ -433,6 +448,7 @@ fn client_credentials(
         return Err(OAuthError::bad("unauthorized_client", "public client"));
     }
     let scopes = requested_scopes(params, &client.client.scopes, &client.client.scopes)?;
+    let resource = crate::indicators::for_token(&client.client, params, &client.client.resources)?;
     crate::client_auth::record_assertion(app, client, now)?;
     if let Some(p) = proof {
         crate::proof::record(app, p, now)?;
@@ -443,6 +459,8 @@ fn client_credentials(
         sub: &client.client.id,
         client_id: &client.client.id,
         scopes: &scopes,
+        resource: &resource,
+        resources: std::slice::from_ref(&resource),
         binding,
     };
     let at = issue_access_token(app, &grant, now)?;
@@ -491,6 +509,7 @@ fn refresh(
         }
     }
     let scopes = requested_scopes(params, &data.scopes, &data.scopes)?;
+    let resource = crate::indicators::for_token(&client.client, params, &data.resources)?;
     crate::client_auth::record_assertion(app, client, now)?;
     if let Some(p) = proof {
         crate::proof::record(app, p, now)?;
@@ -500,6 +519,8 @@ fn refresh(
         sub: &data.sub,
         client_id: &client.client.id,
         scopes: &scopes,
+        resource: &resource,
+        resources: &data.resources,
         binding: &data.binding,
     };
     let at = issue_access_token(app, &grant, now)?;
