@@ -14,6 +14,8 @@
 //!   ([`authorize`]), and the token endpoint for `authorization_code` with PKCE S256 ([`token`]).
 //!   Client authentication: `private_key_jwt`, `tls_client_auth`, `self_signed_tls_client_auth`,
 //!   `none` ([`client_auth`]). DPoP at PAR and token endpoint with server nonces ([`proof`]).
+//! - RFC 8707 resource indicators: each access token is for one resource server
+//!   ([`indicators`]);
 //! - `refresh_token` (bound, not rotated) and `client_credentials` grants ([`token`]);
 //!   introspection (RFC 7662, JWT answers per RFC 9701) and revocation (RFC 7009)
 //!   ([`introspect`]); JARM (`response_mode=jwt`); UserInfo checked with core's
