@@ -89,9 +89,13 @@ password_hash = "{hash}"
     )
 }
 
-/// A config parsed from [`config_text`].
+/// A config parsed from [`config_text`] (the TLS files are only checked at parse, so their
+/// directory is removed again).
 pub fn config(top: &str, extra: &str) -> Config {
-    Config::parse(&config_text(top, extra), &dir()).unwrap()
+    let dir = dir();
+    let config = Config::parse(&config_text(top, extra), &dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    config
 }
 
 /// An app on the default test config.
