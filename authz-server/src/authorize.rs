@@ -5,7 +5,8 @@
 //! `request_uri` exists, has not expired or been used, and belongs to `client_id`, then starts a
 //! browser transaction (a random id in an `HttpOnly`, `Secure`, `SameSite=Lax` cookie, echoed in
 //! a hidden form field so a cross-site form post cannot drive it) and shows the login form.
-//! A `request_uri` may be opened several times until authorization completes. After login
+//! A `request_uri` may be opened several times until authorization completes; the transactions
+//! are bounded ([`crate::server::Transactions`], [`crate::server::MAX_TRANSACTIONS`]). After login
 //! (argon2 password check) the consent page lists the client and scopes; approving consumes the
 //! `request_uri` (one use), records the consent as a JWT signed by the server, and redirects
 //! (303) with `code`, `state` and `iss` (RFC 9207). Denying redirects with `access_denied`.
@@ -14,7 +15,7 @@
 //! RFC error code, never redirected. No CORS headers are sent by these endpoints.
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keybound_core::jws::sign_json;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::par::{AuthzRequest, REQUEST_URI_PREFIX};
-use crate::server::{App, AppState, Params, Transaction, log_line, paths};
+use crate::server::{App, AppState, ClientAddr, Params, Transaction, log_event, log_line, paths};
 use crate::storage::{CodeRecord, ConsentRecord};
 
 /// How long a browser transaction lives (seconds).
@@ -189,7 +190,6 @@ pub async fn start(State(app): State<AppState>, RawQuery(query): RawQuery) -> Re
             Ok(t) => t,
             Err(p) => p.into_inner(),
         };
-        txns.retain(|_, t| t.expires_at > now);
         txns.insert(
             txn_id.clone(),
             Transaction {
@@ -202,6 +202,7 @@ pub async fn start(State(app): State<AppState>, RawQuery(query): RawQuery) -> Re
                 expires_at: now.saturating_add(TRANSACTION_LIFETIME),
                 started_at: now,
             },
+            now,
         );
     }
     let mut res = page(StatusCode::OK, "Log in", &login_form(&txn_id, None));
@@ -236,9 +237,9 @@ fn transaction(
         Ok(t) => t,
         Err(p) => p.into_inner(),
     };
-    match txns.get(txn_id) {
-        Some(t) if t.expires_at > now => Ok((txn_id.to_string(), t.clone())),
-        _ => Err(Box::new(error_page(
+    match txns.get(txn_id, now) {
+        Some(t) => Ok((txn_id.to_string(), t.clone())),
+        None => Err(Box::new(error_page(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "unknown or expired txn",
@@ -267,8 +268,78 @@ fn password_ok(hash: &str, password: &str) -> bool {
         .is_ok()
 }
 
-/// `POST /authorize/login`.
-pub async fn login(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// The page for a throttled attempt: 429 with `Retry-After`, a plain message, and the form of
+/// the step again (the transaction stays open for a retry after the wait).
+fn throttled_page(seconds: u64, form: &str) -> Response {
+    let body = format!("<p id=\"message\">Too many failed attempts. Try again in {seconds} seconds.</p>{form}");
+    let mut res = page(StatusCode::TOO_MANY_REQUESTS, "Too many attempts", &body);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    res
+}
+
+/// Logs a failed login step with the user name, client address and reason (never what was typed).
+fn log_failure(event: &str, username: &str, addr: ClientAddr, reason: &str) {
+    log_event(
+        "info",
+        event,
+        serde_json::json!({
+            "user": username,
+            "address": crate::throttle::address_label(addr.0),
+            "reason": reason,
+        }),
+    );
+}
+
+/// Starts a throttled attempt ([`crate::throttle::begin`]): the attempt, or the page to answer
+/// when the account or address is locked (nothing is checked then).
+fn begin_attempt(
+    app: &App,
+    username: &str,
+    addr: ClientAddr,
+    now: u64,
+    form: &str,
+) -> Result<crate::throttle::Attempt, Box<Response>> {
+    match crate::throttle::begin(app, username, addr.0, now) {
+        Ok(Ok(attempt)) => Ok(attempt),
+        Ok(Err(seconds)) => {
+            log_failure("login_throttled", username, addr, "locked");
+            Err(Box::new(throttled_page(seconds, form)))
+        }
+        Err(e) => Err(Box::new(error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            &e.to_string(),
+        ))),
+    }
+}
+
+/// A checked attempt failed: 429 if its failure locked the account or address, else the
+/// transaction's own attempt limit applies.
+fn attempt_failed(
+    app: &App,
+    attempt: &crate::throttle::Attempt,
+    txn_id: &str,
+    form: &str,
+    retry: impl FnOnce() -> Response,
+) -> Response {
+    if let Some(seconds) = attempt.failed() {
+        return throttled_page(seconds, form);
+    }
+    if record_failure(app, txn_id) {
+        return error_page(StatusCode::BAD_REQUEST, "access_denied", "too many failed attempts");
+    }
+    retry()
+}
+
+/// `POST /authorize/login`. The login throttle ([`crate::throttle`]) is consulted first: a
+/// locked account or address gets 429 without the password being checked.
+pub async fn login(
+    State(app): State<AppState>,
+    Extension(addr): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = crate::random::now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
@@ -276,6 +347,11 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, body: Bytes)
     };
     let username = params.get("username").unwrap_or("").to_string();
     let password = params.get("password").unwrap_or("").to_string();
+    let form = login_form(&txn_id, None);
+    let attempt = match begin_attempt(&app, &username, addr, now, &form) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
     let hash = app.config.users.get(&username).map(|u| u.password_hash.clone());
     let known = hash.is_some();
     // An unknown user is checked against a dummy hash, so timing does not reveal usernames.
@@ -287,17 +363,26 @@ pub async fn login(State(app): State<AppState>, headers: HeaderMap, body: Bytes)
         Err(_) => false,
     } && known;
     if !ok {
-        log_line("info", "login_failed", &username);
-        if record_failure(&app, &txn_id) {
-            return error_page(StatusCode::BAD_REQUEST, "access_denied", "too many failed attempts");
-        }
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "Log in",
-            &login_form(&txn_id, Some("Invalid username or password")),
+        log_failure(
+            "login_failed",
+            &username,
+            addr,
+            if known { "wrong password" } else { "unknown user" },
         );
+        return attempt_failed(&app, &attempt, &txn_id, &form, || {
+            page(
+                StatusCode::UNAUTHORIZED,
+                "Log in",
+                &login_form(&txn_id, Some("Invalid username or password")),
+            )
+        });
     }
     let needs_totp = app.config.users.get(&username).is_some_and(|u| u.totp_secret.is_some());
+    // The password was right: its count is taken back; a login without a second factor is
+    // complete and forgets the account's failures.
+    if let Err(e) = attempt.succeeded(&app, !needs_totp) {
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string());
+    }
     update(&app, &txn_id, |t| {
         if needs_totp {
             t.pending_user = Some(username.clone());
@@ -355,8 +440,15 @@ fn totp_form(txn: &str, message: Option<&str>) -> String {
     )
 }
 
-/// `POST /authorize/totp`: the second factor for users with a TOTP secret.
-pub async fn totp(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /authorize/totp`: the second factor for users with a TOTP secret. Throttled like the
+/// password ([`crate::throttle`]); a code is accepted once, and no code of an earlier time step
+/// after it (RFC 6238 §5.2: the last accepted step is stored per user).
+pub async fn totp(
+    State(app): State<AppState>,
+    Extension(addr): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = crate::random::now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
@@ -368,31 +460,32 @@ pub async fn totp(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
     let Some(secret) = app.config.users.get(&username).and_then(|u| u.totp_secret.clone()) else {
         return error_page(StatusCode::BAD_REQUEST, "invalid_request", "user has no TOTP");
     };
-    let given = params.get("code").unwrap_or("");
-    let fresh = match crate::totp::verify(&secret, given, now) {
-        Some(step) => {
-            let mut h = Sha256::new();
-            h.update(b"keybound-totp-v1\0");
-            h.update(username.as_bytes());
-            h.update(step.to_be_bytes());
-            let expires = step.saturating_add(2).saturating_mul(crate::totp::STEP);
-            match app.store.remember_once(&h.finalize(), expires, now) {
-                Ok(fresh) => fresh,
-                Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
-            }
-        }
-        None => false,
+    let form = totp_form(&txn_id, None);
+    let attempt = match begin_attempt(&app, &username, addr, now, &form) {
+        Ok(a) => a,
+        Err(r) => return *r,
     };
-    if !fresh {
-        log_line("info", "totp_failed", &username);
-        if record_failure(&app, &txn_id) {
-            return error_page(StatusCode::BAD_REQUEST, "access_denied", "too many failed attempts");
-        }
-        return page(
-            StatusCode::UNAUTHORIZED,
-            "One-time code",
-            &totp_form(&txn_id, Some("Invalid or already used code")),
-        );
+    let given = params.get("code").unwrap_or("");
+    let failure = match crate::totp::verify(&secret, given, now) {
+        Some(step) => match app.store.accept_totp_step(&username, step) {
+            Ok(true) => None,
+            Ok(false) => Some("code already used"),
+            Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+        },
+        None => Some("wrong code"),
+    };
+    if let Some(reason) = failure {
+        log_failure("totp_failed", &username, addr, reason);
+        return attempt_failed(&app, &attempt, &txn_id, &form, || {
+            page(
+                StatusCode::UNAUTHORIZED,
+                "One-time code",
+                &totp_form(&txn_id, Some("Invalid or already used code")),
+            )
+        });
+    }
+    if let Err(e) = attempt.succeeded(&app, true) {
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string());
     }
     update(&app, &txn_id, |t| {
         t.pending_user = None;
@@ -424,9 +517,14 @@ fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str) -> R
         .iter()
         .map(|s| format!("<li class=\"scope\">{}</li>", html_escape(s)))
         .collect();
+    let resources: String = request
+        .resources
+        .iter()
+        .map(|r| format!("<li class=\"resource\">{}</li>", html_escape(r)))
+        .collect();
     let body = format!(
         "<p><span id=\"client\">{client}</span> asks to access your account (<span id=\"user\">{user}</span>) with:</p>\
-         <ul id=\"scopes\">{scopes}</ul>\
+         <ul id=\"scopes\">{scopes}</ul><p>at:</p><ul id=\"resources\">{resources}</ul>\
          <form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"txn\" value=\"{txn}\">\
          <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
@@ -553,6 +651,7 @@ fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now
             "sub": user,
             "client_id": request.client_id,
             "scope": scope,
+            "resource": request.resources,
             "redirect_uri": request.redirect_uri,
             "iat": now,
             "jti": consent_id,
@@ -584,7 +683,116 @@ fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now
             data: serde_json::to_string(&data).map_err(|e| e.to_string())?,
             expires_at: now.saturating_add(app.config.lifetimes.code),
             used: false,
+            redeemed_jkt: None,
         })
         .map_err(|e| e.to_string())?;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use crate::storage::ParRecord;
+    use crate::test_support;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    /// A pushed request of the public client `spa`, stored directly.
+    pub(crate) fn push(app: &App, now: u64) -> String {
+        let request_uri = format!("{REQUEST_URI_PREFIX}{}", crate::random::token().unwrap());
+        let request = AuthzRequest {
+            client_id: "spa".into(),
+            redirect_uri: "http://127.0.0.1:8080/cb".into(),
+            scopes: vec!["openid".into()],
+            resources: vec![test_support::AUDIENCE.into()],
+            state: Some("st".into()),
+            nonce: None,
+            code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+            dpop_jkt: None,
+            response_mode: "query".into(),
+        };
+        app.store
+            .put_par(&ParRecord {
+                request_uri: request_uri.clone(),
+                client_id: "spa".into(),
+                params: serde_json::to_string(&request).unwrap(),
+                expires_at: now + 90,
+                consumed: false,
+            })
+            .unwrap();
+        request_uri
+    }
+
+    pub(crate) async fn call(app: &Arc<App>, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let res = crate::server::router(app.clone())
+            .layer(axum::Extension(ClientAddr(std::net::Ipv4Addr::LOCALHOST.into())))
+            .oneshot(req)
+            .await
+            .unwrap();
+        let (parts, body) = res.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub(crate) fn open(request_uri: &str) -> Request<Body> {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", "spa")
+            .append_pair("request_uri", request_uri)
+            .finish();
+        Request::get(format!("{}?{q}", paths::AUTHORIZE))
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    pub(crate) fn form(path: &str, cookie: &str, fields: &[(&str, &str)]) -> Request<Body> {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in fields {
+            ser.append_pair(k, v);
+        }
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, cookie)
+            .body(Body::from(ser.finish()))
+            .unwrap()
+    }
+
+    /// The transaction cookie and the hidden `txn` field of a login page.
+    pub(crate) fn txn_of(headers: &HeaderMap, html: &str) -> (String, String) {
+        let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let txn = html.split("name=\"txn\" value=\"").nth(1).unwrap();
+        (cookie, txn.split('"').next().unwrap().to_string())
+    }
+
+    /// A flood of `GET /authorize` on one unused `request_uri` (each opens a transaction) keeps
+    /// the in-memory transactions at their bound, and a login right after it completes.
+    #[tokio::test]
+    async fn a_flood_of_authorization_requests_stays_bounded_and_login_still_works() {
+        let app = Arc::new(test_support::app());
+        let uri = push(&app, crate::random::now());
+        for _ in 0..25_000 {
+            let (status, _, _) = call(&app, open(&uri)).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let held = app.transactions.lock().unwrap().len();
+        assert!(held <= crate::server::MAX_TRANSACTIONS, "{held} transactions held");
+
+        let (status, headers, html) = call(&app, open(&uri)).await;
+        assert_eq!(status, StatusCode::OK);
+        let (cookie, txn) = txn_of(&headers, &html);
+        let login = [
+            ("txn", txn.as_str()),
+            ("username", "alice"),
+            ("password", test_support::PASSWORD),
+        ];
+        let (status, _, html) = call(&app, form(paths::LOGIN, &cookie, &login)).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        let allow = [("txn", txn.as_str()), ("decision", "allow")];
+        let (status, headers, _) = call(&app, form(paths::CONSENT, &cookie, &allow)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(headers[header::LOCATION].to_str().unwrap().contains("code="));
+    }
 }

@@ -160,12 +160,9 @@ fn private_key_jwt(app: &App, params: &Params, assertion: &str, now: u64) -> Res
     let now_i = i64::try_from(now).unwrap_or(i64::MAX);
     let leeway = i64::try_from(LEEWAY).unwrap_or(0);
     let exp = claims.exp.as_ref().and_then(num).ok_or_else(|| bad("no exp"))?;
-    if exp <= now_i {
-        return Err(bad("expired"));
-    }
-    if exp > now_i.saturating_add(i64::try_from(MAX_ASSERTION_LIFETIME).unwrap_or(0)) {
-        return Err(bad("exp too far in the future"));
-    }
+    // A negative `exp` is long past.
+    let exp = u64::try_from(exp).unwrap_or(0);
+    check_exp(exp, now).map_err(bad)?;
     for (name, v) in [("iat", &claims.iat), ("nbf", &claims.nbf)] {
         if let Some(n) = v {
             let t = num(n).ok_or_else(|| bad(name))?;
@@ -187,8 +184,29 @@ fn private_key_jwt(app: &App, params: &Params, assertion: &str, now: u64) -> Res
     Ok(AuthenticatedClient {
         client,
         method: AuthMethod::PrivateKeyJwt,
-        assertion_replay: Some((key, u64::try_from(exp).unwrap_or(now).saturating_add(LEEWAY))),
+        assertion_replay: Some((key, assertion_replay_expires_at(exp))),
     })
+}
+
+/// The `exp` rule of an assertion at `now`: accepted while `now < exp`, and `exp` at most
+/// [`MAX_ASSERTION_LIFETIME`] ahead.
+fn check_exp(exp: u64, now: u64) -> Result<(), &'static str> {
+    if exp <= now {
+        return Err("expired");
+    }
+    if exp > now.saturating_add(MAX_ASSERTION_LIFETIME) {
+        return Err("exp too far in the future");
+    }
+    Ok(())
+}
+
+/// Until when the `jti` record of an assertion with this `exp` is kept. The assertion is
+/// accepted up to the second before `exp` ([`check_exp`]), so a record expiring at `exp` would
+/// be live ([`keybound_core::dpop::replay_record_live`]) whenever the assertion is accepted;
+/// [`LEEWAY`] more seconds keep it live while an instance whose clock is up to that much behind
+/// (several instances sharing one database) still accepts the assertion.
+fn assertion_replay_expires_at(exp: u64) -> u64 {
+    exp.saturating_add(LEEWAY)
 }
 
 /// Records the assertion's `jti` (the last step of client authentication).
@@ -202,4 +220,76 @@ pub fn record_assertion(app: &App, client: &AuthenticatedClient, now: u64) -> Re
         return Err(OAuthError::invalid_client("client assertion replayed"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use crate::test_support;
+    use keybound_core::jws::sign_json;
+
+    fn assertion(exp: u64, jti: &str) -> Params {
+        let jwt = sign_json(
+            &test_support::fapi_key(),
+            Some("JWT"),
+            None,
+            &serde_json::json!({
+                "iss": "fapi", "sub": "fapi", "aud": test_support::ISSUER,
+                "exp": exp, "jti": jti,
+            }),
+        )
+        .unwrap();
+        let mut p = Params::default();
+        p.values.insert("client_assertion_type".into(), JWT_BEARER.into());
+        p.values.insert("client_assertion".into(), jwt);
+        p
+    }
+
+    fn present(app: &App, params: &Params, now: u64) -> Result<(), OAuthError> {
+        let client = authenticate(app, params, &PeerCerts(None), false, now)?;
+        record_assertion(app, &client, now)
+    }
+
+    /// An assertion is accepted through the second before its `exp`; its `jti` record must be
+    /// live through that second too (and through a purge), so a second use then is a replay.
+    #[test]
+    fn a_client_assertion_in_its_last_second_is_accepted_once() {
+        let app = test_support::app();
+        let now = 1_800_000_000;
+        let params = assertion(now + 1, "last-second");
+        present(&app, &params, now).unwrap();
+        app.store.purge_expired(now).unwrap();
+        let err = present(&app, &params, now).unwrap_err();
+        assert_eq!(
+            (err.code, err.reason.as_str()),
+            ("invalid_client", "client assertion replayed")
+        );
+        // At `exp` it is refused as expired.
+        let err = present(&app, &assertion(now + 1, "other"), now + 1).unwrap_err();
+        assert_eq!(
+            (err.code, err.reason.as_str()),
+            ("invalid_client", "client assertion: expired")
+        );
+    }
+
+    /// Every second at which an assertion is accepted, its record (kept until
+    /// [`assertion_replay_expires_at`]) is live by keybound-core's one liveness rule, for every
+    /// `exp` the lifetime limit admits, leeway included.
+    #[test]
+    fn an_assertion_record_outlives_every_second_the_assertion_is_accepted() {
+        let now0 = 1_800_000_000u64;
+        for lifetime in 1..=MAX_ASSERTION_LIFETIME {
+            let exp = now0 + lifetime;
+            let expires_at = assertion_replay_expires_at(exp);
+            for now in [now0, exp.saturating_sub(1), exp, exp + LEEWAY] {
+                if check_exp(exp, now).is_ok() {
+                    assert!(
+                        keybound_core::dpop::replay_record_live(expires_at, now),
+                        "exp {exp}, now {now}"
+                    );
+                }
+            }
+        }
+    }
 }

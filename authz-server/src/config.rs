@@ -55,15 +55,42 @@ struct RawConfig {
     scopes: Vec<String>,
     audience: Vec<String>,
     #[serde(default)]
+    default_resource: Option<String>,
+    #[serde(default)]
     cors_origins: Vec<String>,
     #[serde(default)]
     pairwise_salt: Option<String>,
     #[serde(default)]
     registration: Option<RawRegistration>,
     #[serde(default)]
+    login: RawLogin,
+    #[serde(default)]
     clients: Vec<RawClient>,
     #[serde(default)]
     users: Vec<RawUser>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLogin {
+    account_max_failures: u32,
+    address_max_failures: u32,
+    failure_window: u64,
+    lockout: u64,
+    max_lockout: u64,
+}
+
+impl Default for RawLogin {
+    fn default() -> Self {
+        let d = LoginThrottle::default();
+        RawLogin {
+            account_max_failures: d.account_max_failures,
+            address_max_failures: d.address_max_failures,
+            failure_window: d.failure_window,
+            lockout: d.lockout,
+            max_lockout: d.max_lockout,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -148,6 +175,10 @@ pub(crate) struct RawClient {
     pub(crate) redirect_uris: Vec<String>,
     #[serde(default)]
     pub(crate) scopes: Vec<String>,
+    #[serde(default)]
+    pub(crate) resources: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) default_resource: Option<String>,
     pub(crate) sender_constraint: SenderConstraint,
     #[serde(default = "default_grants")]
     pub(crate) grant_types: Vec<GrantType>,
@@ -271,6 +302,11 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     /// Scopes the client may request.
     pub scopes: Vec<String>,
+    /// The resources (RFC 8707) the client may ask tokens for: a subset of the server's
+    /// `audience` (default: all of it).
+    pub resources: Vec<String>,
+    /// The resource a token is for when the client names none (see [`crate::indicators`]).
+    pub default_resource: Option<String>,
     /// Token binding.
     pub sender_constraint: SenderConstraint,
     /// Allowed grant types.
@@ -332,6 +368,35 @@ pub struct DpopSettings {
     pub max_age: u64,
 }
 
+/// How password and second-factor guessing is throttled (the `[login]` section). Failures are
+/// counted per account and per client address; see [`crate::throttle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottle {
+    /// Failures of one account (any factor) before it is locked.
+    pub account_max_failures: u32,
+    /// Failures from one client address (IPv4 address, IPv6 /64) before it is locked.
+    pub address_max_failures: u32,
+    /// Seconds without a failure (after the end of the last lock) after which the count starts
+    /// again.
+    pub failure_window: u64,
+    /// The first lock, in seconds; each further failure while the count stands doubles it.
+    pub lockout: u64,
+    /// The longest lock, in seconds.
+    pub max_lockout: u64,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            account_max_failures: 5,
+            address_max_failures: 20,
+            failure_window: 900,
+            lockout: 60,
+            max_lockout: 3600,
+        }
+    }
+}
+
 /// The TLS files.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -360,8 +425,12 @@ pub struct Config {
     pub dpop: DpopSettings,
     /// Every scope the server knows.
     pub scopes: Vec<String>,
-    /// The `aud` of access tokens (the resource servers).
+    /// The resource servers (RFC 8707 resource indicators): the possible `aud` of access tokens,
+    /// one per token.
     pub audience: Vec<String>,
+    /// The resource a token is for when neither the request nor the client names one; default:
+    /// the only `audience` entry, if there is one.
+    pub default_resource: Option<String>,
     /// Clients by id.
     pub clients: BTreeMap<String, Client>,
     /// Users by name.
@@ -372,6 +441,8 @@ pub struct Config {
     pub pairwise_salt: Option<Vec<u8>>,
     /// Initial access tokens for dynamic client registration; `None`: registration is off.
     pub registration_tokens: Option<Vec<String>>,
+    /// The login throttle.
+    pub login: LoginThrottle,
 }
 
 impl Config {
@@ -544,6 +615,23 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             "at least one audience (resource server URL) is required",
         ));
     }
+    for (i, a) in raw.audience.iter().enumerate() {
+        if !resource_uri_ok(a) {
+            return Err(err(
+                format!("audience[{i}]"),
+                "must be an absolute URI without fragment (RFC 8707 §2)",
+            ));
+        }
+        if raw.audience.get(..i).is_some_and(|before| before.contains(a)) {
+            return Err(err(format!("audience[{i}]"), "duplicate"));
+        }
+    }
+    let default_resource = match (&raw.default_resource, raw.audience.as_slice()) {
+        (Some(d), _) if raw.audience.contains(d) => Some(d.clone()),
+        (Some(_), _) => return Err(err("default_resource", "must be one of audience")),
+        (None, [only]) => Some(only.clone()),
+        (None, _) => None,
+    };
     for (i, o) in raw.cors_origins.iter().enumerate() {
         if !origin_ok(o) {
             return Err(err(
@@ -579,9 +667,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         }
         None => None,
     };
+    let login = validate_login(&raw.login)?;
     let mut clients = BTreeMap::new();
     for (i, c) in raw.clients.into_iter().enumerate() {
-        let client = validate_client(c, i, &raw.scopes, base)?;
+        let client = validate_client(c, i, &raw.scopes, &raw.audience, default_resource.as_deref(), base)?;
         if client.sector.is_some() && pairwise_salt.is_none() {
             return Err(err("pairwise_salt", "required when a client uses pairwise subjects"));
         }
@@ -634,11 +723,41 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         dpop,
         scopes: raw.scopes,
         audience: raw.audience,
+        default_resource,
         clients,
         users,
         cors_origins: raw.cors_origins,
         pairwise_salt,
         registration_tokens,
+        login,
+    })
+}
+
+fn validate_login(l: &RawLogin) -> Result<LoginThrottle, ConfigError> {
+    if !(1..=100).contains(&l.account_max_failures) {
+        return Err(err("login.account_max_failures", "must be 1 to 100"));
+    }
+    if !(1..=10_000).contains(&l.address_max_failures) {
+        return Err(err("login.address_max_failures", "must be 1 to 10000"));
+    }
+    if !(1..=86_400).contains(&l.failure_window) {
+        return Err(err("login.failure_window", "must be 1 to 86400 seconds"));
+    }
+    if !(1..=86_400).contains(&l.lockout) {
+        return Err(err("login.lockout", "must be 1 to 86400 seconds"));
+    }
+    if !(l.lockout..=604_800).contains(&l.max_lockout) {
+        return Err(err(
+            "login.max_lockout",
+            "must be at least login.lockout and at most 604800 seconds",
+        ));
+    }
+    Ok(LoginThrottle {
+        account_max_failures: l.account_max_failures,
+        address_max_failures: l.address_max_failures,
+        failure_window: l.failure_window,
+        lockout: l.lockout,
+        max_lockout: l.max_lockout,
     })
 }
 
@@ -672,14 +791,42 @@ fn core_config_error(e: &keybound_core::Error, fallback: &str) -> ConfigError {
 /// # Errors
 /// The [`ConfigError`] of the first invalid field.
 pub(crate) fn validate_registered(c: RawClient, config: &Config) -> Result<Client, ConfigError> {
-    let client = validate_client(c, 0, &config.scopes, Path::new("/nonexistent"))?;
+    let client = validate_client(
+        c,
+        0,
+        &config.scopes,
+        &config.audience,
+        config.default_resource.as_deref(),
+        Path::new("/nonexistent"),
+    )?;
     if client.sector.is_some() && config.pairwise_salt.is_none() {
         return Err(err("subject_type", "pairwise subjects are not configured"));
     }
     Ok(client)
 }
 
-fn validate_client(c: RawClient, i: usize, scopes: &[String], base: &Path) -> Result<Client, ConfigError> {
+/// Whether `s` is acceptable as a resource indicator (RFC 8707 §2): an absolute URI (RFC 3986
+/// §4.3: a scheme, `:`, and more), without fragment, whitespace or control characters.
+pub fn resource_uri_ok(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !s.contains('#')
+        && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn validate_client(
+    c: RawClient,
+    i: usize,
+    scopes: &[String],
+    audience: &[String],
+    server_default: Option<&str>,
+    base: &Path,
+) -> Result<Client, ConfigError> {
     let f = |name: &str| format!("clients[{i}].{name}");
     if c.client_id.is_empty() || !c.client_id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(err(f("client_id"), "must be non-empty printable ASCII"));
@@ -700,6 +847,35 @@ fn validate_client(c: RawClient, i: usize, scopes: &[String], base: &Path) -> Re
             return Err(err(format!("clients[{i}].scopes[{j}]"), "not in the top-level scopes"));
         }
     }
+    let resources = match &c.resources {
+        None => audience.to_vec(),
+        Some(list) if list.is_empty() => return Err(err(f("resources"), "must not be empty (omit it for all)")),
+        Some(list) => {
+            for (j, r) in list.iter().enumerate() {
+                if !audience.contains(r) {
+                    return Err(err(
+                        format!("clients[{i}].resources[{j}]"),
+                        "not one of the top-level audience",
+                    ));
+                }
+            }
+            let mut unique: Vec<String> = Vec::with_capacity(list.len());
+            for r in list {
+                if !unique.contains(r) {
+                    unique.push(r.clone());
+                }
+            }
+            unique
+        }
+    };
+    let default_resource = match (&c.default_resource, resources.as_slice()) {
+        (Some(d), _) if resources.contains(d) => Some(d.clone()),
+        (Some(_), _) => return Err(err(f("default_resource"), "not one of the client's resources")),
+        (None, [only]) => Some(only.clone()),
+        (None, _) => server_default
+            .filter(|d| resources.iter().any(|r| r == d))
+            .map(str::to_string),
+    };
     if c.auth_method == AuthMethod::None && c.sender_constraint != SenderConstraint::Dpop {
         return Err(err(
             f("sender_constraint"),
@@ -783,6 +959,8 @@ fn validate_client(c: RawClient, i: usize, scopes: &[String], base: &Path) -> Re
         auth_method: c.auth_method,
         redirect_uris: c.redirect_uris,
         scopes: c.scopes,
+        resources,
+        default_resource,
         sender_constraint: c.sender_constraint,
         grant_types: c.grant_types,
         jwks,
@@ -816,6 +994,31 @@ mod tests {
             "",
         ] {
             assert!(!redirect_uri_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn resource_indicators_are_absolute_uris_without_fragment() {
+        for ok in [
+            "https://api.example",
+            "https://api.example/v1?x=1",
+            "urn:example:resource",
+            "http://127.0.0.1:8080/",
+        ] {
+            assert!(resource_uri_ok(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "api.example",
+            "/relative",
+            "https://api.example#f",
+            "1http://x",
+            "https:",
+            "https://a b",
+            "https://a\u{7f}",
+            ":x",
+        ] {
+            assert!(!resource_uri_ok(bad), "{bad}");
         }
     }
 

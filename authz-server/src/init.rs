@@ -181,6 +181,8 @@ issuer = "{issuer}"
 listen = "{listen}"
 database = "authz.sqlite"
 scopes = ["openid", "accounts", "payments"]
+# The resource servers (RFC 8707 resource indicators). An access token is for one of them: the
+# `resource` the client asks for, else the client's default (here the only one).
 audience = ["https://api.keybound.test"]
 
 [tls]
@@ -198,6 +200,16 @@ par_lifetime = 90
 nonce = "required"
 nonce_secrets = ["{nonce_secret}"]
 
+# Password and TOTP guessing throttle (these are the defaults): failures per account and per
+# client address before a lock, quiet seconds after which the count starts again, the first lock
+# (doubled by each further failure) and the longest.
+# [login]
+# account_max_failures = 5
+# address_max_failures = 20
+# failure_window = 900
+# lockout = 60
+# max_lockout = 3600
+
 # A confidential FAPI client: private_key_jwt + DPoP (key in fapi-dpop.key).
 [[clients]]
 client_id = "fapi-dpop"
@@ -206,6 +218,7 @@ auth_method = "private_key_jwt"
 sender_constraint = "dpop"
 redirect_uris = ["https://client.keybound.test/cb", "http://127.0.0.1:8080/cb"]
 scopes = ["openid", "accounts", "payments"]
+resources = ["https://api.keybound.test"]
 grant_types = ["authorization_code", "refresh_token", "client_credentials"]
 jwks = '{{"keys":[{fapi_jwk}]}}'
 
@@ -218,6 +231,7 @@ tls_client_auth_subject_dn = "CN=mtls-client,O=keybound demo"
 sender_constraint = "mtls"
 redirect_uris = ["https://client.keybound.test/cb"]
 scopes = ["openid", "accounts"]
+resources = ["https://api.keybound.test"]
 grant_types = ["authorization_code", "refresh_token", "client_credentials"]
 
 # self_signed_tls_client_auth (selfsigned-client.pem).
@@ -228,6 +242,7 @@ certificate = "selfsigned-client.pem"
 sender_constraint = "mtls"
 redirect_uris = ["https://client.keybound.test/cb"]
 scopes = ["accounts"]
+resources = ["https://api.keybound.test"]
 
 # A public browser client (DPoP required).
 [[clients]]
@@ -237,6 +252,7 @@ auth_method = "none"
 sender_constraint = "dpop"
 redirect_uris = ["http://127.0.0.1:8080/cb", "http://localhost:8080/cb"]
 scopes = ["openid", "accounts"]
+resources = ["https://api.keybound.test"]
 grant_types = ["authorization_code", "refresh_token"]
 
 # A resource server allowed to introspect (key in resource-server.key).

@@ -3,10 +3,13 @@
 //! Introspection is for resource servers only: clients registered with `introspection = true`,
 //! authenticated like at the token endpoint. An access token is active when its signature (one of
 //! this server's published keys), issuer, audience and times verify (keybound-core
-//! `verify_jwt`) and its record is not revoked; a refresh token when its record exists, is not
-//! revoked and not expired. The answer carries `cnf` and `token_type` so a gateway can check the
-//! binding. With `Accept: application/token-introspection+jwt` the answer is a JWT signed by the
-//! server (`typ: token-introspection+jwt`, `aud` the resource server).
+//! `verify_jwt`) and its record is not revoked. A refresh token is never active here, not even
+//! to the client it was issued to: only access tokens are accepted at a resource server
+//! (RFC 6749 §1.5), so the answer for one is `{"active": false}` (RFC 7662 §2.2 lets the server
+//! say so for a token it will not accept at the caller). Every active answer carries `aud`, `cnf`
+//! and `token_type` (`DPoP` or `Bearer`) so a gateway can check the audience and the binding.
+//! With `Accept: application/token-introspection+jwt` the answer is a JWT signed by the server
+//! (`typ: token-introspection+jwt`, `aud` the resource server).
 //!
 //! Revocation revokes an access token (its `jti`), or a refresh token together with every token
 //! of its grant. It answers 200 for unknown tokens and for tokens of other clients (which it
@@ -40,13 +43,38 @@ fn find(app: &App, token: &str, now: u64) -> Result<Option<TokenRecord>, OAuthEr
         let Some(jti) = verified.claims().jti.as_deref() else {
             return Ok(None);
         };
-        Ok(app.store.token(jti)?.filter(|r| r.kind == "access"))
+        Ok(app.store.token(jti)?.filter(|r| r.kind == ACCESS))
     } else {
         Ok(app
             .store
             .token(&crate::token::refresh_id(token))?
             .filter(|r| r.kind == "refresh"))
     }
+}
+
+/// The `kind` of an access-token record.
+const ACCESS: &str = "access";
+
+/// The answer for a live access token: its claims, `active: true`, and always its `token_type`
+/// (`DPoP` or `Bearer`) and `aud`, so a resource server can check the binding and that the token
+/// is meant for it.
+fn active_answer(r: &TokenRecord) -> Result<serde_json::Value, OAuthError> {
+    let mut v: serde_json::Value = serde_json::from_str(&r.data).map_err(|e| OAuthError::server(e.to_string()))?;
+    let o = v
+        .as_object_mut()
+        .ok_or_else(|| OAuthError::server("stored token is not an object"))?;
+    let typed = o
+        .get("token_type")
+        .and_then(|t| t.as_str())
+        .is_some_and(|t| t == "DPoP" || t == "Bearer");
+    if !typed || !o.contains_key("aud") {
+        return Err(OAuthError::server(format!(
+            "stored access token {} lacks token_type or aud",
+            r.id
+        )));
+    }
+    o.insert("active".into(), true.into());
+    Ok(v)
 }
 
 /// `POST /introspect`.
@@ -72,17 +100,11 @@ fn introspect_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8
     }
     let token = params.require("token")?;
     crate::client_auth::record_assertion(app, &client, now)?;
-    let record = find(app, token, now)?.filter(|r| !r.revoked && r.expires_at > now);
+    // Only access tokens are ever active here: the callers are resource servers, and a refresh
+    // token must never be accepted by one (RFC 6749 §1.5, RFC 7662 §2.2).
+    let record = find(app, token, now)?.filter(|r| r.kind == ACCESS && !r.revoked && r.expires_at > now);
     let answer = match record {
-        Some(r) => {
-            let mut v: serde_json::Value =
-                serde_json::from_str(&r.data).map_err(|e| OAuthError::server(e.to_string()))?;
-            if let Some(o) = v.as_object_mut() {
-                o.remove("refresh");
-                o.insert("active".into(), true.into());
-            }
-            v
-        }
+        Some(r) => active_answer(&r)?,
         None => serde_json::json!({ "active": false }),
     };
     let wants_jwt = headers

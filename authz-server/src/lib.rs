@@ -14,10 +14,13 @@
 //!   ([`authorize`]), and the token endpoint for `authorization_code` with PKCE S256 ([`token`]).
 //!   Client authentication: `private_key_jwt`, `tls_client_auth`, `self_signed_tls_client_auth`,
 //!   `none` ([`client_auth`]). DPoP at PAR and token endpoint with server nonces ([`proof`]).
+//! - RFC 8707 resource indicators: each access token is for one resource server
+//!   ([`indicators`]);
 //! - `refresh_token` (bound, not rotated) and `client_credentials` grants ([`token`]);
 //!   introspection (RFC 7662, JWT answers per RFC 9701) and revocation (RFC 7009)
 //!   ([`introspect`]); JARM (`response_mode=jwt`); UserInfo checked with core's
-//!   `verify_request` ([`userinfo`]); pairwise subjects; a TOTP second factor ([`totp`]); CORS
+//!   `verify_request` ([`userinfo`]); pairwise subjects; a TOTP second factor ([`totp`]); a login throttle per account and
+//!   client address kept in storage ([`throttle`]); CORS
 //!   on the token and PAR endpoints ([`cors`]); dynamic client registration and management
 //!   (RFC 7591/7592, [`registration`]).
 //!
@@ -33,6 +36,7 @@ pub mod config;
 pub mod cors;
 pub mod crypto;
 pub mod discovery;
+pub mod indicators;
 pub mod init;
 pub mod introspect;
 pub mod keys;
@@ -42,6 +46,9 @@ pub mod random;
 pub mod registration;
 pub mod server;
 pub mod storage;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod throttle;
 pub mod tls;
 pub mod token;
 pub mod totp;

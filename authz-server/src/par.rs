@@ -37,6 +37,10 @@ pub struct AuthzRequest {
     pub redirect_uri: String,
     /// The requested scopes, in request order without duplicates.
     pub scopes: Vec<String>,
+    /// The resources (RFC 8707) the grant is for ([`crate::indicators::for_authorization`]);
+    /// empty in requests stored before resource indicators.
+    #[serde(default)]
+    pub resources: Vec<String>,
     /// `state`, returned as is.
     pub state: Option<String>,
     /// OIDC `nonce`, put into the ID token.
@@ -55,10 +59,10 @@ pub struct AuthzRequest {
 /// # Errors
 /// The RFC 6749 §4.1.2.1 / RFC 9126 / RFC 9449 code for the first failed check.
 pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Result<AuthzRequest, OAuthError> {
-    if params.0.contains_key("request_uri") {
+    if params.contains("request_uri") {
         return Err(OAuthError::invalid_request("request_uri inside a pushed request"));
     }
-    if params.0.contains_key("request") {
+    if params.contains("request") {
         return Err(OAuthError::bad(
             "request_not_supported",
             "request objects are not supported",
@@ -87,6 +91,7 @@ pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Re
             scopes.push(s.to_string());
         }
     }
+    let resources = crate::indicators::for_authorization(client, params)?;
     let challenge = params.get("code_challenge").unwrap_or("");
     keybound_core::pkce::check_challenge(params.get("code_challenge_method"), challenge)
         .map_err(|e| OAuthError::invalid_request(e.reason()))?;
@@ -123,6 +128,7 @@ pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Re
         client_id: client.id.clone(),
         redirect_uri: redirect_uri.to_string(),
         scopes,
+        resources,
         state: params.get("state").map(str::to_string),
         nonce: params.get("nonce").map(str::to_string),
         code_challenge: challenge.to_string(),

@@ -83,3 +83,55 @@ pub fn record(app: &App, proof: &Proof, now: u64) -> Result<(), OAuthError> {
         Err(OAuthError::bad("invalid_dpop_proof", "proof jti replayed"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use crate::server::paths;
+    use crate::test_support;
+    use axum::http::HeaderValue;
+    use keybound_core::dpop::{NewProof, create_proof};
+    use keybound_core::jws::P256Signer;
+
+    fn headers(proof: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("dpop", HeaderValue::from_str(proof).unwrap());
+        h
+    }
+
+    /// A proof whose `iat` is exactly `max_age` old is still acceptable (RFC 9449 §4.3 step 10:
+    /// the window is inclusive), so its `jti` record must be live through that very second: the
+    /// same proof presented again in that second is a replay.
+    #[test]
+    fn a_proof_at_the_edge_of_max_age_is_accepted_once() {
+        let app = test_support::app();
+        let now = 1_800_000_000;
+        let key = P256Signer::from_bytes(&[0x21; 32]).unwrap();
+        let jwt = create_proof(
+            &key,
+            &NewProof {
+                htm: "POST",
+                htu: &app.config.url(paths::TOKEN),
+                iat: now - app.config.dpop.max_age,
+                jti: "edge-of-the-window",
+                access_token: None,
+                nonce: None,
+            },
+        )
+        .unwrap();
+        let first = check(&app, &headers(&jwt), paths::TOKEN, now).unwrap().unwrap();
+        record(&app, &first, now).unwrap();
+        // A purge in between must not drop a live record.
+        app.store.purge_expired(now).unwrap();
+        let again = check(&app, &headers(&jwt), paths::TOKEN, now).unwrap().unwrap();
+        let err = record(&app, &again, now).unwrap_err();
+        assert_eq!(
+            (err.code, err.reason.as_str()),
+            ("invalid_dpop_proof", "proof jti replayed")
+        );
+        // One second later the proof itself is out of its window.
+        let err = check(&app, &headers(&jwt), paths::TOKEN, now + 1).unwrap_err();
+        assert_eq!(err.code, "invalid_dpop_proof");
+    }
+}

@@ -8,6 +8,9 @@
 //! constraint (`dpop_bound_access_tokens` or `tls_client_certificate_bound_access_tokens`), since
 //! this server never issues unbound tokens (`invalid_client_metadata`). A
 //! `self_signed_tls_client_auth` client registers its certificate as `x5c` of a JWKS key.
+//! Resource indicators (RFC 8707) have no standard client metadata; this server reads
+//! `resources` (an array of the server's `audience` entries, default all) and
+//! `default_resource`, as in the config file ([`crate::indicators`]).
 //!
 //! The answer carries a `registration_access_token` (only its hash is stored) and the
 //! `registration_client_uri` where the client reads (`GET`), replaces (`PUT`) or deletes
@@ -172,6 +175,8 @@ pub fn client_from_metadata(
         scopes: string(meta, "scope")?
             .map(|s| s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect())
             .unwrap_or_default(),
+        resources: str_list(meta, "resources")?,
+        default_resource: string(meta, "default_resource")?,
         sender_constraint,
         grant_types,
         // Only usable keys are kept; the x5c certificate (self-signed) is checked above.
@@ -205,6 +210,8 @@ fn normalise(meta: &serde_json::Value) -> serde_json::Value {
         "dpop_bound_access_tokens",
         "tls_client_certificate_bound_access_tokens",
         "subject_type",
+        "resources",
+        "default_resource",
     ];
     let mut out = serde_json::Map::new();
     if let Some(o) = meta.as_object() {

@@ -1,6 +1,6 @@
 //! The HTTPS server: state, routes, the TLS accept loop, and the OAuth error response.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -70,6 +70,75 @@ pub struct Transaction {
     pub started_at: u64,
 }
 
+/// How many browser transactions are held at once. A flood of `GET /authorize` evicts the oldest
+/// ones beyond this (about 3 MiB of memory), never more.
+pub const MAX_TRANSACTIONS: usize = 10_000;
+
+/// The browser transactions in memory, bounded: at most `cap` of them, the oldest evicted first.
+///
+/// Every transaction lives [`crate::authorize::TRANSACTION_LIFETIME`] seconds from its start, so
+/// insertion order is expiry order: an insert drops expired entries from the front of the queue,
+/// and the oldest one while the queue is full. Each id is queued once and dequeued once, so an
+/// insert costs amortised O(1) (no sweep of the whole map). Lookups check expiry themselves.
+#[derive(Debug)]
+pub struct Transactions {
+    map: HashMap<String, Transaction>,
+    /// Ids in insertion order with their expiry; may still name ids already removed.
+    order: VecDeque<(String, u64)>,
+    cap: usize,
+}
+
+impl Transactions {
+    /// An empty set holding at most `cap` transactions (at least one).
+    pub fn new(cap: usize) -> Self {
+        Transactions {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Adds a transaction, first dropping expired ones at the front and evicting the oldest
+    /// while full.
+    pub fn insert(&mut self, id: String, txn: Transaction, now: u64) {
+        while let Some((_, expires_at)) = self.order.front() {
+            if *expires_at > now && self.order.len() < self.cap {
+                break;
+            }
+            if let Some((old, _)) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        self.order.push_back((id.clone(), txn.expires_at));
+        self.map.insert(id, txn);
+    }
+
+    /// A transaction that has not expired at `now`.
+    pub fn get(&self, id: &str, now: u64) -> Option<&Transaction> {
+        self.map.get(id).filter(|t| t.expires_at > now)
+    }
+
+    /// A transaction to update (expired or not).
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Transaction> {
+        self.map.get_mut(id)
+    }
+
+    /// Ends a transaction.
+    pub fn remove(&mut self, id: &str) -> Option<Transaction> {
+        self.map.remove(id)
+    }
+
+    /// How many transactions are held (expired ones not yet dropped included).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 /// Everything a request handler needs.
 pub struct App {
     /// The configuration.
@@ -80,8 +149,9 @@ pub struct App {
     pub keys: RwLock<KeyRing>,
     /// Verifier for `tls_client_auth` chains.
     pub ca: Option<CaVerifier>,
-    /// Browser transactions by id (in memory: an unfinished login is not committed state).
-    pub transactions: Mutex<BTreeMap<String, Transaction>>,
+    /// Browser transactions by id (in memory: an unfinished login is not committed state),
+    /// bounded by [`MAX_TRANSACTIONS`].
+    pub transactions: Mutex<Transactions>,
     /// An argon2 hash of a random password, checked for unknown users.
     pub dummy_hash: String,
     /// Bounds concurrent argon2 checks (each takes ~19 MiB and tens of ms of CPU).
@@ -113,7 +183,7 @@ impl App {
             store,
             keys: RwLock::new(keys),
             ca,
-            transactions: Mutex::new(BTreeMap::new()),
+            transactions: Mutex::new(Transactions::new(MAX_TRANSACTIONS)),
             dummy_hash: crate::init::hash_password(&crate::random::token().map_err(|e| e.to_string())?)?,
             password_slots: tokio::sync::Semaphore::new(PASSWORD_SLOTS),
         })
@@ -271,6 +341,21 @@ pub fn log_line(level: &str, event: &str, detail: &str) {
     );
 }
 
+/// Writes one JSON log line to stderr with `fields` (an object) next to `ts`, `level`, `event`.
+pub fn log_event(level: &str, event: &str, fields: serde_json::Value) {
+    let mut line = serde_json::json!({ "ts": crate::random::now(), "level": level, "event": event });
+    if let (Some(o), serde_json::Value::Object(f)) = (line.as_object_mut(), fields) {
+        for (k, v) in f {
+            o.entry(k).or_insert(v);
+        }
+    }
+    eprintln!("{line}");
+}
+
+/// The address of the TCP peer of a request (a request extension set per connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
 pub fn no_store(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -284,9 +369,18 @@ pub fn json_no_store(status: StatusCode, body: &serde_json::Value) -> Response {
     res
 }
 
-/// Form parameters with each name at most once (RFC 6749 §3.1).
+/// The name of the one parameter that may repeat: `resource` (RFC 8707 §2).
+pub const RESOURCE: &str = "resource";
+
+/// Form parameters with each name at most once (RFC 6749 §3.1), except `resource`, which may be
+/// given several times (RFC 8707 §2) and is kept apart, in order.
 #[derive(Debug, Clone, Default)]
-pub struct Params(pub BTreeMap<String, String>);
+pub struct Params {
+    /// Every other parameter by name.
+    pub values: BTreeMap<String, String>,
+    /// The non-empty `resource` values, in request order.
+    pub resources: Vec<String>,
+}
 
 impl Params {
     /// Parses an `application/x-www-form-urlencoded` body.
@@ -308,20 +402,29 @@ impl Params {
     /// Parses urlencoded pairs (a query string or form body).
     ///
     /// # Errors
-    /// `invalid_request` if a parameter repeats.
+    /// `invalid_request` if a parameter other than `resource` repeats.
     pub fn parse(raw: &[u8]) -> Result<Params, OAuthError> {
-        let mut map = BTreeMap::new();
+        let mut params = Params::default();
         for (k, v) in form_urlencoded::parse(raw) {
-            if map.insert(k.into_owned(), v.into_owned()).is_some() {
+            if k == RESOURCE {
+                if !v.is_empty() {
+                    params.resources.push(v.into_owned());
+                }
+            } else if params.values.insert(k.into_owned(), v.into_owned()).is_some() {
                 return Err(OAuthError::invalid_request("repeated parameter"));
             }
         }
-        Ok(Params(map))
+        Ok(params)
+    }
+
+    /// Whether a parameter was sent at all (even empty).
+    pub fn contains(&self, name: &str) -> bool {
+        self.values.contains_key(name)
     }
 
     /// A parameter; an empty value counts as absent (RFC 6749 §3.1).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.values.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
     /// A required parameter.
@@ -436,7 +539,11 @@ async fn handle_connection(tcp: tokio::net::TcpStream, peer_addr: SocketAddr, ac
         .1
         .peer_certificates()
         .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>()));
-    let svc = TowerToHyperService::new(routes.layer(Extension(PeerCerts(certs))));
+    let svc = TowerToHyperService::new(
+        routes
+            .layer(Extension(PeerCerts(certs)))
+            .layer(Extension(ClientAddr(peer_addr.ip()))),
+    );
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))
@@ -444,5 +551,46 @@ async fn handle_connection(tcp: tokio::net::TcpStream, peer_addr: SocketAddr, ac
         .await;
     if let Err(e) = conn {
         log_line("info", "connection_error", &e.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn txn(now: u64, lifetime: u64) -> Transaction {
+        Transaction {
+            request_uri: "urn:x".into(),
+            client_id: "c".into(),
+            user: None,
+            pending_user: None,
+            failures: 0,
+            auth_time: None,
+            expires_at: now + lifetime,
+            started_at: now,
+        }
+    }
+
+    /// Expired transactions are dropped by later inserts, the oldest is evicted when full, and
+    /// ids removed early (completed logins) never let the queue grow past the bound.
+    #[test]
+    fn transactions_drop_expired_then_evict_the_oldest_and_stay_bounded() {
+        let mut t = Transactions::new(3);
+        t.insert("a".into(), txn(100, 10), 100);
+        t.insert("b".into(), txn(105, 10), 105);
+        assert!(t.get("a", 109).is_some() && t.get("a", 110).is_none());
+        t.insert("c".into(), txn(111, 10), 111);
+        assert_eq!(t.len(), 2, "a expired and was dropped");
+        t.insert("d".into(), txn(112, 10), 112);
+        t.insert("e".into(), txn(113, 10), 113);
+        assert_eq!(t.len(), 3);
+        assert!(t.get("b", 113).is_none() && t.get("e", 113).is_some(), "oldest evicted");
+        for i in 0..1000u64 {
+            let id = format!("x{i}");
+            t.insert(id.clone(), txn(200, 600), 200);
+            t.remove(&id);
+        }
+        assert!(t.order.len() <= 3 && t.is_empty());
     }
 }

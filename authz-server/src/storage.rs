@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use keybound_core::dpop::replay_record_live;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A storage failure (I/O, a corrupt database). Requests that hit one fail with `server_error`.
@@ -78,6 +79,9 @@ pub struct CodeRecord {
     pub expires_at: u64,
     /// Whether it was redeemed.
     pub used: bool,
+    /// The DPoP key thumbprint the tokens issued from it are bound to (set when redeemed), so a
+    /// later reuse can be told apart from the client's own retry.
+    pub redeemed_jkt: Option<String>,
 }
 
 /// An issued token (access or refresh): what introspection and revocation need.
@@ -127,6 +131,19 @@ pub struct RegisteredClient {
     pub registration_token_hash: String,
     /// When it was registered.
     pub created_at: u64,
+}
+
+/// The failure count of one login throttle key (an account or a client address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ThrottleRecord {
+    /// Failures counted since the count last started again.
+    pub failures: u32,
+    /// When the last failure was (Unix seconds).
+    pub last_failure: u64,
+    /// Attempts are refused while `now < locked_until`.
+    pub locked_until: u64,
+    /// When the record stops mattering (the count would start again), so it may be purged.
+    pub expires_at: u64,
 }
 
 /// Everything the server persists.
@@ -195,11 +212,12 @@ pub trait Storage: Send + Sync {
     /// # Errors
     /// See [`Storage::signing_keys`].
     fn code(&self, code_hash: &[u8]) -> StoreResult<Option<CodeRecord>>;
-    /// Marks a code used: `true` if this call did (it was unused).
+    /// Marks a code used, recording the DPoP key its tokens are bound to (if any): `true` if
+    /// this call did (it was unused).
     ///
     /// # Errors
     /// See [`Storage::signing_keys`].
-    fn use_code(&self, code_hash: &[u8]) -> StoreResult<bool>;
+    fn use_code(&self, code_hash: &[u8], redeemed_jkt: Option<&str>) -> StoreResult<bool>;
 
     /// Stores an issued token.
     ///
@@ -234,14 +252,40 @@ pub trait Storage: Send + Sync {
     fn consents(&self, subject: &str) -> StoreResult<Vec<ConsentRecord>>;
 
     /// The replay cache: records `key` until `expires_at`; `true` if it was not already
-    /// recorded (or its record had expired at `now`), `false` for a replay.
+    /// recorded (or its record is no longer live at `now`), `false` for a replay. Liveness is
+    /// keybound-core's one rule, [`replay_record_live`] (`now < expires_at`), for DPoP proofs,
+    /// client assertions and every other use-once value.
     ///
     /// # Errors
     /// See [`Storage::signing_keys`].
     fn remember_once(&self, key: &[u8], expires_at: u64, now: u64) -> StoreResult<bool>;
 
-    /// Deletes expired PAR requests, tokens and replay records, and codes expired more than
-    /// [`CODE_RETENTION`] seconds ago.
+    /// The login throttle record of `key`, if any.
+    ///
+    /// # Errors
+    /// See [`Storage::signing_keys`].
+    fn throttle(&self, key: &[u8]) -> StoreResult<Option<ThrottleRecord>>;
+    /// Changes the record of `key` in one atomic read-modify-write: `next` gets the current
+    /// record (if any) and returns the one to store (`None` deletes it), which is returned.
+    ///
+    /// # Errors
+    /// See [`Storage::signing_keys`].
+    fn throttle_update(
+        &self,
+        key: &[u8],
+        next: &dyn Fn(Option<ThrottleRecord>) -> Option<ThrottleRecord>,
+    ) -> StoreResult<Option<ThrottleRecord>>;
+
+    /// Accepts TOTP time step `step` for `user` if it is later than every step accepted before
+    /// (RFC 6238 §5.2: a code is accepted once, and no earlier one after it): `true` if this call
+    /// recorded it.
+    ///
+    /// # Errors
+    /// See [`Storage::signing_keys`].
+    fn accept_totp_step(&self, user: &str, step: u64) -> StoreResult<bool>;
+
+    /// Deletes expired PAR requests, tokens, replay and throttle records, and codes expired more
+    /// than [`CODE_RETENTION`] seconds ago.
     ///
     /// # Errors
     /// See [`Storage::signing_keys`].
@@ -301,6 +345,20 @@ pub const MIGRATIONS: &[&str] = &[
         metadata TEXT NOT NULL,
         registration_token_hash TEXT NOT NULL,
         created_at INTEGER NOT NULL
+     );",
+    // 3: the DPoP key a redeemed code's tokens are bound to (code reuse needs proof of the client)
+    "ALTER TABLE codes ADD COLUMN redeemed_jkt TEXT;",
+    // 4: the login throttle (per account and per client address) and the last accepted TOTP step
+    "CREATE TABLE login_throttle (
+        key BLOB PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failure INTEGER NOT NULL,
+        locked_until INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE TABLE totp_steps (
+        username TEXT PRIMARY KEY,
+        last_step INTEGER NOT NULL
      );",
 ];
 
@@ -427,6 +485,16 @@ fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CodeRecord> {
         data: r.get(3)?,
         expires_at: to_u64(r.get(4)?),
         used: r.get::<_, i64>(5)? != 0,
+        redeemed_jkt: r.get(6)?,
+    })
+}
+
+fn throttle_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThrottleRecord> {
+    Ok(ThrottleRecord {
+        failures: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
+        last_failure: to_u64(r.get(1)?),
+        locked_until: to_u64(r.get(2)?),
+        expires_at: to_u64(r.get(3)?),
     })
 }
 
@@ -574,17 +642,17 @@ impl Storage for SqliteStorage {
         Ok(self
             .lock()?
             .query_row(
-                "SELECT code_hash, client_id, grant_id, data, expires_at, used FROM codes WHERE code_hash = ?1",
+                "SELECT code_hash, client_id, grant_id, data, expires_at, used, redeemed_jkt FROM codes WHERE code_hash = ?1",
                 params![code_hash],
                 code_row,
             )
             .optional()?)
     }
 
-    fn use_code(&self, code_hash: &[u8]) -> StoreResult<bool> {
+    fn use_code(&self, code_hash: &[u8], redeemed_jkt: Option<&str>) -> StoreResult<bool> {
         let n = self.lock()?.execute(
-            "UPDATE codes SET used = 1 WHERE code_hash = ?1 AND used = 0",
-            params![code_hash],
+            "UPDATE codes SET used = 1, redeemed_jkt = ?2 WHERE code_hash = ?1 AND used = 0",
+            params![code_hash, redeemed_jkt],
         )?;
         Ok(n == 1)
     }
@@ -667,16 +735,77 @@ impl Storage for SqliteStorage {
 
     fn remember_once(&self, key: &[u8], expires_at: u64, now: u64) -> StoreResult<bool> {
         let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
+        // IMMEDIATE: the write lock is taken before the read, so two processes sharing the file
+        // cannot both see the key absent.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let existing: Option<i64> = tx
+            .query_row("SELECT expires_at FROM replay WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if existing.is_some_and(|e| replay_record_live(to_u64(e), now)) {
+            return Ok(false);
+        }
         tx.execute(
-            "DELETE FROM replay WHERE key = ?1 AND expires_at <= ?2",
-            params![key, to_i64(now)],
-        )?;
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO replay (key, expires_at) VALUES (?1, ?2)",
+            "INSERT OR REPLACE INTO replay (key, expires_at) VALUES (?1, ?2)",
             params![key, to_i64(expires_at)],
         )?;
         tx.commit()?;
+        Ok(true)
+    }
+
+    fn throttle(&self, key: &[u8]) -> StoreResult<Option<ThrottleRecord>> {
+        Ok(self
+            .lock()?
+            .query_row(
+                "SELECT failures, last_failure, locked_until, expires_at FROM login_throttle WHERE key = ?1",
+                params![key],
+                throttle_row,
+            )
+            .optional()?)
+    }
+
+    fn throttle_update(
+        &self,
+        key: &[u8],
+        next: &dyn Fn(Option<ThrottleRecord>) -> Option<ThrottleRecord>,
+    ) -> StoreResult<Option<ThrottleRecord>> {
+        let mut conn = self.lock()?;
+        // IMMEDIATE: no other process can change the record between the read and the write.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current = tx
+            .query_row(
+                "SELECT failures, last_failure, locked_until, expires_at FROM login_throttle WHERE key = ?1",
+                params![key],
+                throttle_row,
+            )
+            .optional()?;
+        let rec = next(current);
+        match rec {
+            Some(rec) => tx.execute(
+                "INSERT OR REPLACE INTO login_throttle (key, failures, last_failure, locked_until, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key,
+                    i64::from(rec.failures),
+                    to_i64(rec.last_failure),
+                    to_i64(rec.locked_until),
+                    to_i64(rec.expires_at)
+                ],
+            )?,
+            None => tx.execute("DELETE FROM login_throttle WHERE key = ?1", params![key])?,
+        };
+        tx.commit()?;
+        Ok(rec)
+    }
+
+    fn accept_totp_step(&self, user: &str, step: u64) -> StoreResult<bool> {
+        let n = self.lock()?.execute(
+            "INSERT INTO totp_steps (username, last_step) VALUES (?1, ?2)
+             ON CONFLICT(username) DO UPDATE SET last_step = excluded.last_step
+             WHERE totp_steps.last_step < excluded.last_step",
+            params![user, to_i64(step)],
+        )?;
         Ok(n == 1)
     }
 
@@ -690,7 +819,9 @@ impl Storage for SqliteStorage {
             params![now, to_i64(CODE_RETENTION)],
         )?;
         conn.execute("DELETE FROM tokens WHERE expires_at <= ?1", params![now])?;
+        // Exactly the records that are no longer live (`replay_record_live` is `now < expires_at`).
         conn.execute("DELETE FROM replay WHERE expires_at <= ?1", params![now])?;
+        conn.execute("DELETE FROM login_throttle WHERE expires_at <= ?1", params![now])?;
         Ok(())
     }
 }
@@ -758,15 +889,76 @@ mod tests {
             data: "{}".into(),
             expires_at: 200,
             used: false,
+            redeemed_jkt: None,
         })
         .unwrap();
-        assert!(s.use_code(&[1; 32]).unwrap());
-        assert!(!s.use_code(&[1; 32]).unwrap());
-        assert!(s.code(&[1; 32]).unwrap().unwrap().used);
+        assert!(s.use_code(&[1; 32], Some("jkt-1")).unwrap());
+        assert!(!s.use_code(&[1; 32], Some("jkt-2")).unwrap());
+        let c = s.code(&[1; 32]).unwrap().unwrap();
+        assert_eq!((c.used, c.redeemed_jkt.as_deref()), (true, Some("jkt-1")));
 
         assert!(s.remember_once(b"jti", 150, 100).unwrap());
         assert!(!s.remember_once(b"jti", 150, 120).unwrap());
         assert!(s.remember_once(b"jti", 300, 150).unwrap(), "expired record is replaced");
+    }
+
+    /// The table keeps a record exactly while keybound-core's rule says it is live: refused up
+    /// to the second before `expires_at` (and a purge then keeps it), free again from then on.
+    #[test]
+    fn replay_records_follow_the_core_liveness_rule() {
+        let s = SqliteStorage::open(":memory:").unwrap();
+        let expires_at = 1000;
+        assert!(s.remember_once(b"k", expires_at, 990).unwrap());
+        for now in [990, 995, 999] {
+            assert!(replay_record_live(expires_at, now));
+            s.purge_expired(now).unwrap();
+            assert!(!s.remember_once(b"k", expires_at, now).unwrap(), "now {now}");
+        }
+        assert!(!replay_record_live(expires_at, 1000));
+        assert!(s.remember_once(b"k", 2000, 1000).unwrap(), "free at expires_at");
+        s.purge_expired(1999).unwrap();
+        assert!(!s.remember_once(b"k", 3000, 1999).unwrap());
+        s.purge_expired(2000).unwrap();
+        let n: i64 = s
+            .lock()
+            .unwrap()
+            .query_row("SELECT count(*) FROM replay", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "purged at expires_at");
+    }
+
+    #[test]
+    fn totp_steps_are_accepted_once_and_only_forward() {
+        let s = SqliteStorage::open(":memory:").unwrap();
+        assert!(s.accept_totp_step("bob", 100).unwrap());
+        assert!(!s.accept_totp_step("bob", 100).unwrap(), "the same step again");
+        assert!(!s.accept_totp_step("bob", 99).unwrap(), "an earlier step");
+        assert!(s.accept_totp_step("alice", 99).unwrap(), "per user");
+        assert!(s.accept_totp_step("bob", 101).unwrap());
+    }
+
+    #[test]
+    fn throttle_records_are_updated_atomically_and_purged() {
+        let s = SqliteStorage::open(":memory:").unwrap();
+        let bump = |c: Option<ThrottleRecord>| {
+            let c = c.unwrap_or_default();
+            Some(ThrottleRecord {
+                failures: c.failures + 1,
+                last_failure: 10,
+                locked_until: 0,
+                expires_at: 100,
+            })
+        };
+        assert_eq!(s.throttle_update(b"k", &bump).unwrap().unwrap().failures, 1);
+        assert_eq!(s.throttle_update(b"k", &bump).unwrap().unwrap().failures, 2);
+        assert_eq!(s.throttle(b"k").unwrap().unwrap().failures, 2);
+        s.purge_expired(99).unwrap();
+        assert!(s.throttle(b"k").unwrap().is_some());
+        s.purge_expired(100).unwrap();
+        assert!(s.throttle(b"k").unwrap().is_none());
+        s.throttle_update(b"k", &bump).unwrap();
+        assert!(s.throttle_update(b"k", &|_| None).unwrap().is_none());
+        assert!(s.throttle(b"k").unwrap().is_none());
     }
 
     #[test]

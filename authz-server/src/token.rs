@@ -1,7 +1,8 @@
 //! The token endpoint and the tokens it issues.
 //!
 //! Access tokens are RFC 9068 JWTs (`typ: at+jwt`, ES256, `kid`) with `iss`, `sub`, `aud` (the
-//! configured resource servers), `client_id`, `scope`, `iat`, `exp`, `jti`, and always a `cnf`:
+//! one resource server the token is for, RFC 8707: see [`crate::indicators`]), `client_id`,
+//! `scope`, `iat`, `exp`, `jti`, and always a `cnf`:
 //! `jkt` for DPoP clients (`token_type: DPoP`), `x5t#S256` for mTLS clients (`token_type:
 //! Bearer`, RFC 8705 §3). A client registered for a sender constraint never gets an unbound
 //! token: without the proof (DPoP) or certificate (mTLS) the request fails.
@@ -12,9 +13,11 @@
 //! 3. the DPoP proof (if sent) is valid for `POST` to this endpoint, with a nonce when required;
 //!    the binding the client needs is present (`invalid_dpop_proof` / `invalid_request`);
 //! 4. the code exists, belongs to this client, is not expired (`invalid_grant`); a code that was
-//!    already redeemed revokes every token issued from it (RFC 6749 §4.1.2) and fails;
+//!    already redeemed fails, and revokes every token issued from it (RFC 6749 §4.1.2) only if
+//!    the presenter proves it is the client (see `code_reused`);
 //! 5. `redirect_uri` is the one of the request; PKCE S256 `code_verifier` matches
 //!    (`invalid_grant`); a code bound to a DPoP key (`dpop_jkt`) needs a proof with that key;
+//!    the `resource` (at most one) is one the code was granted for (`invalid_target`);
 //! 6. the assertion `jti` and proof `jti` are recorded (replays refused);
 //! 7. the code is marked used atomically (a concurrent redemption loses and revokes);
 //! 8. tokens are issued and recorded for introspection and revocation.
@@ -87,6 +90,10 @@ pub struct Grant<'a> {
     pub client_id: &'a str,
     /// Scopes.
     pub scopes: &'a [String],
+    /// The one resource (RFC 8707) the access token is for: its `aud`.
+    pub resource: &'a str,
+    /// Every resource the grant covers (kept with a refresh token).
+    pub resources: &'a [String],
     /// The binding.
     pub binding: &'a Binding,
 }
@@ -104,14 +111,10 @@ pub fn issue_access_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<Issu
     let key = keys.active().ok_or_else(|| server_err("no signing key"))?;
     let jti = crate::random::token().map_err(server_err)?;
     let exp = now.saturating_add(app.config.lifetimes.access_token);
-    let aud = match app.config.audience.as_slice() {
-        [one] => serde_json::Value::from(one.clone()),
-        many => serde_json::Value::from(many.to_vec()),
-    };
     let claims = serde_json::json!({
         "iss": app.config.issuer,
         "sub": grant.sub,
-        "aud": aud,
+        "aud": grant.resource,
         "client_id": grant.client_id,
         "scope": grant.scopes.join(" "),
         "iat": now,
@@ -143,6 +146,10 @@ pub struct RefreshData {
     pub sub: String,
     /// The scopes granted.
     pub scopes: Vec<String>,
+    /// The resources granted (RFC 8707): a refresh may ask for any one of them; empty for a
+    /// refresh token from before resource indicators (the client's default then applies).
+    #[serde(default)]
+    pub resources: Vec<String>,
     /// The binding every token of the grant has.
     pub binding: Binding,
 }
@@ -162,6 +169,7 @@ pub fn issue_refresh_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<Str
     let data = RefreshData {
         sub: grant.sub.to_string(),
         scopes: grant.scopes.to_vec(),
+        resources: grant.resources.to_vec(),
         binding: grant.binding.clone(),
     };
     let mut claims = serde_json::json!({
@@ -300,14 +308,13 @@ fn authorization_code(
     if rec.client_id != client.client.id {
         return Err(OAuthError::invalid_grant("code of another client"));
     }
+    let data: CodeData = serde_json::from_str(&rec.data).map_err(server_err)?;
     if rec.used {
-        let n = app.store.revoke_grant(&rec.grant_id)?;
-        return Err(OAuthError::invalid_grant(format!("code reused: revoked {n} tokens")));
+        return Err(code_reused(app, client, &rec, &data, verifier, proof, now));
     }
     if rec.expires_at <= now {
         return Err(OAuthError::invalid_grant("code expired"));
     }
-    let data: CodeData = serde_json::from_str(&rec.data).map_err(server_err)?;
     if data.request.redirect_uri != redirect_uri {
         return Err(OAuthError::invalid_grant("redirect_uri differs"));
     }
@@ -317,22 +324,34 @@ fn authorization_code(
     {
         return Err(OAuthError::invalid_grant("code is bound to another DPoP key"));
     }
+    let resource = crate::indicators::for_token(&client.client, params, &data.request.resources)?;
     crate::client_auth::record_assertion(app, client, now)?;
     if let Some(p) = proof {
         crate::proof::record(app, p, now)?;
     }
-    if !app.store.use_code(&hash)? {
+    let redeemed_jkt = match binding {
+        Binding::Dpop(jkt) => Some(jkt.as_str()),
+        Binding::Certificate(_) => None,
+    };
+    if !app.store.use_code(&hash, redeemed_jkt)? {
         let n = app.store.revoke_grant(&rec.grant_id)?;
         return Err(OAuthError::invalid_grant(format!(
             "code reused concurrently: revoked {n} tokens"
         )));
     }
     let sub = app.subject(&client.client, &data.sub);
+    let granted = if data.request.resources.is_empty() {
+        vec![resource.clone()]
+    } else {
+        data.request.resources.clone()
+    };
     let grant = Grant {
         grant_id: &rec.grant_id,
         sub: &sub,
         client_id: &client.client.id,
         scopes: &data.request.scopes,
+        resource: &resource,
+        resources: &granted,
         binding,
     };
     let at = issue_access_token(app, &grant, now)?;
@@ -351,6 +370,39 @@ fn authorization_code(
         }
     }
     Ok(json_no_store(StatusCode::OK, &body))
+}
+
+/// A redeemed code presented again. RFC 6749 §4.1.2 says the tokens issued from it should be
+/// revoked, but a leaked code alone must not let anyone end the user's session: the grant is
+/// revoked only when the presenter proves it is the client, i.e. it authenticated as a
+/// confidential client, or (a public client) it sent the right PKCE `code_verifier` for this code
+/// or a DPoP proof by the key the code or its tokens are bound to. The assertion and proof `jti`s
+/// are recorded first (a replayed proof revokes nothing). Otherwise nothing changes. Either way
+/// the answer is `invalid_grant`.
+fn code_reused(
+    app: &App,
+    client: &AuthenticatedClient,
+    rec: &crate::storage::CodeRecord,
+    data: &CodeData,
+    verifier: &str,
+    proof: Option<&Proof>,
+    now: u64,
+) -> OAuthError {
+    let proof_jkt = proof.map(|p| p.proof.jkt().to_string());
+    let bound_key = proof_jkt.is_some() && (proof_jkt == data.request.dpop_jkt || proof_jkt == rec.redeemed_jkt);
+    let proven = client.method != crate::config::AuthMethod::None
+        || keybound_core::pkce::verify_s256(verifier, &data.request.code_challenge).is_ok()
+        || bound_key;
+    if !proven {
+        return OAuthError::invalid_grant("code reused without proof of the client: nothing revoked");
+    }
+    let revoked = crate::client_auth::record_assertion(app, client, now)
+        .and_then(|()| proof.map_or(Ok(()), |p| crate::proof::record(app, p, now)))
+        .and_then(|()| Ok(app.store.revoke_grant(&rec.grant_id)?));
+    match revoked {
+        Ok(n) => OAuthError::invalid_grant(format!("code reused: revoked {n} tokens")),
+        Err(e) => e,
+    }
 }
 
 /// Scopes requested with `scope` (default: `default`), each of which must be in `allowed`.
@@ -396,6 +448,7 @@ fn client_credentials(
         return Err(OAuthError::bad("unauthorized_client", "public client"));
     }
     let scopes = requested_scopes(params, &client.client.scopes, &client.client.scopes)?;
+    let resource = crate::indicators::for_token(&client.client, params, &client.client.resources)?;
     crate::client_auth::record_assertion(app, client, now)?;
     if let Some(p) = proof {
         crate::proof::record(app, p, now)?;
@@ -406,6 +459,8 @@ fn client_credentials(
         sub: &client.client.id,
         client_id: &client.client.id,
         scopes: &scopes,
+        resource: &resource,
+        resources: std::slice::from_ref(&resource),
         binding,
     };
     let at = issue_access_token(app, &grant, now)?;
@@ -454,6 +509,7 @@ fn refresh(
         }
     }
     let scopes = requested_scopes(params, &data.scopes, &data.scopes)?;
+    let resource = crate::indicators::for_token(&client.client, params, &data.resources)?;
     crate::client_auth::record_assertion(app, client, now)?;
     if let Some(p) = proof {
         crate::proof::record(app, p, now)?;
@@ -463,6 +519,8 @@ fn refresh(
         sub: &data.sub,
         client_id: &client.client.id,
         scopes: &scopes,
+        resource: &resource,
+        resources: &data.resources,
         binding: &data.binding,
     };
     let at = issue_access_token(app, &grant, now)?;

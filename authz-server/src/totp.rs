@@ -1,7 +1,9 @@
 //! TOTP second factor ([RFC 6238], HMAC-SHA1, 6 digits, 30 s steps), as authenticator apps use.
 //!
-//! A code of the current step or one step either side is accepted (clock drift); each step's code
-//! is accepted once per user (the replay cache), so a code seen over a shoulder cannot be reused.
+//! A code of the current step or one step either side is accepted (clock drift). The last
+//! accepted step is stored per user ([`crate::storage::Storage::accept_totp_step`]), so a code is
+//! accepted once and no code of an earlier step after it (RFC 6238 §5.2): a code seen over a
+//! shoulder cannot be reused. Guessing is throttled with the password ([`crate::throttle`]).
 //!
 //! [RFC 6238]: https://www.rfc-editor.org/rfc/rfc6238
 

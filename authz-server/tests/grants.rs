@@ -325,8 +325,9 @@ async fn introspection_json_and_jwt_and_revocation() {
     );
     assert_eq!(c["token_introspection"]["active"], true);
 
-    // The refresh token is active too; garbage is not; only resource servers may introspect.
-    assert!(active(&env, &https, rt).await);
+    // A refresh token is never active to a resource server; garbage is not; only resource
+    // servers may introspect.
+    assert!(!active(&env, &https, rt).await);
     assert!(!active(&env, &https, "garbage").await);
     assert!(!active(&env, &https, &format!("{at}x")).await);
     let a = assertion(&env, "fapi", &fapi_key());
@@ -349,20 +350,82 @@ async fn introspection_json_and_jwt_and_revocation() {
     assert!(active(&env, &https, at).await);
     assert_eq!(revoke(&env, &https, "fapi", &fapi_key(), at).await.status, 200);
     assert!(!active(&env, &https, at).await);
-    assert!(
-        active(&env, &https, rt).await,
-        "revoking an access token leaves the refresh token"
-    );
-    // Revoking the refresh token revokes its grant: refresh fails, new access tokens are inactive.
+    // Revoking an access token leaves the refresh token usable.
     let r = refresh_with(&env, &https, "fapi", &fapi_key(), rt, Some(&dpop), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let at2 = r.json()["access_token"].as_str().unwrap().to_string();
+    assert!(active(&env, &https, &at2).await);
+    // Revoking the refresh token revokes its grant: refresh fails, new access tokens are inactive.
     assert_eq!(revoke(&env, &https, "fapi", &fapi_key(), rt).await.status, 200);
-    assert!(!active(&env, &https, rt).await);
     assert!(!active(&env, &https, &at2).await);
     let r = refresh_with(&env, &https, "fapi", &fapi_key(), rt, Some(&dpop), None).await;
     assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
     // Unknown tokens: 200.
     assert_eq!(revoke(&env, &https, "fapi", &fapi_key(), "unknown").await.status, 200);
+}
+
+/// Only access tokens are accepted at a resource server: introspection answers `active: false`
+/// for a refresh token (from a real code flow, still usable at the token endpoint), in JSON and
+/// as a JWT, so no gateway can take it for an access token. Every active answer is an access
+/// token's, with its `token_type` and `aud`.
+#[tokio::test]
+async fn introspection_never_reports_a_refresh_token_active() {
+    let env = Env::new(&no_nonce());
+    let _server = env.start();
+    let https = Https::new(&env, None);
+    let dpop = key(0xc2);
+    let t = fapi_tokens(&env, &https, &dpop, &[]).await;
+    let (at, rt) = (
+        t["access_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    );
+    let r = introspect(&env, &https, rt, false).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({ "active": false }),
+        "refresh token at introspection"
+    );
+    let policy = TokenPolicy::new(env.issuer.clone(), vec![AUDIENCE.into()]);
+    assert!(verify_introspection(&r.body, &policy, now()).is_err());
+    let r = introspect(&env, &https, rt, true).await;
+    assert_eq!(
+        claims(&r.text())["token_introspection"],
+        serde_json::json!({ "active": false })
+    );
+    // The refresh token itself still works where it belongs.
+    let r = refresh_with(&env, &https, "fapi", &fapi_key(), rt, Some(&dpop), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Access tokens: active, with token_type and aud (DPoP-bound here, certificate-bound below).
+    let j = introspect(&env, &https, at, false).await.json();
+    assert_eq!(
+        (&j["active"], &j["token_type"], &j["aud"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!("DPoP"),
+            &serde_json::json!(AUDIENCE)
+        )
+    );
+    let mtls = Https::mtls(&env);
+    let r = mtls
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials"), ("client_id", "mtls")],
+            &[],
+        )
+        .await;
+    let j = introspect(&env, &https, r.json()["access_token"].as_str().unwrap(), false)
+        .await
+        .json();
+    assert_eq!(
+        (&j["active"], &j["token_type"], &j["aud"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!("Bearer"),
+            &serde_json::json!(AUDIENCE)
+        )
+    );
 }
 
 /// A reused code revokes the tokens issued with it (RFC 6749 §4.1.2).
@@ -414,11 +477,106 @@ async fn code_reuse_revokes_the_tokens_it_issued() {
         t["access_token"].as_str().unwrap(),
         t["refresh_token"].as_str().unwrap(),
     );
-    assert!(active(&env, &https, at).await && active(&env, &https, rt).await);
+    assert!(active(&env, &https, at).await);
     let r = redeem().await;
     assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
     assert!(!active(&env, &https, at).await, "access token revoked");
-    assert!(!active(&env, &https, rt).await, "refresh token revoked");
+    let r = refresh_with(&env, &https, "fapi", &fapi_key(), rt, Some(&dpop), None).await;
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (400, "invalid_grant"),
+        "refresh token revoked"
+    );
+}
+
+const SPA_REDIRECT: &str = "http://127.0.0.1:8080/cb";
+
+/// The public client's code (PAR without `dpop_jkt`, login, consent) and its PKCE verifier.
+async fn spa_code(https: &Https) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let redirect = par_then_allow(https, "spa", &authz_params("spa", &challenge, SPA_REDIRECT), &[]).await;
+    (redirect.params["code"].clone(), verifier)
+}
+
+/// The public client's token request for `code`, with a DPoP proof by `dpop`.
+async fn spa_redeem(env: &Env, https: &Https, code: &str, verifier: &str, dpop: &P256Signer) -> Resp {
+    https
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", "spa"),
+                ("code", code),
+                ("redirect_uri", SPA_REDIRECT),
+                ("code_verifier", verifier),
+            ],
+            &[("dpop", &proof(env, dpop, "/token", None))],
+        )
+        .await
+}
+
+/// The public client's refresh with a proof by `dpop`.
+async fn spa_refresh(env: &Env, https: &Https, rt: &str, dpop: &P256Signer) -> Resp {
+    https
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "spa"),
+                ("refresh_token", rt),
+            ],
+            &[("dpop", &proof(env, dpop, "/token", None))],
+        )
+        .await
+}
+
+/// A leaked, already used code of a public client, presented again by someone who is not the
+/// client (no PKCE verifier, another DPoP key), is refused and revokes nothing: anyone holding a
+/// leaked code could otherwise end the user's session. The client itself (the right verifier, or
+/// a proof by the key its tokens are bound to) still revokes the grant (RFC 6749 §4.1.2).
+#[tokio::test]
+async fn code_reuse_by_a_public_client_revokes_only_with_proof_of_the_client() {
+    let env = Env::new(&no_nonce());
+    let _server = env.start();
+    let https = Https::new(&env, None);
+    let (client_key, attacker_key) = (key(0xd2), key(0xd3));
+
+    // Someone else: wrong verifier, their own key. Refused; the tokens keep working.
+    let (code, verifier) = spa_code(&https).await;
+    let t = spa_redeem(&env, &https, &code, &verifier, &client_key).await.json();
+    let (at, rt) = (
+        t["access_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    );
+    let (wrong_verifier, _) = pkce();
+    let r = spa_redeem(&env, &https, &code, &wrong_verifier, &attacker_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
+    assert!(
+        active(&env, &https, at).await,
+        "access token not revoked by a reuse without proof"
+    );
+    let r = spa_refresh(&env, &https, rt, &client_key).await;
+    assert_eq!(r.status, 200, "refresh token not revoked: {}", r.text());
+
+    // The right verifier proves the client: the grant is revoked.
+    let r = spa_redeem(&env, &https, &code, &verifier, &attacker_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
+    assert!(!active(&env, &https, at).await, "revoked by the verifier");
+    let r = spa_refresh(&env, &https, rt, &client_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
+
+    // A proof by the key the grant's tokens are bound to proves the client too.
+    let (code, verifier) = spa_code(&https).await;
+    let t = spa_redeem(&env, &https, &code, &verifier, &client_key).await.json();
+    let (at, rt) = (
+        t["access_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    );
+    let r = spa_redeem(&env, &https, &code, &wrong_verifier, &client_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
+    assert!(!active(&env, &https, at).await, "revoked by the bound key");
+    let r = spa_refresh(&env, &https, rt, &client_key).await;
+    assert_eq!((r.status, r.error().as_str()), (400, "invalid_grant"));
 }
 
 #[tokio::test]
@@ -510,7 +668,6 @@ async fn restart_loses_nothing_committed() {
 
     let _server = env.start();
     assert!(active(&env, &https, at).await, "access token still active");
-    assert!(active(&env, &https, rt).await, "refresh token still active");
     let r = refresh_with(&env, &https, "fapi", &fapi_key(), rt, Some(&dpop), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(

@@ -499,7 +499,7 @@ async fn authorization_endpoint_request_uri_rules() {
     let env = Env::new(&Options {
         nonce: false,
         par_lifetime: 2,
-        code_lifetime: 60,
+        ..Options::default()
     });
     let _server = env.start();
     let https = Https::mtls(&env);
@@ -684,8 +684,8 @@ async fn token_endpoint_code_and_pkce_rules() {
 async fn expired_code_is_refused() {
     let env = Env::new(&Options {
         nonce: false,
-        par_lifetime: 90,
         code_lifetime: 1,
+        ..Options::default()
     });
     let _server = env.start();
     let https = Https::mtls(&env);

@@ -122,6 +122,27 @@ fn bad_config_exits_naming_the_field() {
             ),
             "cors_origins[0]",
         ),
+        (
+            good.replace(&format!("\"{PAYMENTS_API}\"]\ngrant_types"), "\"https://other.example\"]\ngrant_types"),
+            "clients[0].resources[1]",
+        ),
+        (
+            good.replace(&format!("\"{REPORTS}\"]"), &format!("\"{REPORTS}#part\"]")),
+            "audience[2]",
+        ),
+        (
+            good.replace(&format!("default_resource = \"{AUDIENCE}\""), "default_resource = \"https://other.example\""),
+            "default_resource",
+        ),
+        (format!("{good}\n[login]\nlockout = 0\n"), "login.lockout"),
+        (
+            format!("{good}\n[login]\nlockout = 600\nmax_lockout = 60\n"),
+            "login.max_lockout",
+        ),
+        (
+            format!("{good}\n[login]\naccount_max_failures = 0\n"),
+            "login.account_max_failures",
+        ),
     ];
     for (i, (text, field)) in cases.iter().enumerate() {
         assert_ne!(text, &good, "case {i} did not change the config");

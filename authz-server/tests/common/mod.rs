@@ -29,6 +29,10 @@ pub const NONCE_SECRET: &str = "dGVzdC1ub25jZS1zZWNyZXQtdGVzdC1ub25jZS1zZWNyZXQ"
 pub const REDIRECT: &str = "https://client.keybound.test/cb";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const AUDIENCE: &str = "https://api.keybound.test";
+/// A second resource server (RFC 8707 resource indicators), registered for `fapi` only.
+pub const PAYMENTS_API: &str = "https://payments.keybound.test/v1";
+/// A third configured resource, registered for no client of the test config.
+pub const REPORTS: &str = "urn:keybound:test:reports";
 /// The initial access token for dynamic client registration.
 pub const INITIAL_ACCESS_TOKEN: &str = "initial-access-token-for-the-keybound-tests";
 /// Bob's TOTP secret (the RFC 6238 test secret, base32).
@@ -81,6 +85,8 @@ pub struct Options {
     pub nonce: bool,
     pub par_lifetime: u64,
     pub code_lifetime: u64,
+    /// TOML appended to the config (whole tables, e.g. a `[login]` section).
+    pub extra: String,
 }
 
 impl Default for Options {
@@ -89,6 +95,7 @@ impl Default for Options {
             nonce: true,
             par_lifetime: 90,
             code_lifetime: 60,
+            extra: String::new(),
         }
     }
 }
@@ -161,7 +168,8 @@ impl Env {
 listen = "127.0.0.1:{port}"
 database = "test.sqlite"
 scopes = ["openid", "accounts", "payments"]
-audience = ["{AUDIENCE}"]
+audience = ["{AUDIENCE}", "{PAYMENTS_API}", "{REPORTS}"]
+default_resource = "{AUDIENCE}"
 cors_origins = ["http://127.0.0.1:8080"]
 pairwise_salt = "cGFpcndpc2Utc2FsdC1wYWlyd2lzZS1zYWx0LXBhaXJ3aXNlLXNhbHQ"
 
@@ -187,6 +195,7 @@ auth_method = "private_key_jwt"
 sender_constraint = "dpop"
 redirect_uris = ["{REDIRECT}"]
 scopes = ["openid", "accounts", "payments"]
+resources = ["{AUDIENCE}", "{PAYMENTS_API}"]
 grant_types = ["authorization_code", "refresh_token", "client_credentials"]
 jwks = '{{"keys":[{fapi}]}}'
 
@@ -273,7 +282,9 @@ password_hash = "{hash}"
 username = "bob"
 password_hash = "{hash}"
 totp_secret = "{TOTP_SECRET}"
+{extra}
 "#,
+            extra = opts.extra,
             par = opts.par_lifetime,
             code = opts.code_lifetime,
             fapi = jwk_json(&fapi_key(), "fapi-1"),
