@@ -231,37 +231,43 @@ pub(crate) fn canonical(path: &str) -> Result<String> {
     if norm.len() > MAX_PATH_LEN {
         return Err(refuse("too long"));
     }
-    // Steps 2 and 3: segments, empty ones merged, dot segments resolved.
-    let mut segments: Vec<&str> = Vec::new();
+    // Steps 2 and 3: segments, empty ones merged, dot segments resolved. Each kept segment
+    // remembers whether an empty one came right before it (merged away here).
+    let mut segments: Vec<(&str, bool)> = Vec::new();
     let mut trailing_slash = false;
+    // Whether a `..` now would be ambiguous: the last thing before it (`.` segments aside) is an
+    // empty segment, or a kept segment of parameters only (`;x`, empty to servers that drop
+    // parameters). `/a//../b` is `/a/b` to RFC 3986 (the `..` removes the empty segment) and
+    // `/b` to servers that merge slashes first (nginx): refused rather than guessed.
     let mut after_empty = false;
     let mut parts = norm.split('/').skip(1).peekable();
     while let Some(seg) = parts.next() {
         let last = parts.peek().is_none();
         let name = seg.split(';').next().unwrap_or(seg);
-        // (A segment of parameters only, `;x`, is empty to servers that drop parameters.)
-        let follows_empty = core::mem::replace(&mut after_empty, name.is_empty());
         match seg {
-            "" => trailing_slash |= last,
+            "" => {
+                trailing_slash |= last;
+                after_empty = true;
+            }
             "." => trailing_slash = last,
-            // `/a//../b` is `/a/b` to RFC 3986 (the `..` removes the empty segment) and `/b` to
-            // servers that merge slashes first (nginx): refused rather than guessed.
-            ".." if follows_empty => return Err(refuse("'..' after an empty segment")),
+            ".." if after_empty => return Err(refuse("'..' after an empty segment")),
             ".." => {
-                if segments.pop().is_none() {
+                let Some((_, empty_before)) = segments.pop() else {
                     return Err(refuse("'..' above the root"));
-                }
+                };
+                after_empty = empty_before || segments.last().is_some_and(|(s, _)| s.starts_with(';'));
                 trailing_slash = last;
             }
             _ if name == "." || name == ".." => return Err(refuse("dot segment with parameters")),
             s => {
-                segments.push(s);
+                segments.push((s, after_empty));
                 trailing_slash = false;
+                after_empty = name.is_empty();
             }
         }
     }
     let mut out = String::with_capacity(norm.len());
-    for s in &segments {
+    for (s, _) in &segments {
         out.push('/');
         out.push_str(s);
     }
@@ -346,6 +352,10 @@ mod tests {
             ("/a//../b", "'..' after an empty segment"),
             ("/a/b//..", "'..' after an empty segment"),
             ("/a/b/;x/..", "'..' after an empty segment"),
+            ("/a//./../b", "'..' after an empty segment"),
+            ("/;/%2e/%2e%2e", "'..' after an empty segment"),
+            ("/a//b/../..", "'..' after an empty segment"),
+            ("/a/;x/b/../..", "'..' after an empty segment"),
             ("/healthz/..;/api", "dot segment with parameters"),
             ("/healthz/.;x/api", "dot segment with parameters"),
             ("/healthz/%2e%2e;/api", "dot segment with parameters"),
