@@ -535,15 +535,19 @@ pub fn check_path(data: &[u8]) {
                     short(prefix)
                 );
             }
-            // Agrees with the htu normalisation.
-            if raw.len() + 40 < MAX_HTU_LEN {
-                let htu = Htu::from_parts("https", host, raw);
-                assert!(
-                    htu.as_ref().map(Htu::as_str) == Ok(format!("https://{host}{s}").as_str()),
-                    "htu of {} is {:?}",
-                    short(raw),
-                    htu.map(|h| short(h.as_str()))
-                );
+            // Agrees with the htu normalisation: the same path, refused only for length.
+            let expected = format!("https://{host}{s}");
+            match Htu::from_parts("https", host, raw) {
+                Ok(h) => assert!(h.as_str() == expected, "htu of {} is {}", short(raw), short(h.as_str())),
+                Err(e) => {
+                    assert_eq!(e, Error::InvalidHtu);
+                    let raw_len = "https".len() + host.len() + raw.split('?').next().unwrap_or("").len();
+                    assert!(
+                        raw_len > MAX_HTU_LEN || expected.len() > MAX_HTU_LEN,
+                        "htu refuses {}",
+                        short(raw)
+                    );
+                }
             }
         }
     }
