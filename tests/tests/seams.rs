@@ -2,7 +2,8 @@
 //! paths that walk around rules, with and without Envoy's own normalisation; claim headers in the
 //! spellings upstream frameworks fold together; proofs replayed at another origin by setting
 //! `Host`; a proof at the last second of its window; a client that forges XFCC over its own
-//! mTLS connection.
+//! mTLS connection; a refresh token an authorization server reports as active; a cached verdict
+//! whose key left the issuer's key set.
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -11,14 +12,18 @@
 
 mod common;
 
-use common::{assert_denied, cert_token, config, counter, dpop_token, now, p256, unique};
+use std::time::{Duration, Instant};
+
+use common::{ISS, assert_denied, cert_token, config, counter, dpop_token, now, p256, unique};
 use keybound_core::dpop::{self, NewProof};
-use keybound_core::jws::Signer;
+use keybound_core::jwk::Jwk;
+use keybound_core::jws::{self, Signer};
+use keybound_e2e::issuer::{Connection, IssuerServer};
 use keybound_e2e::tls::FRONT_URI;
 use keybound_e2e::{
     Envoy, EnvoyOptions, Identity, Pki, Response, TempDir, TlsListener, Upstream, UpstreamTls, request, request_tls,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// A DPoP proof for `GET <url>` with `token`, at `iat`.
 fn proof_at(key: &dyn Signer, url: &str, token: &str, iat: u64) -> String {
@@ -327,4 +332,126 @@ fn a_client_with_its_own_certificate_cannot_forge_xfcc() {
     let r = get(front.port, &pki, Some(&pki.alice), &[("authorization", &auth)]);
     assert_eq!(r.status, 200, "{r:?}\n{}", gateway.log_tail());
     assert_eq!(r.json()["x-keybound-x5t-s256"], pki.alice.x5t_s256());
+}
+
+/// `base64("gateway:s3cret")`.
+const CLIENT_AUTH: &str = "Basic Z2F0ZXdheTpzM2NyZXQ=";
+
+/// A JWKS with the issuer keys `(seed, kid)`.
+fn jwks(keys: &[(u8, &str)]) -> String {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(seed, kid)| {
+            let jwk = Jwk::new(p256(*seed).public_key().clone(), Some((*kid).into()), None);
+            serde_json::from_str(&jwk.to_json()).unwrap()
+        })
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Item 6: keybound-authz answered `active: true` for a refresh token (with `token_type: DPoP`,
+/// `cnf`, and no `aud`), and the gateway let `Authorization: DPoP <refresh token>` through. An
+/// introspection answer without the gateway's audience, or about another kind of token, is
+/// refused.
+#[test]
+fn a_refresh_token_reported_active_by_introspection_is_refused() {
+    let server = IssuerServer::start(&jwks(&[(100, "k1")]), CLIENT_AUTH).unwrap();
+    let client = p256(65);
+    let jkt = client.public_key().thumbprint().to_string();
+    let n = now();
+    let refresh_answer = json!({"active": true, "iss": ISS, "sub": "alice", "client_id": "c9", "scope": "read",
+        "iat": n, "exp": n + 86_400, "cnf": {"jkt": jkt}, "token_type": "DPoP"});
+    server.set_introspection("refresh-1", &refresh_answer.to_string());
+    let mut typed = refresh_answer.clone();
+    typed["aud"] = json!(common::AUD);
+    typed["token_type"] = json!("refresh_token");
+    server.set_introspection("refresh-2", &typed.to_string());
+    let cfg = config(
+        json!({"introspection": {"endpoint": "http://as.internal/introspect", "cluster": "issuer",
+        "client_id": "gateway", "client_secret": "s3cret", "issuer": ISS, "audiences": [common::AUD]}}),
+    );
+    let up = Upstream::start().unwrap();
+    let opts = EnvoyOptions {
+        clusters: vec![("issuer".into(), server.port)],
+        ..EnvoyOptions::default()
+    };
+    let envoy = Envoy::start_with(&cfg, &up, &opts).unwrap();
+    for (token, reason) in [
+        ("refresh-1", "token_missing_claim"),
+        ("refresh-2", "token_not_access_token"),
+    ] {
+        let p = proof_at(&client, "http://rs.example.com/api", token, now());
+        let r = request(
+            envoy.port,
+            "GET",
+            "/api",
+            &[("authorization", &format!("DPoP {token}")), ("dpop", &p)],
+        )
+        .unwrap();
+        assert_denied(
+            token,
+            &r,
+            401,
+            r#"DPoP error="invalid_token", algs="ES256 PS256 EdDSA""#,
+            Some("invalid_token"),
+        );
+        assert_eq!(counter(&envoy, &format!("denied.{reason}")), 1, "{token}");
+    }
+    assert_eq!(server.introspection_calls().len(), 2);
+}
+
+/// Item 7: a token verified with a key that later left the issuer's key set stayed accepted from
+/// the token cache until its `exp`. Once the filter has the new key set, the same token is
+/// verified again, and refused.
+#[test]
+fn a_cached_verdict_goes_when_its_key_leaves_the_key_set() {
+    let server = IssuerServer::start(&jwks(&[(100, "k1"), (101, "k2")]), CLIENT_AUTH).unwrap();
+    let cfg = config(json!({"issuers": [{"issuer": ISS, "audiences": [common::AUD],
+        "jwks_uri": "http://issuer.internal/jwks", "jwks_cluster": "issuer", "jwks_refresh_seconds": 1,
+        "jwks_min_refetch_seconds": 1, "jwks_timeout_ms": 2000}]}));
+    let up = Upstream::start().unwrap();
+    let opts = EnvoyOptions {
+        clusters: vec![("issuer".into(), server.port)],
+        ..EnvoyOptions::default()
+    };
+    let envoy = Envoy::start_with(&cfg, &up, &opts).unwrap();
+    let client = p256(66);
+    let sign = |seed: u8, kid: &str| {
+        let mut claims = common::token_claims(Some(json!({"jkt": client.public_key().thumbprint().to_string()})));
+        claims["jti"] = json!(unique("t"));
+        jws::sign_json(&p256(seed), Some("at+jwt"), Some(kid), &claims).unwrap()
+    };
+    let (t1, t2) = (sign(100, "k1"), sign(101, "k2"));
+    // One keep-alive connection: one worker, one token cache.
+    let mut conn = Connection::open(envoy.port).unwrap();
+    let mut call = |t: &str| {
+        let p = proof_at(&client, "http://rs.example.com/api", t, now());
+        conn.request("GET", "/api", &[("authorization", &format!("DPoP {t}")), ("dpop", &p)])
+            .unwrap()
+    };
+    assert!(eventually(10, || counter(&envoy, "jwks_fetch_ok") >= 1));
+    for t in [&t1, &t2, &t1, &t2] {
+        assert_eq!(call(t).status, 200);
+    }
+    assert!(counter(&envoy, "token_cache_hits") >= 2);
+    // The issuer drops k1; wait until the filter fetched the new set (twice, so every VM has it).
+    let fetched = counter(&envoy, "jwks_fetch_ok");
+    server.set_jwks(&jwks(&[(101, "k2")]));
+    assert!(eventually(10, || counter(&envoy, "jwks_fetch_ok") >= fetched + 2));
+    let r = call(&t1);
+    assert_eq!(r.status, 401, "a cached verdict outlived its key: {r:?}");
+    assert_eq!(r.json(), json!({"error": "invalid_token"}));
+    assert_eq!(counter(&envoy, "denied.token_unknown_key"), 1);
+    assert_eq!(call(&t2).status, 200, "tokens of the key that stayed still pass");
 }
