@@ -633,6 +633,8 @@ fn proofs_are_checked_against_the_configured_origins() {
         "api.example.com",
         "evil.example",
         "rs.example.com:8443",
+        "rs.example.com.",
+        "rs.example.com:443:443",
         "",
         "a@rs.example.com",
     ] {
