@@ -20,7 +20,7 @@ use alloc::string::String;
 use core::fmt;
 
 use crate::error::{Error, Result};
-use crate::path::{CanonicalPath, hex_val, is_unreserved, push_pct};
+use crate::path::CanonicalPath;
 
 /// The longest URI accepted as an `htu` (bytes).
 pub const MAX_HTU_LEN: usize = 8 * 1024;
@@ -58,11 +58,7 @@ impl Htu {
             return Err(Error::InvalidHtu);
         }
         let scheme = scheme.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return Err(Error::InvalidHtu),
-        };
+        let default_port = default_port(&scheme)?;
         if authority.contains('@') || authority.is_empty() {
             return Err(Error::InvalidHtu);
         }
@@ -89,29 +85,6 @@ impl Htu {
         Ok(Htu(out))
     }
 
-    /// This `htu`'s scheme and authority with `path` (a request's canonical path), without
-    /// normalising anything again: how a gateway builds the `htu` of a request for one of its
-    /// configured origins.
-    ///
-    /// # Errors
-    /// [`Error::InvalidHtu`] if the result would be longer than [`MAX_HTU_LEN`].
-    pub fn with_path(&self, path: &CanonicalPath) -> Result<Htu> {
-        let authority_start = self.0.find("://").map_or(0, |i| i + 3);
-        let origin_end = self
-            .0
-            .get(authority_start..)
-            .and_then(|rest| rest.find('/'))
-            .map_or(self.0.len(), |i| authority_start + i);
-        let origin = self.0.get(..origin_end).unwrap_or("");
-        if origin.len() + path.as_str().len() > MAX_HTU_LEN {
-            return Err(Error::InvalidHtu);
-        }
-        let mut out = String::with_capacity(origin.len() + path.as_str().len());
-        out.push_str(origin);
-        out.push_str(path.as_str());
-        Ok(Htu(out))
-    }
-
     /// The normalised URI.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -127,6 +100,103 @@ impl fmt::Display for Htu {
 impl fmt::Debug for Htu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Htu({})", self.0)
+    }
+}
+
+/// An origin a gateway serves (`scheme://host[:port]`, nothing else), normalised as in an
+/// `htu`. A gateway checks a proof against the origin a request is for ([`Origin::for_request`])
+/// and builds the request's `htu` from it ([`Origin::htu`]), never only from the `Host` the
+/// client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `scheme://host[:port]/`.
+    root: Htu,
+    /// The normalised host.
+    host: String,
+    /// The port, the scheme's default one if none is written.
+    port: u16,
+}
+
+impl Origin {
+    /// Parses an origin: an absolute http(s) URI with no path (but `/`), query or fragment.
+    ///
+    /// # Errors
+    /// [`Error::InvalidHtu`] otherwise.
+    pub fn parse(s: &str) -> Result<Origin> {
+        let root = Htu::parse(s)?;
+        let (scheme, rest) = root.0.split_once("://").ok_or(Error::InvalidHtu)?;
+        let authority = rest.strip_suffix('/').ok_or(Error::InvalidHtu)?;
+        if s.contains(['?', '#']) || authority.contains('/') {
+            return Err(Error::InvalidHtu);
+        }
+        let (host, port) = split_host_port(authority)?;
+        let port = port.unwrap_or(default_port(scheme)?);
+        Ok(Origin {
+            host: host.into(),
+            port,
+            root,
+        })
+    }
+
+    /// `scheme://host[:port]`.
+    pub fn as_str(&self) -> &str {
+        self.root.0.strip_suffix('/').unwrap_or(&self.root.0)
+    }
+
+    /// Its scheme (`http` or `https`).
+    pub fn scheme(&self) -> &str {
+        self.root.0.split("://").next().unwrap_or("")
+    }
+
+    /// The `htu` of a request for `path` (its canonical path) at this origin, without
+    /// normalising anything again.
+    ///
+    /// # Errors
+    /// [`Error::InvalidHtu`] if it would be longer than [`MAX_HTU_LEN`].
+    pub fn htu(&self, path: &CanonicalPath) -> Result<Htu> {
+        let origin = self.as_str();
+        if origin.len() + path.as_str().len() > MAX_HTU_LEN {
+            return Err(Error::InvalidHtu);
+        }
+        let mut out = String::with_capacity(origin.len() + path.as_str().len());
+        out.push_str(origin);
+        out.push_str(path.as_str());
+        Ok(Htu(out))
+    }
+
+    /// The origin of `origins` that a request with this `scheme` and `authority` (`:authority`,
+    /// normalised once: case, default port) is for: the one with this authority and scheme, else
+    /// the first with this authority (behind a TLS-terminating balancer a gateway sees `http`
+    /// for an `https` origin).
+    ///
+    /// # Errors
+    /// [`Error::UnknownOrigin`] if the authority is none of theirs (or not an authority).
+    pub fn for_request<'o>(origins: &'o [Origin], scheme: &str, authority: &str) -> Result<&'o Origin> {
+        let unknown = |_| Error::UnknownOrigin;
+        if authority.contains('@') || authority.is_empty() {
+            return Err(Error::UnknownOrigin);
+        }
+        let (host, port) = split_host_port(authority).map_err(unknown)?;
+        let host = normalise_host(host).map_err(unknown)?;
+        let mut found = None;
+        for origin in origins {
+            let default = default_port(origin.scheme()).map_err(unknown)?;
+            if origin.host == host && port.unwrap_or(default) == origin.port {
+                if origin.scheme().eq_ignore_ascii_case(scheme) {
+                    return Ok(origin);
+                }
+                found = found.or(Some(origin));
+            }
+        }
+        found.ok_or(Error::UnknownOrigin)
+    }
+}
+
+fn default_port(scheme: &str) -> Result<u16> {
+    match scheme {
+        "http" => Ok(80),
+        "https" => Ok(443),
+        _ => Err(Error::InvalidHtu),
     }
 }
 
@@ -165,7 +235,7 @@ fn normalise_host(host: &str) -> Result<String> {
         }
         return Ok(alloc::format!("[{}]", inner.to_ascii_lowercase()));
     }
-    let host = normalise_percent(host, b"!$&'()*+,;=")?;
+    let host = crate::path::normalise_percent(host, |b| b"!$&'()*+,;=".contains(&b)).map_err(|_| Error::InvalidHtu)?;
     if host
         .bytes()
         .any(|b| matches!(b, b'/' | b'?' | b'#' | b'[' | b']' | b'@' | b':' | b'%'))
@@ -173,42 +243,6 @@ fn normalise_host(host: &str) -> Result<String> {
         return Err(Error::InvalidHtu);
     }
     Ok(host.to_ascii_lowercase())
-}
-
-/// Percent-encoding normalisation: decode unreserved, upper-case the hex of the rest, encode
-/// anything that is neither unreserved nor in `allowed`.
-fn normalise_percent(s: &str, allowed: &[u8]) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
-                return Err(Error::InvalidHtu);
-            };
-            let (Some(h), Some(l)) = (hex_val(h), hex_val(l)) else {
-                return Err(Error::InvalidHtu);
-            };
-            let v = (h << 4) | l;
-            if is_unreserved(v) {
-                out.push(char::from(v));
-            } else {
-                push_pct(&mut out, v);
-            }
-            i += 3;
-            continue;
-        }
-        if b < 0x20 || b == 0x7f {
-            return Err(Error::InvalidHtu);
-        }
-        if is_unreserved(b) || allowed.contains(&b) {
-            out.push(char::from(b));
-        } else {
-            push_pct(&mut out, b);
-        }
-        i += 1;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -273,18 +307,56 @@ mod tests {
     }
 
     #[test]
-    fn with_path_is_from_parts_of_the_canonical_path() {
-        let origin = Htu::parse("HTTPS://API.example.com:443").unwrap();
+    fn an_origins_htu_is_from_parts_of_the_canonical_path() {
+        let origin = Origin::parse("HTTPS://API.example.com:443").unwrap();
+        assert_eq!((origin.as_str(), origin.scheme()), ("https://api.example.com", "https"));
         for raw in ["/a/../b?x", "/", "//x//y/", "/%7e/%3a"] {
             let path = CanonicalPath::parse(raw).unwrap();
             assert_eq!(
-                origin.with_path(&path).unwrap(),
+                origin.htu(&path).unwrap(),
                 Htu::from_parts("https", "api.example.com", raw).unwrap(),
                 "{raw}"
             );
         }
         let long = CanonicalPath::parse(&alloc::format!("/{}", "a".repeat(crate::path::MAX_PATH_LEN - 1))).unwrap();
-        assert_eq!(origin.with_path(&long), Err(Error::InvalidHtu));
+        assert_eq!(origin.htu(&long), Err(Error::InvalidHtu));
+        for bad in [
+            "api.example.com",
+            "https://a.example/v1",
+            "https://a.example?x",
+            "https://a.example/#f",
+            "ftp://a",
+        ] {
+            assert_eq!(Origin::parse(bad), Err(Error::InvalidHtu), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_request_is_for_the_origin_with_its_authority_and_preferably_its_scheme() {
+        let origins: alloc::vec::Vec<Origin> = [
+            "http://rs.example.com",
+            "https://rs.example.com",
+            "https://api.example.com:8443",
+        ]
+        .iter()
+        .map(|o| Origin::parse(o).unwrap())
+        .collect();
+        let of = |scheme: &str, authority: &str| Origin::for_request(&origins, scheme, authority).map(Origin::as_str);
+        assert_eq!(of("https", "rs.example.com"), Ok("https://rs.example.com"));
+        assert_eq!(of("https", "RS.Example.COM:443"), Ok("https://rs.example.com"));
+        assert_eq!(of("http", "rs.example.com:80"), Ok("http://rs.example.com"));
+        assert_eq!(of("http", "api.example.com:8443"), Ok("https://api.example.com:8443"));
+        for authority in [
+            "api.example.com",
+            "rs.example.com:8443",
+            "rs.example.com.",
+            "rs.example.com:443:443",
+            "",
+            "a@rs.example.com",
+            "[::1",
+        ] {
+            assert_eq!(of("https", authority), Err(Error::UnknownOrigin), "{authority:?}");
+        }
     }
 
     #[test]

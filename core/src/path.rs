@@ -161,11 +161,11 @@ fn is_path_char(b: u8) -> bool {
     )
 }
 
-pub(crate) fn is_unreserved(b: u8) -> bool {
+fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-pub(crate) fn hex_val(b: u8) -> Option<u8> {
+fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
@@ -174,11 +174,57 @@ pub(crate) fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-pub(crate) fn push_pct(out: &mut String, v: u8) {
+fn push_pct(out: &mut String, v: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.push('%');
     out.push(char::from(HEX.get(usize::from(v >> 4)).copied().unwrap_or(b'0')));
     out.push(char::from(HEX.get(usize::from(v & 15)).copied().unwrap_or(b'0')));
+}
+
+/// Percent-encoding normalisation, shared by paths and `htu` hosts: encodings of unreserved
+/// characters decoded, the others kept with upper-case hex, any byte that is neither unreserved
+/// nor `allowed` encoded. Refused (the reason is returned): a broken encoding, a control
+/// character raw or encoded, an encoded `/`, `\`, `?`, `#` or `;`, a raw `\` or `#`.
+pub(crate) fn normalise_percent(s: &str, allowed: fn(u8) -> bool) -> core::result::Result<String, &'static str> {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex_val),
+                    bytes.get(i + 2).copied().and_then(hex_val),
+                ) else {
+                    return Err("broken percent-encoding");
+                };
+                let v = (h << 4) | l;
+                if v < 0x20 || v == 0x7f {
+                    return Err("encoded control character");
+                }
+                if v == b'/' || v == b'\\' {
+                    return Err("encoded slash or backslash");
+                }
+                if matches!(v, b'?' | b'#' | b';') {
+                    return Err("encoded '?', '#' or ';'");
+                }
+                if is_unreserved(v) {
+                    out.push(char::from(v));
+                } else {
+                    push_pct(&mut out, v);
+                }
+                i += 3;
+                continue;
+            }
+            b'\\' => return Err("backslash"),
+            b'#' => return Err("fragment"),
+            _ if b < 0x20 || b == 0x7f => return Err("control character"),
+            _ if is_unreserved(b) || allowed(b) => out.push(char::from(b)),
+            _ => push_pct(&mut out, b),
+        }
+        i += 1;
+    }
+    Ok(out)
 }
 
 /// The canonical form of a path without query (see the module docs).
@@ -190,44 +236,7 @@ pub(crate) fn canonical(path: &str) -> Result<String> {
         return Err(refuse("too long"));
     }
     // Step 1: one pass over the bytes, percent-encodings normalised.
-    let bytes = path.as_bytes();
-    let mut norm = String::with_capacity(path.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let (Some(h), Some(l)) = (
-                    bytes.get(i + 1).copied().and_then(hex_val),
-                    bytes.get(i + 2).copied().and_then(hex_val),
-                ) else {
-                    return Err(refuse("broken percent-encoding"));
-                };
-                let v = (h << 4) | l;
-                if v < 0x20 || v == 0x7f {
-                    return Err(refuse("encoded control character"));
-                }
-                if v == b'/' || v == b'\\' {
-                    return Err(refuse("encoded slash or backslash"));
-                }
-                if matches!(v, b'?' | b'#' | b';') {
-                    return Err(refuse("encoded '?', '#' or ';'"));
-                }
-                if is_unreserved(v) {
-                    norm.push(char::from(v));
-                } else {
-                    push_pct(&mut norm, v);
-                }
-                i += 3;
-                continue;
-            }
-            b'\\' => return Err(refuse("backslash")),
-            b'#' => return Err(refuse("fragment")),
-            _ if b < 0x20 || b == 0x7f => return Err(refuse("control character")),
-            _ if is_unreserved(b) || is_path_char(b) => norm.push(char::from(b)),
-            _ => push_pct(&mut norm, b),
-        }
-        i += 1;
-    }
+    let norm = normalise_percent(path, is_path_char).map_err(refuse)?;
     if norm.len() > MAX_PATH_LEN {
         return Err(refuse("too long"));
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use keybound_core::Error;
 use keybound_core::cert::XfccPolicy;
 use keybound_core::dpop::ProofPolicy;
-use keybound_core::htu::Htu;
+use keybound_core::htu::Origin;
 use keybound_core::jwk::Jwks;
 use keybound_core::jws::AlgSet;
 use keybound_core::nonce::NonceSecrets;
@@ -385,17 +385,6 @@ impl PathMatch {
             PathMatch::Exact(p) => view == p,
         }
     }
-}
-
-/// An origin the gateway serves (`dpop.origins`): the scheme and authority clients call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    /// `scheme://host[:port]`, normalised as in an `htu` (lower case, default port removed).
-    pub url: String,
-    /// Its scheme.
-    pub scheme: String,
-    /// The origin as an `htu` (`scheme://host[:port]/`), to build a request's `htu` from.
-    pub root: Htu,
 }
 
 /// What a request path requires.
@@ -852,15 +841,14 @@ fn rule_path(p: String, field: &str, fold: bool) -> Result<String, ConfigError> 
     }
 }
 
-/// An origin (`scheme://host[:port]`, nothing else), normalised as in an `htu`.
+/// An origin (`scheme://host[:port]`, nothing else), the error naming `field`.
 fn parse_origin(s: &str, field: &str) -> Result<Origin, ConfigError> {
-    let htu = Htu::parse(s).map_err(|_| err(field, "must be an absolute http(s) URL"))?;
-    let url = htu.as_str().strip_suffix('/').unwrap_or(htu.as_str()).to_owned();
-    if url.matches('/').count() > 2 || s.contains(['?', '#']) {
-        return Err(err(field, "scheme and authority only, no path or query"));
-    }
-    let scheme = url.split("://").next().unwrap_or("https").to_owned();
-    Ok(Origin { url, scheme, root: htu })
+    Origin::parse(s).map_err(|_| {
+        err(
+            field,
+            "must be an absolute http(s) URL with scheme and authority only, no path or query",
+        )
+    })
 }
 
 /// A short, stable name from `parts`: hex of the first 12 bytes of SHA-256 over them.
@@ -1122,7 +1110,7 @@ mod tests {
         Config::parse(&v.to_string().into_bytes()).unwrap();
         v["dpop"] = json!({"origins": ["HTTPS://API.example.com:443", "http://localhost:8080/"]});
         let c = Config::parse(&v.to_string().into_bytes()).unwrap();
-        let urls: Vec<&str> = c.origins.iter().map(|o| o.url.as_str()).collect();
+        let urls: Vec<&str> = c.origins.iter().map(|o| o.as_str()).collect();
         assert_eq!(urls, ["https://api.example.com", "http://localhost:8080"]);
         for (dpop, field) in [
             (json!({"origins": ["api.example.com"]}), "dpop.origins[0]"),

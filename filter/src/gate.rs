@@ -32,7 +32,7 @@ use keybound_core::cert::{X5tS256, Xfcc};
 use keybound_core::dpop::NonceCheck;
 use keybound_core::dpop::ProofMemo;
 use keybound_core::error::Challenge;
-use keybound_core::htu::Htu;
+use keybound_core::htu::{Htu, Origin};
 use keybound_core::jws::Verifier;
 use keybound_core::nonce::NonceAge;
 use keybound_core::path::CanonicalPath;
@@ -334,9 +334,7 @@ impl Gate {
             let (Keys::Remote(remote), Some(state)) = (&issuer.keys, self.keys.get_mut(i)) else {
                 continue;
             };
-            if sync_keys(state, Some(remote), store) {
-                forget_tokens_of_removed_keys(&mut self.tokens, i, state);
-            }
+            sync_keys(state, remote, store, &mut self.tokens, i);
             let due = state.jwks.is_none() || now >= state.fetched_at.saturating_add(remote.refresh_seconds);
             if due && claim_fetch(store, remote, now) {
                 out.push(Fetch::Jwks(i));
@@ -424,12 +422,12 @@ impl Gate {
         let version = state.version.max(shared) + 1;
         // Publishing is best effort: this VM has the keys either way.
         let _ = store.set(&jwks_key(remote), format!("{version} {now}\n{json}").as_bytes(), None);
-        *state = KeyState {
+        let new = KeyState {
             jwks: Some(jwks),
             version,
             fetched_at: now,
         };
-        forget_tokens_of_removed_keys(&mut self.tokens, i, state);
+        adopt_keys(state, new, &mut self.tokens, i);
         Ok(n)
     }
 
@@ -458,13 +456,12 @@ impl Gate {
                 .exp
                 .map_or(u64::MAX, |exp| u64::try_from(exp).unwrap_or(0))
                 .min(now.saturating_add(intro.max_cache_seconds)),
-        }
-        .min(now.saturating_add(self.config.token_cache_max_age));
+        };
         let leeway = intro.policy.leeway;
-        let max = self.config.token_cache_entries.max(1);
+        let limits = (self.config.token_cache_entries.max(1), self.config.token_cache_max_age);
         cache_put(
             &mut self.tokens,
-            max,
+            limits,
             token.into(),
             Cached {
                 result,
@@ -604,16 +601,15 @@ impl Gate {
     }
 
     /// The `htu` a proof for this request must carry: the configured origin the request is for
-    /// (`dpop.origins`: the one whose authority is the request's, with the request's scheme if
-    /// several are; `dpop.external_base_url`), and the canonical path. Only with `dpop.dangerous_any_origin` is the client's `:authority`
-    /// taken as it is.
+    /// (`dpop.origins`, see [`Origin::for_request`]; `dpop.external_base_url`) and the canonical
+    /// path. Only with `dpop.dangerous_any_origin` is the client's `:authority` taken as it is.
     ///
     /// # Errors
     /// [`Error::UnknownOrigin`] if the request's authority is none of `dpop.origins`;
     /// [`Error::InvalidHtu`] if it is not a valid authority.
     fn htu(&self, req: &Request<'_>, path: &CanonicalPath) -> Result<Htu, Error> {
         if let Some(base) = &self.config.external_base_url {
-            return base.root.with_path(path);
+            return base.htu(path);
         }
         let (scheme, host) = if self.config.trust_forwarded_headers {
             let one = |name: &str| match req.all(name).as_slice() {
@@ -631,26 +627,7 @@ impl Gate {
         if self.config.origins.is_empty() {
             return Htu::from_parts(scheme, host, path.as_str());
         }
-        // The origins for this authority (normalised for each origin's scheme: case, default
-        // port); the one with the request's scheme if there is one, else the first: behind a
-        // TLS-terminating balancer Envoy sees `http` for an `https` origin.
-        let mut found: Option<&crate::config::Origin> = None;
-        for origin in &self.config.origins {
-            let Ok(candidate) = Htu::from_parts(&origin.scheme, host, "/") else {
-                return Err(Error::UnknownOrigin);
-            };
-            if candidate.as_str().strip_suffix('/') == Some(origin.url.as_str()) {
-                if origin.scheme.eq_ignore_ascii_case(scheme) {
-                    found = Some(origin);
-                    break;
-                }
-                found = found.or(Some(origin));
-            }
-        }
-        match found {
-            Some(origin) => origin.root.with_path(path),
-            None => Err(Error::UnknownOrigin),
-        }
+        Origin::for_request(&self.config.origins, scheme, host)?.htu(path)
     }
 
     fn client_cert(&self, req: &Request<'_>) -> Result<Option<X5tS256>, Error> {
@@ -764,8 +741,10 @@ impl Gate {
                 Keys::Remote(r) => Some(r),
                 Keys::Inline(_) => None,
             };
-            if state.jwks.is_none() && sync_keys(state, remote_or_none(issuer), store) {
-                forget_tokens_of_removed_keys(tokens, i, state);
+            if let Some(remote) = remote
+                && state.jwks.is_none()
+            {
+                sync_keys(state, remote, store, tokens, i);
             }
             let mut result = match &state.jwks {
                 Some(jwks) => token::verify_jwt(t, jwks, &issuer.policy, now, verifier),
@@ -776,10 +755,9 @@ impl Gate {
             if let (Err(Error::UnknownKey { .. }), Some(remote)) = (&result, remote) {
                 // Rotation at the issuer: another VM may have the new keys already; otherwise
                 // fetch them (rate-limited) and decide again.
-                if sync_keys(state, Some(remote), store)
+                if sync_keys(state, remote, store, tokens, i)
                     && let Some(jwks) = &state.jwks
                 {
-                    forget_tokens_of_removed_keys(tokens, i, state);
                     result = token::verify_jwt(t, jwks, &issuer.policy, now, verifier);
                 } else if may_fetch && claim_fetch(store, remote, now) {
                     need = Some(Failure::Fetch(Fetch::Jwks(i)));
@@ -793,10 +771,11 @@ impl Gate {
                 let entry = Cached {
                     result: Ok(v.clone()),
                     leeway: issuer.policy.leeway,
-                    until: now.saturating_add(config.token_cache_max_age),
+                    until: u64::MAX,
                     issuer: Some(i),
                 };
-                cache_put(tokens, config.token_cache_entries, t.into(), entry, now);
+                let limits = (config.token_cache_entries, config.token_cache_max_age);
+                cache_put(tokens, limits, t.into(), entry, now);
             }
             Ok(v)
         });
@@ -858,9 +837,17 @@ enum Failure {
     Fetch(Fetch),
 }
 
-/// Inserts into the bounded token cache: when full, expired entries go first, then everything
-/// (the cache only saves work; correctness never depends on it).
-fn cache_put(tokens: &mut HashMap<Box<str>, Cached>, max: usize, key: Box<str>, entry: Cached, now: u64) {
+/// Inserts into the bounded token cache, `(max entries, max age in seconds)`: the entry is used
+/// at most `max age` from now; when the cache is full, expired entries go first, then
+/// everything (the cache only saves work; correctness never depends on it).
+fn cache_put(
+    tokens: &mut HashMap<Box<str>, Cached>,
+    (max, max_age): (usize, u64),
+    key: Box<str>,
+    mut entry: Cached,
+    now: u64,
+) {
+    entry.until = entry.until.min(now.saturating_add(max_age));
     if tokens.len() >= max {
         tokens.retain(|_, c| c.usable(now));
         if tokens.len() >= max {
@@ -878,33 +865,19 @@ fn lock_key(remote: &RemoteJwks) -> String {
     format!("kb/jwks-lock/{}", remote.shared_id)
 }
 
-fn remote_or_none(issuer: &crate::config::Issuer) -> Option<&RemoteJwks> {
-    match &issuer.keys {
-        Keys::Remote(r) => Some(r),
-        Keys::Inline(_) => None,
-    }
+/// A header-name byte folded as upstream frameworks fold it: lower case, `_` as `-`.
+fn fold(b: u8) -> u8 {
+    if b == b'_' { b'-' } else { b.to_ascii_lowercase() }
 }
 
-/// A header name folded as upstream frameworks fold it: lower case, `_` as `-`.
+/// A header name folded ([`fold`]).
 fn fold_header_name(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b == b'_' {
-                '-'
-            } else {
-                char::from(b.to_ascii_lowercase())
-            }
-        })
-        .collect()
+    name.bytes().map(|b| char::from(fold(b))).collect()
 }
 
-/// Whether `name` folds to `folded` ([`fold_header_name`]), without allocating.
+/// Whether `name` folds to `folded`, without allocating.
 fn folded_eq(name: &str, folded: &str) -> bool {
-    name.len() == folded.len()
-        && name
-            .bytes()
-            .zip(folded.bytes())
-            .all(|(a, b)| (if a == b'_' { b'-' } else { a.to_ascii_lowercase() }) == b)
+    name.len() == folded.len() && name.bytes().map(fold).eq(folded.bytes())
 }
 
 /// Drops the cached verdicts of issuer `i` whose signing key is not in its (new) key set: a
@@ -930,12 +903,22 @@ fn shared_header(value: &[u8]) -> Option<(u64, u64)> {
     Some((version.parse().ok()?, fetched_at.parse().ok()?))
 }
 
-/// Adopts the shared JWKS of a remote issuer if it is newer than this VM's. Returns whether it
-/// did (the caller then forgets cached verdicts of keys that left the set).
-fn sync_keys(state: &mut KeyState, remote: Option<&RemoteJwks>, store: &dyn SharedStore) -> bool {
-    let Some(remote) = remote else {
-        return false;
-    };
+/// Replaces issuer `i`'s keys in this VM, and forgets the cached verdicts whose key left the set:
+/// a verdict never outlives the key that produced it.
+fn adopt_keys(state: &mut KeyState, new: KeyState, tokens: &mut HashMap<Box<str>, Cached>, i: usize) {
+    *state = new;
+    forget_tokens_of_removed_keys(tokens, i, state);
+}
+
+/// Adopts the shared JWKS of remote issuer `i` if it is newer than this VM's ([`adopt_keys`]).
+/// Returns whether it did.
+fn sync_keys(
+    state: &mut KeyState,
+    remote: &RemoteJwks,
+    store: &dyn SharedStore,
+    tokens: &mut HashMap<Box<str>, Cached>,
+    i: usize,
+) -> bool {
     let Ok((Some(value), _)) = store.get(&jwks_key(remote)) else {
         return false;
     };
@@ -952,11 +935,12 @@ fn sync_keys(state: &mut KeyState, remote: Option<&RemoteJwks>, store: &dyn Shar
         .and_then(|j| std::str::from_utf8(j).ok());
     match json.map(|j| parse_jwks(j, "shared JWKS")) {
         Some(Ok(jwks)) => {
-            *state = KeyState {
+            let new = KeyState {
                 jwks: Some(jwks),
                 version,
                 fetched_at,
             };
+            adopt_keys(state, new, tokens, i);
             true
         }
         _ => false,
