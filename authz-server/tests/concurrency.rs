@@ -8,15 +8,6 @@ mod common;
 use common::*;
 use std::time::Instant;
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-fn no_nonce() -> Options {
-    Options {
-        nonce: false,
-        ..Options::default()
-    }
-}
-
 async fn client_credentials(https: Https, assertion: String, proof: String) -> Resp {
     https
         .post_form(

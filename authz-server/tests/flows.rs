@@ -28,10 +28,7 @@ async fn confidential_client_private_key_jwt_and_dpop() {
     // PAR without nonce: use_dpop_nonce with a nonce to retry with.
     let mut form = authz_params("fapi", &challenge, REDIRECT);
     let a = assertion(&env, "fapi", &fapi_key());
-    form.push((
-        "client_assertion_type",
-        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-    ));
+    form.push(("client_assertion_type", JWT_BEARER));
     form.push(("client_assertion", &a));
     let p = proof(&env, &dpop, "/par", None);
     let r = https.post_form("/par", &form, &[("dpop", &p)]).await;
@@ -65,10 +62,7 @@ async fn confidential_client_private_key_jwt_and_dpop() {
                 ("code", &code),
                 ("redirect_uri", REDIRECT),
                 ("code_verifier", &verifier),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
+                ("client_assertion_type", JWT_BEARER),
                 ("client_assertion", &a),
             ],
             &[("dpop", &p)],

@@ -9,15 +9,6 @@ use keybound_core::cert::X5tS256;
 use keybound_core::jws::{P256Signer, RustCrypto, Signer};
 use keybound_core::token::{TokenPolicy, verify_introspection};
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-fn no_nonce() -> Options {
-    Options {
-        nonce: false,
-        ..Options::default()
-    }
-}
-
 /// Code flow for `fapi` (private_key_jwt + DPoP with `dpop`), with optional extra PAR params.
 /// Returns the token response.
 async fn fapi_tokens(env: &Env, https: &Https, dpop: &P256Signer, extra: &[(&str, &str)]) -> serde_json::Value {

@@ -8,15 +8,6 @@ mod common;
 use common::*;
 use keybound_core::jws::P256Signer;
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-fn no_nonce() -> Options {
-    Options {
-        nonce: false,
-        ..Options::default()
-    }
-}
-
 /// PAR for `fapi` with `extra` parameters (e.g. `resource`); the raw answer.
 async fn fapi_par(env: &Env, https: &Https, extra: &[(&str, &str)]) -> (Resp, String) {
     let (verifier, challenge) = pkce();

@@ -99,9 +99,8 @@ async fn totp_second_factor() {
 #[tokio::test]
 async fn five_failed_attempts_end_the_transaction() {
     let env = Env::new(&Options {
-        nonce: false,
         extra: "[login]\naccount_max_failures = 10\n".into(),
-        ..Options::default()
+        ..no_nonce()
     });
     let _server = env.start();
     let https = Https::mtls(&env);
@@ -143,13 +142,6 @@ async fn five_failed_attempts_end_the_transaction() {
     )
     .await;
     assert_eq!(r.status, 401);
-}
-
-fn no_nonce() -> Options {
-    Options {
-        nonce: false,
-        ..Options::default()
-    }
 }
 
 /// A fresh pushed request and transaction, then one password attempt.
@@ -207,9 +199,8 @@ async fn password_guessing_across_fresh_transactions_is_throttled() {
 #[tokio::test]
 async fn the_right_password_works_again_after_the_backoff() {
     let env = Env::new(&Options {
-        nonce: false,
         extra: "[login]\nlockout = 2\n".into(),
-        ..Options::default()
+        ..no_nonce()
     });
     let _server = env.start();
     let https = Https::mtls(&env);

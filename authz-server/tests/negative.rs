@@ -11,15 +11,6 @@ use keybound_core::jws::{P256Signer, Signer};
 type Form = Vec<(String, String)>;
 type FormPatch = Box<dyn Fn(&mut Form)>;
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-fn no_nonce() -> Options {
-    Options {
-        nonce: false,
-        ..Options::default()
-    }
-}
-
 /// PAR form for the private_key_jwt client `fapi` with a fresh assertion.
 fn fapi_par_form(env: &Env, challenge: &str) -> Vec<(String, String)> {
     let mut f: Vec<(String, String)> = authz_params("fapi", challenge, REDIRECT)

@@ -6,15 +6,7 @@ mod common;
 use common::*;
 use keybound_core::jws::P256Signer;
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const DCR_REDIRECT: &str = "https://dcr.keybound.test/cb";
-
-fn no_nonce() -> Options {
-    Options {
-        nonce: false,
-        ..Options::default()
-    }
-}
 
 async fn json_request(
     https: &Https,

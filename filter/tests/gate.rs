@@ -59,11 +59,16 @@ fn token(cnf: Value, exp: u64) -> String {
 }
 
 fn proof(key: &dyn Signer, token: &str, jti: &str, nonce: Option<&str>, iat: u64) -> String {
+    proof_for_url(key, "https://rs.example.com/api", token, jti, nonce, iat)
+}
+
+/// A proof for `GET <url>`.
+fn proof_for_url(key: &dyn Signer, url: &str, token: &str, jti: &str, nonce: Option<&str>, iat: u64) -> String {
     dpop::create_proof(
         key,
         &NewProof {
             htm: "GET",
-            htu: "https://rs.example.com/api",
+            htu: url,
             iat,
             jti,
             access_token: Some(token),
@@ -573,20 +578,7 @@ fn proofs_are_checked_against_the_configured_origins() {
     let key = P256Signer::from_bytes(&[9; 32]).unwrap();
     let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 600);
     let auth = format!("DPoP {t}");
-    let proof_for = |url: &str, jti: &str| {
-        dpop::create_proof(
-            &key,
-            &NewProof {
-                htm: "GET",
-                htu: url,
-                iat: NOW,
-                jti,
-                access_token: Some(&t),
-                nonce: None,
-            },
-        )
-        .unwrap()
-    };
+    let proof_for = |url: &str, jti: &str| proof_for_url(&key, url, &t, jti, None, NOW);
     // A proof captured at another API, replayed here with that API's Host: refused.
     let captured = proof_for("https://other-api.example.com/api", "o-1");
     let o = decide_req(
@@ -709,20 +701,7 @@ fn the_origin_with_the_requests_scheme_wins() {
     let key = P256Signer::from_bytes(&[10; 32]).unwrap();
     let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 600);
     let auth = format!("DPoP {t}");
-    let p = |url: &str, jti: &str| {
-        dpop::create_proof(
-            &key,
-            &NewProof {
-                htm: "GET",
-                htu: url,
-                iat: NOW,
-                jti,
-                access_token: Some(&t),
-                nonce: None,
-            },
-        )
-        .unwrap()
-    };
+    let p = |url: &str, jti: &str| proof_for_url(&key, url, &t, jti, None, NOW);
     let run = |origins: Value, scheme: &str, url: &str, jti: &str| {
         let (mut g, store) = gate(json!({"dpop": {"origins": origins}}));
         let headers = owned(&[("authorization", &auth), ("dpop", &p(url, jti))]);
@@ -745,4 +724,32 @@ fn the_origin_with_the_requests_scheme_wins() {
     let https_only = json!(["https://rs.example.com"]);
     assert_eq!(run(https_only.clone(), "http", "https://rs.example.com/api", "s4"), 200);
     assert_eq!(run(https_only, "http", "http://rs.example.com/api", "s5"), 401);
+}
+
+/// With `trust_forwarded_headers`, the forwarded host must still be one of `dpop.origins`; the
+/// `htu` takes the origin's scheme and authority.
+#[test]
+fn forwarded_hosts_must_be_configured_origins_too() {
+    let (mut g, store) =
+        gate(json!({"dpop": {"origins": ["https://api.example.com"], "trust_forwarded_headers": true}}));
+    let key = P256Signer::from_bytes(&[11; 32]).unwrap();
+    let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 600);
+    let auth = format!("DPoP {t}");
+    let p = proof_for_url(&key, "https://api.example.com/api", &t, "fwd-1", None, NOW);
+    let internal = Req {
+        authority: "gateway.internal:8080",
+        ..Req::default()
+    };
+    let headers = |host| {
+        [
+            ("authorization", auth.as_str()),
+            ("dpop", p.as_str()),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", host),
+        ]
+    };
+    let o = decide_req(&mut g, &store, &internal, &headers("evil.example"));
+    assert_eq!((status(&o), reason(&o)), (400, "unknown_origin"));
+    let o = decide_req(&mut g, &store, &internal, &headers("api.example.com"));
+    assert_eq!(status(&o), 200, "{o:?}");
 }

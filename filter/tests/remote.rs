@@ -622,3 +622,51 @@ fn two_configurations_in_one_envoy_never_share_keys() {
     let o = decide(&mut reloaded, &store, &client.headers(&forged, NOW + 3), NOW + 3);
     assert_eq!(verdict(&o), (401, "token_bad_signature"));
 }
+
+/// `introspection.dangerous_accept_untyped` lets answers without `token_type` through (servers
+/// that do not send it); without it they are refused.
+#[test]
+fn untyped_introspection_answers_only_when_configured() {
+    let client = Client::new();
+    let jkt = client.key.public_key().thumbprint().to_string();
+    let untyped = json!({"active": true, "iss": ISS, "aud": AUD, "sub": "alice", "client_id": "c1",
+        "exp": NOW + 600, "cnf": {"jkt": jkt}});
+    for (lenient, expected) in [(false, (401, "token_not_access_token")), (true, (200, "ok"))] {
+        let mut config = introspection_config();
+        config["introspection"]["dangerous_accept_untyped"] = json!(lenient);
+        let store = Store::default();
+        let mut gate = new_gate(&config, &store);
+        let h = client.headers("untyped-token", NOW);
+        assert!(matches!(decide(&mut gate, &store, &h, NOW), Outcome::Fetch(_)));
+        gate.introspection_response("untyped-token", Some(200), untyped.to_string().as_bytes(), NOW)
+            .unwrap();
+        assert_eq!(
+            verdict(&again(&mut gate, &store, &h, NOW)),
+            expected,
+            "lenient: {lenient}"
+        );
+    }
+}
+
+/// `token_cache.max_age_seconds` caps introspection answers too, below their own
+/// `max_cache_seconds`.
+#[test]
+fn introspection_answers_are_cached_at_most_the_token_cache_age() {
+    let mut config = introspection_config();
+    config["token_cache"] = json!({"max_age_seconds": 30});
+    let store = Store::default();
+    let mut gate = new_gate(&config, &store);
+    let client = Client::new();
+    let opaque = "short-lived-verdict";
+    let h = client.headers(opaque, NOW);
+    assert!(matches!(decide(&mut gate, &store, &h, NOW), Outcome::Fetch(_)));
+    gate.introspection_response(opaque, Some(200), active(&client, NOW + 3600).as_bytes(), NOW)
+        .unwrap();
+    assert_eq!(verdict(&again(&mut gate, &store, &h, NOW)), (200, "ok"));
+    let o = decide(&mut gate, &store, &client.headers(opaque, NOW + 29), NOW + 29);
+    assert!(cache_hit(&o), "{o:?}");
+    assert!(matches!(
+        decide(&mut gate, &store, &client.headers(opaque, NOW + 30), NOW + 30),
+        Outcome::Fetch(_)
+    ));
+}

@@ -19,30 +19,10 @@ use keybound_e2e::tls::GATEWAY_URI;
 use keybound_e2e::{Envoy, EnvoyOptions, Identity, Pki, Response, TlsListener, Upstream, UpstreamTls, request_tls};
 use serde_json::json;
 
-/// The gateway (with the filter configured by `cfg`) and the front hop before it.
+/// The gateway (with the filter configured by `cfg`, client certificates only from the mesh CA)
+/// and the front hop before it.
 fn two_hops(pki: &Pki, up: &Upstream, cfg: &str) -> (Envoy, Envoy) {
-    let gateway_opts = EnvoyOptions {
-        tls: Some(TlsListener {
-            client_ca: Some(pki.mesh_ca.clone()),
-            ..pki.listener(&pki.gateway, false)
-        }),
-        forward_client_cert: Some("FORWARD_ONLY".into()),
-        ..EnvoyOptions::default()
-    };
-    let gateway = Envoy::start_with(cfg, up, &gateway_opts).unwrap();
-    let front_opts = EnvoyOptions {
-        tls: Some(pki.listener(&pki.front, false)),
-        forward_client_cert: Some("SANITIZE_SET".into()),
-        set_current_client_cert: vec!["cert".into(), "uri".into()],
-        upstream_tls: Some(UpstreamTls {
-            ca: pki.ca.clone(),
-            sni: "localhost".into(),
-            client_cert: Some((pki.mesh_front.cert.clone(), pki.mesh_front.key.clone())),
-        }),
-        ..EnvoyOptions::default()
-    };
-    let front = Envoy::start_proxy(gateway.port, &front_opts).unwrap();
-    (gateway, front)
+    common::two_hops(pki, up, cfg, &pki.mesh_ca)
 }
 
 fn get(port: u16, pki: &Pki, client: Option<&Identity>, headers: &[(&str, &str)]) -> Response {

@@ -9,16 +9,15 @@
     reason = "test code: a failed fixture fails the test"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keybound_core::dpop::{self, NewProof};
-use keybound_core::jwk::Jwk;
 use keybound_core::jws::{self, Signer};
 use keybound_e2e::issuer::{Connection, IssuerServer};
 
 mod common;
 
-use common::{now, p256, unique};
+use common::{eventually, jwks, now, p256, unique};
 use keybound_e2e::{Envoy, EnvoyOptions, Response, Upstream, request};
 use serde_json::{Value, json};
 
@@ -27,18 +26,6 @@ const AUD: &str = "https://rs.example.com";
 const URL: &str = "http://rs.example.com/api";
 /// `base64("gateway:s3cret")`.
 const CLIENT_AUTH: &str = "Basic Z2F0ZXdheTpzM2NyZXQ=";
-
-/// A JWKS with the issuer keys `(seed, kid)`.
-fn jwks(keys: &[(u8, &str)]) -> String {
-    let keys: Vec<Value> = keys
-        .iter()
-        .map(|(seed, kid)| {
-            let jwk = Jwk::new(p256(*seed).public_key().clone(), Some((*kid).into()), None);
-            serde_json::from_str(&jwk.to_json()).unwrap()
-        })
-        .collect();
-    json!({ "keys": keys }).to_string()
-}
 
 /// A fresh DPoP-bound token signed by issuer key `(seed, kid)` for `client`.
 fn token(seed: u8, kid: &str, client: &dyn Signer) -> String {
@@ -83,18 +70,6 @@ fn start(config: &str, server: &IssuerServer, upstream: &Upstream) -> Envoy {
         ..EnvoyOptions::default()
     };
     Envoy::start_with(config, upstream, &opts).unwrap()
-}
-
-/// Polls `f` every 100 ms for up to `secs` seconds.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 #[test]

@@ -12,34 +12,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{ISS, assert_denied, cert_token, config, counter, dpop_token, now, p256, unique};
-use keybound_core::dpop::{self, NewProof};
-use keybound_core::jwk::Jwk;
+use common::{
+    ISS, assert_denied, cert_token, config, counter, dpop_token, eventually, jwks, now, p256, proof, proof_at, unique,
+};
 use keybound_core::jws::{self, Signer};
 use keybound_e2e::issuer::{Connection, IssuerServer};
 use keybound_e2e::tls::FRONT_URI;
-use keybound_e2e::{
-    Envoy, EnvoyOptions, Identity, Pki, Response, TempDir, TlsListener, Upstream, UpstreamTls, request, request_tls,
-};
-use serde_json::{Value, json};
-
-/// A DPoP proof for `GET <url>` with `token`, at `iat`.
-fn proof_at(key: &dyn Signer, url: &str, token: &str, iat: u64) -> String {
-    dpop::create_proof(
-        key,
-        &NewProof {
-            htm: "GET",
-            htu: url,
-            iat,
-            jti: &unique("seam"),
-            access_token: Some(token),
-            nonce: None,
-        },
-    )
-    .unwrap()
-}
+use keybound_e2e::{Envoy, EnvoyOptions, Identity, Pki, Response, TempDir, Upstream, request, request_tls};
+use serde_json::json;
 
 /// The request target the upstream received (the echo's `:path`), if it was reached.
 fn upstream_path(r: &Response) -> Option<String> {
@@ -139,7 +119,7 @@ fn paths_that_walk_around_rules_are_refused_with_and_without_envoy_normalisation
         // and the upstream gets that path.
         let key = p256(61);
         let t = dpop_token(&key);
-        let p = proof_at(&key, "http://rs.example.com/api/accounts", &t, now());
+        let p = proof(&key, "GET", "http://rs.example.com/api/accounts", &t);
         let r = request(
             envoy.port,
             "GET",
@@ -170,7 +150,7 @@ fn claim_header_variants_never_reach_the_upstream() {
     for (name, opts) in hardened_and_raw() {
         let envoy = Envoy::start_with(&cfg, &up, &opts).unwrap();
         for path in ["/api/accounts", "/health"] {
-            let p = proof_at(&key, &format!("http://rs.example.com{path}"), &t, now());
+            let p = proof(&key, "GET", &format!("http://rs.example.com{path}"), &t);
             let mut headers = vec![("authorization", auth.as_str()), ("dpop", p.as_str())];
             headers.extend(spoofed);
             let r = request(envoy.port, "GET", path, &headers).unwrap();
@@ -206,7 +186,7 @@ fn a_proof_for_another_origin_is_refused_whatever_the_host() {
     let t = dpop_token(&key);
     let auth = format!("DPoP {t}");
     // Captured at https://payments.example.com, replayed here with that Host.
-    let captured = proof_at(&key, "https://payments.example.com/api/accounts", &t, now());
+    let captured = proof(&key, "GET", "https://payments.example.com/api/accounts", &t);
     let r = request(
         envoy.port,
         "GET",
@@ -223,7 +203,7 @@ fn a_proof_for_another_origin_is_refused_whatever_the_host() {
     assert_eq!(counter(&envoy, "denied.unknown_origin"), 1);
     // The same client at this gateway's origin, in another spelling of its authority: accepted.
     for host in ["rs.example.com", "RS.Example.COM:80"] {
-        let p = proof_at(&key, "http://rs.example.com/api/accounts", &t, now());
+        let p = proof(&key, "GET", "http://rs.example.com/api/accounts", &t);
         let r = request(
             envoy.port,
             "GET",
@@ -246,7 +226,7 @@ fn a_proof_in_the_last_second_of_its_window_is_accepted_once() {
     let auth = format!("DPoP {t}");
     // The first request must land in the same second as `iat + 30`; retry across a tick.
     for _ in 0..5 {
-        let p = proof_at(&key, "http://rs.example.com/api/edge", &t, now() - 30);
+        let p = proof_at(&key, "GET", "http://rs.example.com/api/edge", &t, now() - 30);
         let headers = [("authorization", auth.as_str()), ("dpop", p.as_str())];
         let first = request(envoy.port, "GET", "/api/edge", &headers).unwrap();
         if first.status != 200 {
@@ -262,36 +242,14 @@ fn a_proof_in_the_last_second_of_its_window_is_accepted_once() {
     panic!("no request landed inside the window: {}", envoy.log_tail());
 }
 
-/// The gateway of `behind_proxy.rs` (XFCC kept only on mTLS connections, `FORWARD_ONLY`), but
-/// one that also serves clients with their own certificates directly: its listener trusts the
-/// client CA besides the internal CA of the front's certificate.
+/// The two hops of `behind_proxy.rs`, but a gateway that also serves clients with their own
+/// certificates directly: its listener trusts the client CA besides the mesh CA of the front's.
 fn gateway_for_direct_and_fronted_clients(pki: &Pki, up: &Upstream, cfg: &str, dir: &TempDir) -> (Envoy, Envoy) {
     let both = dir.0.join("client-and-mesh-ca.pem");
     let mut pem = std::fs::read(&pki.ca).unwrap();
     pem.extend(std::fs::read(&pki.mesh_ca).unwrap());
     std::fs::write(&both, pem).unwrap();
-    let gateway_opts = EnvoyOptions {
-        tls: Some(TlsListener {
-            client_ca: Some(both),
-            ..pki.listener(&pki.gateway, false)
-        }),
-        forward_client_cert: Some("FORWARD_ONLY".into()),
-        ..EnvoyOptions::default()
-    };
-    let gateway = Envoy::start_with(cfg, up, &gateway_opts).unwrap();
-    let front_opts = EnvoyOptions {
-        tls: Some(pki.listener(&pki.front, false)),
-        forward_client_cert: Some("SANITIZE_SET".into()),
-        set_current_client_cert: vec!["cert".into(), "uri".into()],
-        upstream_tls: Some(UpstreamTls {
-            ca: pki.ca.clone(),
-            sni: "localhost".into(),
-            client_cert: Some((pki.mesh_front.cert.clone(), pki.mesh_front.key.clone())),
-        }),
-        ..EnvoyOptions::default()
-    };
-    let front = Envoy::start_proxy(gateway.port, &front_opts).unwrap();
-    (gateway, front)
+    common::two_hops(pki, up, cfg, &both)
 }
 
 fn get(port: u16, pki: &Pki, client: Option<&Identity>, headers: &[(&str, &str)]) -> Response {
@@ -337,29 +295,6 @@ fn a_client_with_its_own_certificate_cannot_forge_xfcc() {
 /// `base64("gateway:s3cret")`.
 const CLIENT_AUTH: &str = "Basic Z2F0ZXdheTpzM2NyZXQ=";
 
-/// A JWKS with the issuer keys `(seed, kid)`.
-fn jwks(keys: &[(u8, &str)]) -> String {
-    let keys: Vec<Value> = keys
-        .iter()
-        .map(|(seed, kid)| {
-            let jwk = Jwk::new(p256(*seed).public_key().clone(), Some((*kid).into()), None);
-            serde_json::from_str(&jwk.to_json()).unwrap()
-        })
-        .collect();
-    json!({ "keys": keys }).to_string()
-}
-
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 /// Item 6: keybound-authz answered `active: true` for a refresh token (with `token_type: DPoP`,
 /// `cnf`, and no `aud`), and the gateway let `Authorization: DPoP <refresh token>` through. An
 /// introspection answer without the gateway's audience, or about another kind of token, is
@@ -391,7 +326,7 @@ fn a_refresh_token_reported_active_by_introspection_is_refused() {
         ("refresh-1", "token_missing_claim"),
         ("refresh-2", "token_not_access_token"),
     ] {
-        let p = proof_at(&client, "http://rs.example.com/api", token, now());
+        let p = proof(&client, "GET", "http://rs.example.com/api", token);
         let r = request(
             envoy.port,
             "GET",
@@ -436,7 +371,7 @@ fn a_cached_verdict_goes_when_its_key_leaves_the_key_set() {
     // One keep-alive connection: one worker, one token cache.
     let mut conn = Connection::open(envoy.port).unwrap();
     let mut call = |t: &str| {
-        let p = proof_at(&client, "http://rs.example.com/api", t, now());
+        let p = proof(&client, "GET", "http://rs.example.com/api", t);
         conn.request("GET", "/api", &[("authorization", &format!("DPoP {t}")), ("dpop", &p)])
             .unwrap()
     };

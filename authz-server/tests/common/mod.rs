@@ -100,6 +100,17 @@ impl Default for Options {
     }
 }
 
+/// The default options without DPoP nonces.
+pub fn no_nonce() -> Options {
+    Options {
+        nonce: false,
+        ..Options::default()
+    }
+}
+
+/// `client_assertion_type` of `private_key_jwt` (RFC 7523).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
 /// A directory with dev certificates (from `keybound-authz init`) and a test config.
 pub struct Env {
     pub dir: PathBuf,

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use keybound_core::b64;
 use keybound_core::dpop;
 use keybound_core::jws::{self, P256Signer, Signer};
-use keybound_e2e::{Envoy, Response};
+use keybound_e2e::{Envoy, EnvoyOptions, Pki, Response, TlsListener, Upstream, UpstreamTls};
 use serde_json::{Value, json};
 
 /// The test issuer.
@@ -141,18 +141,77 @@ pub fn proof_claims(method: &str, url: &str, token: &str) -> Value {
 
 /// A valid proof made by core's `create_proof`.
 pub fn proof(key: &dyn Signer, method: &str, url: &str, token: &str) -> String {
+    proof_at(key, method, url, token, now())
+}
+
+/// A valid proof with this `iat`.
+pub fn proof_at(key: &dyn Signer, method: &str, url: &str, token: &str, iat: u64) -> String {
     dpop::create_proof(
         key,
         &dpop::NewProof {
             htm: method,
             htu: url,
-            iat: now(),
+            iat,
             jti: &unique("p"),
             access_token: Some(token),
             nonce: None,
         },
     )
     .unwrap()
+}
+
+/// A JWKS with the keys `(seed, kid)` (P-256 keys made from the seed, as [`p256`]).
+pub fn jwks(keys: &[(u8, &str)]) -> String {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|(seed, kid)| {
+            let jwk = keybound_core::jwk::Jwk::new(p256(*seed).public_key().clone(), Some((*kid).into()), None);
+            serde_json::from_str(&jwk.to_json()).unwrap()
+        })
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+/// Polls `f` every 100 ms for up to `secs` seconds.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+/// Two hops, as in `envoy/behind-proxy.yaml`: the gateway (the filter configured by `cfg`, TLS
+/// with client certificates optional from the CA(s) in `gateway_client_ca`, XFCC kept only on
+/// mTLS connections: `FORWARD_ONLY`) and the front hop before it (the client's TLS with
+/// certificates from the test CA, `SANITIZE_SET`, calling the gateway with its mesh
+/// certificate). Returns `(gateway, front)`.
+pub fn two_hops(pki: &Pki, up: &Upstream, cfg: &str, gateway_client_ca: &std::path::Path) -> (Envoy, Envoy) {
+    let gateway_opts = EnvoyOptions {
+        tls: Some(TlsListener {
+            client_ca: Some(gateway_client_ca.to_path_buf()),
+            ..pki.listener(&pki.gateway, false)
+        }),
+        forward_client_cert: Some("FORWARD_ONLY".into()),
+        ..EnvoyOptions::default()
+    };
+    let gateway = Envoy::start_with(cfg, up, &gateway_opts).unwrap();
+    let front_opts = EnvoyOptions {
+        tls: Some(pki.listener(&pki.front, false)),
+        forward_client_cert: Some("SANITIZE_SET".into()),
+        set_current_client_cert: vec!["cert".into(), "uri".into()],
+        upstream_tls: Some(UpstreamTls {
+            ca: pki.ca.clone(),
+            sni: "localhost".into(),
+            client_cert: Some((pki.mesh_front.cert.clone(), pki.mesh_front.key.clone())),
+        }),
+        ..EnvoyOptions::default()
+    };
+    let front = Envoy::start_proxy(gateway.port, &front_opts).unwrap();
+    (gateway, front)
 }
 
 /// The value of a counter of the keybound filter (`wasmcustom.keybound.<name>`).
