@@ -26,10 +26,8 @@ async fn confidential_client_private_key_jwt_and_dpop() {
     let (verifier, challenge) = pkce();
 
     // PAR without nonce: use_dpop_nonce with a nonce to retry with.
-    let mut form = authz_params("fapi", &challenge, REDIRECT);
     let a = assertion(&env, "fapi", &fapi_key());
-    form.push(("client_assertion_type", JWT_BEARER));
-    form.push(("client_assertion", &a));
+    let form = with_assertion(authz_params("fapi", &challenge, REDIRECT), &a);
     let p = proof(&env, &dpop, "/par", None);
     let r = https.post_form("/par", &form, &[("dpop", &p)]).await;
     assert_eq!((r.status, r.error().as_str()), (400, "use_dpop_nonce"));

@@ -14,9 +14,7 @@ use keybound_core::token::{TokenPolicy, verify_introspection};
 async fn fapi_tokens(env: &Env, https: &Https, dpop: &P256Signer, extra: &[(&str, &str)]) -> serde_json::Value {
     let (verifier, challenge) = pkce();
     let a = assertion(env, "fapi", &fapi_key());
-    let mut form = authz_params("fapi", &challenge, REDIRECT);
-    form.push(("client_assertion_type", JWT_BEARER));
-    form.push(("client_assertion", &a));
+    let mut form = with_assertion(authz_params("fapi", &challenge, REDIRECT), &a);
     form.extend_from_slice(extra);
     let redirect = par_then_allow(https, "fapi", &form, &[]).await;
     let code = redirect.params["code"].clone();
@@ -399,13 +397,7 @@ async fn introspection_never_reports_a_refresh_token_active() {
         )
     );
     let mtls = Https::mtls(&env);
-    let r = mtls
-        .post_form(
-            "/token",
-            &[("grant_type", "client_credentials"), ("client_id", "mtls")],
-            &[],
-        )
-        .await;
+    let r = mtls_client_credentials(&mtls).await;
     let j = introspect(&env, &https, r.json()["access_token"].as_str().unwrap(), false)
         .await
         .json();
@@ -428,9 +420,7 @@ async fn code_reuse_revokes_the_tokens_it_issued() {
     let dpop = key(0xd1);
     let (verifier, challenge) = pkce();
     let a = assertion(&env, "fapi", &fapi_key());
-    let mut form = authz_params("fapi", &challenge, REDIRECT);
-    form.push(("client_assertion_type", JWT_BEARER));
-    form.push(("client_assertion", &a));
+    let form = with_assertion(authz_params("fapi", &challenge, REDIRECT), &a);
     let r = https.post_form("/par", &form, &[]).await;
     let redirect = browser(
         &https,

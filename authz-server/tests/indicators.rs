@@ -12,9 +12,7 @@ use keybound_core::jws::P256Signer;
 async fn fapi_par(env: &Env, https: &Https, extra: &[(&str, &str)]) -> (Resp, String) {
     let (verifier, challenge) = pkce();
     let a = assertion(env, "fapi", &fapi_key());
-    let mut form = authz_params("fapi", &challenge, REDIRECT);
-    form.push(("client_assertion_type", JWT_BEARER));
-    form.push(("client_assertion", &a));
+    let mut form = with_assertion(authz_params("fapi", &challenge, REDIRECT), &a);
     form.extend_from_slice(extra);
     (https.post_form("/par", &form, &[]).await, verifier)
 }
@@ -75,13 +73,7 @@ async fn without_a_resource_the_token_is_for_the_default_resource_only() {
     let env = Env::new(&no_nonce());
     let _server = env.start();
     let mtls = Https::mtls(&env);
-    let r = mtls
-        .post_form(
-            "/token",
-            &[("grant_type", "client_credentials"), ("client_id", "mtls")],
-            &[],
-        )
-        .await;
+    let r = mtls_client_credentials(&mtls).await;
     assert_eq!(aud(&r), serde_json::json!(AUDIENCE));
     let https = Https::new(&env, None);
     let (code, verifier) = fapi_code(&env, &https, &[]).await;

@@ -44,8 +44,7 @@ async fn par_as(env: &Env, https: &Https, client_id: &str, key: &P256Signer, red
     let mut form = authz_params(client_id, &challenge, redirect);
     form.retain(|(k, _)| *k != "scope");
     form.push(("scope", "openid"));
-    form.push(("client_assertion_type", JWT_BEARER));
-    form.push(("client_assertion", &a));
+    let form = with_assertion(form, &a);
     https.post_form("/par", &form, &[]).await
 }
 
@@ -82,9 +81,7 @@ async fn a_registered_client_completes_a_dpop_flow_and_survives_a_restart() {
     let dpop = common::key(0x22);
     let (verifier, challenge) = pkce();
     let a = assertion(&env, &client_id, &key);
-    let mut form = authz_params(&client_id, &challenge, DCR_REDIRECT);
-    form.push(("client_assertion_type", JWT_BEARER));
-    form.push(("client_assertion", &a));
+    let form = with_assertion(authz_params(&client_id, &challenge, DCR_REDIRECT), &a);
     let redirect = par_then_allow(&https, &client_id, &form, &[]).await;
     assert!(redirect.params.contains_key("code"));
     let a = assertion(&env, &client_id, &key);

@@ -101,6 +101,21 @@ struct Req<'a> {
     now: u64,
 }
 
+impl<'a> Req<'a> {
+    /// The default request, for `path`.
+    fn path(path: &'a str) -> Self {
+        Req { path, ..Req::default() }
+    }
+
+    /// The default request, for `authority`.
+    fn authority(authority: &'a str) -> Self {
+        Req {
+            authority,
+            ..Req::default()
+        }
+    }
+}
+
 impl Default for Req<'_> {
     fn default() -> Self {
         Req {
@@ -372,15 +387,7 @@ fn unknown_issuers_and_opaque_tokens_are_refused_and_no_auth_routes_still_strip(
     assert_eq!((status(&o), reason(&o)), (401, "token_malformed"));
 
     let headers = [("x-keybound-sub", "mallory"), ("dpop", "x")];
-    let o = decide_req(
-        &mut g,
-        &store,
-        &Req {
-            path: "/health",
-            ..Req::default()
-        },
-        &headers,
-    );
+    let o = decide_req(&mut g, &store, &Req::path("/health"), &headers);
     let headers = owned(&headers);
     match o {
         Outcome::Allow { strip, .. } => {
@@ -428,7 +435,7 @@ fn rules_match_the_canonical_path_and_ambiguous_paths_are_refused() {
         "/health/.%2E/api/accounts?x=1",
         "//health/./../api",
     ] {
-        let o = decide_req(&mut g, &store, &Req { path, ..Req::default() }, &[]);
+        let o = decide_req(&mut g, &store, &Req::path(path), &[]);
         assert_eq!((status(&o), reason(&o)), (401, "missing_credentials"), "{path}: {o:?}");
     }
     for path in [
@@ -444,7 +451,7 @@ fn rules_match_the_canonical_path_and_ambiguous_paths_are_refused() {
         "/api%23",
         "/api%3Bx",
     ] {
-        let o = decide_req(&mut g, &store, &Req { path, ..Req::default() }, &[]);
+        let o = decide_req(&mut g, &store, &Req::path(path), &[]);
         assert_eq!((status(&o), reason(&o)), (400, "path_not_canonical"), "{path}: {o:?}");
         let Outcome::Deny { body, .. } = &o else {
             panic!("{o:?}")
@@ -459,7 +466,7 @@ fn rules_match_the_canonical_path_and_ambiguous_paths_are_refused() {
         ("//health//live", Some("/health/live")),
         ("/%68ealth", Some("/health")),
     ] {
-        match decide_req(&mut g, &store, &Req { path, ..Req::default() }, &[]) {
+        match decide_req(&mut g, &store, &Req::path(path), &[]) {
             Outcome::Allow { path: p, log, .. } => {
                 assert_eq!(log.reason, "no_auth", "{path}");
                 assert_eq!(p.as_deref(), forwarded, "{path}");
@@ -468,15 +475,7 @@ fn rules_match_the_canonical_path_and_ambiguous_paths_are_refused() {
         }
     }
     // `/healthX` is not under `/health`.
-    let o = decide_req(
-        &mut g,
-        &store,
-        &Req {
-            path: "/healthX",
-            ..Req::default()
-        },
-        &[],
-    );
+    let o = decide_req(&mut g, &store, &Req::path("/healthX"), &[]);
     assert_eq!(status(&o), 401);
 }
 
@@ -493,10 +492,7 @@ fn a_proof_for_the_canonical_url_matches_a_non_canonical_spelling() {
     let o = decide_req(
         &mut g,
         &store,
-        &Req {
-            path: "/x/../api",
-            ..Req::default()
-        },
+        &Req::path("/x/../api"),
         &[("authorization", &auth), ("dpop", &p)],
     );
     match o {
@@ -544,15 +540,7 @@ fn claim_header_variants_are_stripped() {
         ]
     );
     // The same on a public route, where no token is checked.
-    let o = decide_req(
-        &mut g,
-        &store,
-        &Req {
-            path: "/health",
-            ..Req::default()
-        },
-        &spoofed,
-    );
+    let o = decide_req(&mut g, &store, &Req::path("/health"), &spoofed);
     let Outcome::Allow { strip, .. } = &o else {
         panic!("{o:?}")
     };
@@ -584,10 +572,7 @@ fn proofs_are_checked_against_the_configured_origins() {
     let o = decide_req(
         &mut g,
         &store,
-        &Req {
-            authority: "other-api.example.com",
-            ..Req::default()
-        },
+        &Req::authority("other-api.example.com"),
         &[("authorization", &auth), ("dpop", &captured)],
     );
     assert_eq!((status(&o), reason(&o)), (400, "unknown_origin"), "{o:?}");
@@ -601,10 +586,7 @@ fn proofs_are_checked_against_the_configured_origins() {
         let o = decide_req(
             &mut g,
             &store,
-            &Req {
-                authority,
-                ..Req::default()
-            },
+            &Req::authority(authority),
             &[("authorization", &auth), ("dpop", &p)],
         );
         assert_eq!(status(&o), 200, "{authority}: {o:?}");
@@ -614,10 +596,7 @@ fn proofs_are_checked_against_the_configured_origins() {
     let o = decide_req(
         &mut g,
         &store,
-        &Req {
-            authority: "api.example.com:8443",
-            ..Req::default()
-        },
+        &Req::authority("api.example.com:8443"),
         &[("authorization", &auth), ("dpop", &p)],
     );
     assert_eq!((status(&o), reason(&o)), (401, "proof_htu_mismatch"));
@@ -630,15 +609,7 @@ fn proofs_are_checked_against_the_configured_origins() {
         "",
         "a@rs.example.com",
     ] {
-        let o = decide_req(
-            &mut g,
-            &store,
-            &Req {
-                authority,
-                ..Req::default()
-            },
-            &[("authorization", &auth)],
-        );
+        let o = decide_req(&mut g, &store, &Req::authority(authority), &[("authorization", &auth)]);
         assert_eq!((status(&o), reason(&o)), (400, "unknown_origin"), "{authority:?}");
     }
     // A public route does not depend on the authority.

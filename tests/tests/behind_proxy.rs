@@ -16,7 +16,7 @@ mod common;
 use common::{assert_denied, cert_token, config, counter};
 use keybound_e2e::tls::FRONT_URI;
 use keybound_e2e::tls::GATEWAY_URI;
-use keybound_e2e::{Envoy, EnvoyOptions, Identity, Pki, Response, TlsListener, Upstream, UpstreamTls, request_tls};
+use keybound_e2e::{Envoy, EnvoyOptions, Identity, Pki, Response, TlsListener, Upstream, request_tls};
 use serde_json::json;
 
 /// The gateway (with the filter configured by `cfg`, client certificates only from the mesh CA)
@@ -184,18 +184,7 @@ fn behind_an_appending_hop_the_filter_takes_the_element_second_from_the_end() {
     };
     let cfg = config(json!({"mtls": {"source": "xfcc", "element_from_end": 1}}));
     let gateway = Envoy::start_with(&cfg, &up, &gateway_opts).unwrap();
-    let front_opts = EnvoyOptions {
-        tls: Some(pki.listener(&pki.front, false)),
-        forward_client_cert: Some("SANITIZE_SET".into()),
-        set_current_client_cert: vec!["cert".into(), "uri".into()],
-        upstream_tls: Some(UpstreamTls {
-            ca: pki.ca.clone(),
-            sni: "localhost".into(),
-            client_cert: Some((pki.mesh_front.cert.clone(), pki.mesh_front.key.clone())),
-        }),
-        ..EnvoyOptions::default()
-    };
-    let front = Envoy::start_proxy(gateway.port, &front_opts).unwrap();
+    let front = common::front_hop(&pki, &gateway);
     let auth = format!("Bearer {}", cert_token(&pki.alice.x5t_s256()));
 
     let r = get(front.port, &pki, Some(&pki.alice), &[("authorization", &auth)]);

@@ -593,6 +593,25 @@ pub async fn fetch_nonce(env: &Env, https: &Https, signer: &P256Signer) -> Strin
 }
 
 /// The standard authorization parameters for a client.
+/// `form` with a `private_key_jwt` client assertion (RFC 7523) added.
+pub fn with_assertion<'a>(mut form: Vec<(&'a str, &'a str)>, assertion: &'a str) -> Vec<(&'a str, &'a str)> {
+    form.push(("client_assertion_type", JWT_BEARER));
+    form.push(("client_assertion", assertion));
+    form
+}
+
+/// `client_credentials` for the certificate-bound client `mtls` (`https` presents its
+/// certificate).
+pub async fn mtls_client_credentials(https: &Https) -> Resp {
+    https
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials"), ("client_id", "mtls")],
+            &[],
+        )
+        .await
+}
+
 pub fn authz_params<'a>(client_id: &'a str, challenge: &'a str, redirect: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("client_id", client_id),

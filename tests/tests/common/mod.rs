@@ -199,6 +199,14 @@ pub fn two_hops(pki: &Pki, up: &Upstream, cfg: &str, gateway_client_ca: &std::pa
         ..EnvoyOptions::default()
     };
     let gateway = Envoy::start_with(cfg, up, &gateway_opts).unwrap();
+    let front = front_hop(pki, &gateway);
+    (gateway, front)
+}
+
+/// The front hop before `gateway`: terminates the client's TLS (certificates optional, from the
+/// test CA), replaces any XFCC with its own element (`SANITIZE_SET`, `Cert` and `URI`), and
+/// calls the gateway over TLS with its mesh certificate.
+pub fn front_hop(pki: &Pki, gateway: &Envoy) -> Envoy {
     let front_opts = EnvoyOptions {
         tls: Some(pki.listener(&pki.front, false)),
         forward_client_cert: Some("SANITIZE_SET".into()),
@@ -210,8 +218,7 @@ pub fn two_hops(pki: &Pki, up: &Upstream, cfg: &str, gateway_client_ca: &std::pa
         }),
         ..EnvoyOptions::default()
     };
-    let front = Envoy::start_proxy(gateway.port, &front_opts).unwrap();
-    (gateway, front)
+    Envoy::start_proxy(gateway.port, &front_opts).unwrap()
 }
 
 /// The value of a counter of the keybound filter (`wasmcustom.keybound.<name>`).
