@@ -33,6 +33,7 @@ fn challenge_error(app: &App, e: &keybound_core::Error, auth: &[&str], now: u64)
         algs: &algs,
         realm: None,
         required_scope: "openid",
+        resource_metadata: None,
     });
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let mut res = status.into_response();

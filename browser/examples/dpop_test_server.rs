@@ -260,6 +260,7 @@ fn handle(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
                     algs: &ProofPolicy::default().algs.to_vec(),
                     realm: None,
                     required_scope: "",
+                    resource_metadata: None,
                 };
                 headers.push(("WWW-Authenticate".into(), e.www_authenticate(&challenge)));
                 (e.status(), format!(r#"{{"error":"{code}"}}"#))

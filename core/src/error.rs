@@ -211,6 +211,9 @@ pub enum Error {
     CertificateMismatch,
     /// The token has no `cnf` and the policy does not allow bearer tokens.
     UnboundToken,
+    /// The token's binding is not one the route accepts (a route for DPoP only, say, and a
+    /// certificate-bound token).
+    BindingNotAccepted,
     /// The client certificate data (PEM, digest, XFCC) is malformed.
     InvalidCertificate {
         /// What is wrong (for logs only).
@@ -282,7 +285,8 @@ impl Error {
             | JktMismatch
             | CertificateRequired
             | CertificateMismatch
-            | UnboundToken => ErrorCode::InvalidToken,
+            | UnboundToken
+            | BindingNotAccepted => ErrorCode::InvalidToken,
             InsufficientScope => ErrorCode::InsufficientScope,
             PkceMismatch => ErrorCode::InvalidGrant,
         })
@@ -364,6 +368,7 @@ impl Error {
             CertificateRequired => "certificate_required",
             CertificateMismatch => "certificate_mismatch",
             UnboundToken => "unbound_token",
+            BindingNotAccepted => "binding_not_accepted",
             InvalidCertificate { .. } => "invalid_certificate",
             PkceMethodNotAllowed => "pkce_method_not_allowed",
             PkceMalformed => "pkce_malformed",
@@ -404,6 +409,7 @@ impl Error {
             ("realm", ctx.realm.unwrap_or("")),
             ("error", code.map_or("", ErrorCode::as_str)),
             ("scope", scope),
+            ("resource_metadata", ctx.resource_metadata.unwrap_or("")),
         ];
         if dpop {
             let algs: Vec<&str> = ctx.algs.iter().map(|a| a.as_str()).collect();
@@ -467,6 +473,8 @@ pub struct Challenge<'a> {
     pub realm: Option<&'a str>,
     /// The space-separated scopes the route requires (sent with `insufficient_scope`).
     pub required_scope: &'a str,
+    /// The URL of the resource's RFC 9728 metadata (`resource_metadata`), if it publishes one.
+    pub resource_metadata: Option<&'a str>,
 }
 
 impl fmt::Display for Error {

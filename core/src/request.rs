@@ -116,6 +116,37 @@ pub enum Binding {
     Bearer,
 }
 
+/// Which bindings a route accepts, beyond what [`check_binding`] checks: a route can take only
+/// DPoP-bound or only certificate-bound tokens (an unbound bearer token is governed by
+/// [`RoutePolicy::allow_bearer`] alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AcceptedBinding {
+    /// Any binding the token has (default).
+    #[default]
+    Any,
+    /// DPoP only: the request was bound by a proof of the token's `cnf.jkt`.
+    Dpop,
+    /// Certificates only: the token carries `cnf.x5t#S256` and the client certificate matched
+    /// it (also when the token is DPoP-bound as well).
+    Certificate,
+}
+
+impl AcceptedBinding {
+    /// Checks a verified binding.
+    ///
+    /// # Errors
+    /// [`Error::BindingNotAccepted`] if the route does not take it.
+    pub fn check(self, binding: &Binding, token: &VerifiedToken) -> Result<()> {
+        let ok = match (self, binding) {
+            (AcceptedBinding::Any, _) | (_, Binding::Bearer) => true,
+            (AcceptedBinding::Dpop, b) => matches!(b, Binding::Dpop(_)),
+            (AcceptedBinding::Certificate, Binding::Certificate(_)) => true,
+            (AcceptedBinding::Certificate, Binding::Dpop(_)) => token.x5t_s256().is_some(),
+        };
+        if ok { Ok(()) } else { Err(Error::BindingNotAccepted) }
+    }
+}
+
 /// Checks the token's `cnf` against what the request presented.
 ///
 /// # Errors

@@ -18,7 +18,7 @@
 //!
 //! [RFC 9068]: https://www.rfc-editor.org/rfc/rfc9068
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use serde::Deserialize;
@@ -302,6 +302,29 @@ pub fn verify_jwt(
         claims.jti.as_ref().ok_or(missing("jti"))?;
     }
     Ok(VerifiedToken { claims, key: Some(key) })
+}
+
+/// The claims of a JWT (its payload, as JSON), for reading claims keybound does not model.
+/// Only for a token already verified: this checks nothing. `None` if it is not a JWT with a JSON
+/// object payload.
+pub fn jwt_claims(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = crate::b64::decode(payload).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .filter(serde_json::Value::is_object)
+}
+
+/// The claim at the JSON pointer `pointer` (RFC 6901, e.g. `/address/country`) of `claims`, as
+/// text for an HTTP header: a string as it is, anything else as compact JSON. `None` if the claim
+/// is absent, `null`, or a string with a control character (which a header cannot carry).
+pub fn claim_text(claims: &serde_json::Value, pointer: &str) -> Option<String> {
+    match claims.pointer(pointer)? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) if s.chars().any(char::is_control) => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 /// The `iss` claim of a JWT, **unverified**: only for choosing which issuer's keys and policy to

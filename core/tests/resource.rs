@@ -15,8 +15,8 @@ use keybound_core::error::Challenge;
 use keybound_core::jwk::{Jwk, Jwks};
 use keybound_core::jws::{self, Alg, AlgSet, RustCrypto, Signer};
 use keybound_core::request::{
-    Binding, ResourceRequest, RoutePolicy, Scheme, VerifiedRequest, parse_authorization, single_dpop_header,
-    verify_request,
+    AcceptedBinding, Binding, ResourceRequest, RoutePolicy, Scheme, VerifiedRequest, parse_authorization,
+    single_dpop_header, verify_request,
 };
 use keybound_core::token::{self, TokenPolicy, VerifiedToken, verify_introspection, verify_jwt};
 use keybound_core::{Error, ErrorCode, Part};
@@ -529,6 +529,7 @@ impl<'a> Req<'a> {
             algs: &AlgSet::default().to_vec(),
             realm: None,
             required_scope: &scope,
+            resource_metadata: None,
         })
     }
 }
@@ -647,6 +648,81 @@ fn a_token_bound_to_both_needs_both() {
         r.run().unwrap().binding(),
         &Binding::Dpop(key.public_key().thumbprint())
     );
+}
+
+#[test]
+fn a_route_can_accept_only_dpop_or_only_certificates() {
+    let key = p256(1);
+    let cert = X5tS256::from_der(b"cert");
+    let dpop_t = dpop_token(&key);
+    let dpop = Req::new(
+        vec![format!("DPoP {dpop_t}")],
+        vec![proof(&key, "GET", URL, Some(&dpop_t), "j")],
+    )
+    .run()
+    .unwrap();
+    let cert_t = token(&token_claims(Some(json!({"x5t#S256": cert.to_string()}))));
+    let mut r = Req::new(vec![format!("Bearer {cert_t}")], vec![]);
+    r.cert = Some(cert);
+    let mtls = r.run().unwrap();
+    let both_t = token(&token_claims(Some(
+        json!({"jkt": key.public_key().thumbprint().to_string(), "x5t#S256": cert.to_string()}),
+    )));
+    let mut r = Req::new(
+        vec![format!("DPoP {both_t}")],
+        vec![proof(&key, "GET", URL, Some(&both_t), "j")],
+    );
+    r.cert = Some(cert);
+    let both = r.run().unwrap();
+    let check = |a: AcceptedBinding, v: &VerifiedRequest<VerifiedToken>| a.check(v.binding(), v.token());
+    for v in [&dpop, &mtls, &both] {
+        assert_eq!(check(AcceptedBinding::Any, v), Ok(()));
+    }
+    assert_eq!(check(AcceptedBinding::Dpop, &dpop), Ok(()));
+    assert_eq!(check(AcceptedBinding::Dpop, &both), Ok(()));
+    assert_eq!(check(AcceptedBinding::Dpop, &mtls), Err(Error::BindingNotAccepted));
+    assert_eq!(check(AcceptedBinding::Certificate, &mtls), Ok(()));
+    assert_eq!(check(AcceptedBinding::Certificate, &both), Ok(()));
+    assert_eq!(
+        check(AcceptedBinding::Certificate, &dpop),
+        Err(Error::BindingNotAccepted)
+    );
+}
+
+#[test]
+fn challenges_point_at_the_resource_metadata() {
+    let e = Error::MissingCredentials;
+    let url = "https://api.example.com/.well-known/oauth-protected-resource";
+    let c = e.www_authenticate(&Challenge {
+        algs: &[Alg::Es256],
+        bearer_allowed: true,
+        resource_metadata: Some(url),
+        ..Challenge::default()
+    });
+    assert_eq!(
+        c,
+        format!(r#"DPoP resource_metadata="{url}", algs="ES256", Bearer resource_metadata="{url}""#)
+    );
+}
+
+#[test]
+fn claims_by_json_pointer_as_header_text() {
+    let mut claims = token_claims(None);
+    claims["address"] = json!({"country": "NL", "lines": ["a", "b"]});
+    claims["age"] = json!(42);
+    claims["evil"] = json!("a\r\nx-injected: 1");
+    claims["nothing"] = Value::Null;
+    let t = token(&claims);
+    let c = token::jwt_claims(&t).unwrap();
+    assert_eq!(token::claim_text(&c, "/address/country").as_deref(), Some("NL"));
+    assert_eq!(token::claim_text(&c, "/address/lines").as_deref(), Some(r#"["a","b"]"#));
+    assert_eq!(token::claim_text(&c, "/address/lines/1").as_deref(), Some("b"));
+    assert_eq!(token::claim_text(&c, "/age").as_deref(), Some("42"));
+    assert_eq!(token::claim_text(&c, "/sub").as_deref(), Some("alice"));
+    assert_eq!(token::claim_text(&c, "/evil"), None, "a header cannot carry CR LF");
+    assert_eq!(token::claim_text(&c, "/nothing"), None);
+    assert_eq!(token::claim_text(&c, "/absent"), None);
+    assert_eq!(token::jwt_claims("opaque-token"), None);
 }
 
 #[test]
@@ -867,6 +943,12 @@ fn every_error_maps_to_code_status_and_reason() {
             "certificate_mismatch",
         ),
         (Error::UnboundToken, Some(InvalidToken), 401, "unbound_token"),
+        (
+            Error::BindingNotAccepted,
+            Some(InvalidToken),
+            401,
+            "binding_not_accepted",
+        ),
         (
             Error::InvalidCertificate { what: "x" },
             Some(InvalidRequest),

@@ -16,6 +16,11 @@ use keybound_core::path::CanonicalPath;
 use keybound_core::token::TokenPolicy;
 use serde::Deserialize;
 
+use crate::policy::{
+    Cors, GatewayFacts, HostPattern, Known, RawCors, RawRequirement, RawResource, RawRoutes, Requirement,
+    ResourceMetadata, Routes,
+};
+
 /// A configuration error naming the field.
 pub type ConfigError = Error;
 
@@ -48,6 +53,20 @@ struct RawConfig {
     verifier: Option<String>,
     #[serde(default)]
     paths: RawPaths,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    requirements: BTreeMap<String, RawRequirement>,
+    #[serde(default)]
+    default_requirement: Option<String>,
+    #[serde(default)]
+    routes: RawRoutes,
+    #[serde(default)]
+    cors: RawCors,
+    #[serde(default)]
+    resource_metadata: Vec<RawResource>,
+    #[serde(default)]
+    filter_state: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -65,6 +84,8 @@ struct RawIntrospection {
     client_id: String,
     #[serde(default)]
     client_secret: Option<String>,
+    #[serde(default)]
+    client_secret_from_env: Option<String>,
     #[serde(default)]
     auth_method: Option<String>,
     issuer: String,
@@ -114,6 +135,8 @@ struct RawNonce {
     mode: String,
     #[serde(default)]
     secrets: Vec<String>,
+    #[serde(default)]
+    secrets_from_env: Vec<String>,
     step_seconds: Option<u64>,
 }
 
@@ -131,17 +154,29 @@ struct RawMtls {
 #[serde(deny_unknown_fields)]
 struct RawRule {
     #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
     prefix: Option<String>,
     #[serde(default)]
     exact: Option<String>,
     #[serde(default)]
     methods: Vec<String>,
     #[serde(default)]
+    requirement: Option<String>,
+    #[serde(default)]
     auth: Option<String>,
+    #[serde(default)]
+    issuers: Option<Vec<String>>,
+    #[serde(default)]
+    binding: Option<String>,
     #[serde(default)]
     scopes: Vec<String>,
     #[serde(default)]
     allow_bearer: bool,
+    #[serde(default)]
+    allow_missing: bool,
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +186,12 @@ struct RawForward {
     headers: BTreeMap<String, String>,
     #[serde(default = "default_true")]
     strip_dpop: bool,
+    #[serde(default)]
+    claims: BTreeMap<String, String>,
+    #[serde(default)]
+    payload_header: Option<String>,
+    #[serde(default)]
+    authorization: Option<String>,
 }
 
 impl Default for RawForward {
@@ -158,6 +199,9 @@ impl Default for RawForward {
         RawForward {
             headers: default_forward_headers(),
             strip_dpop: true,
+            claims: BTreeMap::new(),
+            payload_header: None,
+            authorization: None,
         }
     }
 }
@@ -387,29 +431,29 @@ impl PathMatch {
     }
 }
 
-/// What a request path requires.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// No token needed (health checks).
-    None,
-    /// A bound token (or, if allowed, a bearer token) with these scopes.
-    Token {
-        /// Required scopes.
-        scopes: Vec<String>,
-        /// Whether unbound bearer tokens are accepted.
-        allow_bearer: bool,
-    },
-}
-
-/// A rule: path and methods to what they require. The first matching rule applies.
+/// A rule: hosts, path and methods to what they require. The first matching rule applies.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// Hosts (`:authority`) it applies to (empty: any).
+    pub hosts: Vec<HostPattern>,
     /// How it matches the canonical path (without the query).
     pub path: PathMatch,
     /// Methods (empty: any).
     pub methods: Vec<String>,
-    /// What is required.
-    pub auth: Auth,
+    /// What is required: an index into [`Config::requirements`].
+    pub requirement: usize,
+}
+
+/// What happens to the `Authorization` header of a verified request (`forward.authorization`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthorizationForward {
+    /// Forwarded as the client sent it (default).
+    #[default]
+    Keep,
+    /// Removed.
+    Strip,
+    /// `DPoP <token>` becomes `Bearer <token>`, for upstreams that only know `Bearer`.
+    Bearer,
 }
 
 /// The validated configuration.
@@ -450,16 +494,48 @@ pub struct Config {
     pub introspection: Option<Introspection>,
     /// Which code verifies ES256 signatures.
     pub verifier: VerifierChoice,
+    /// Every requirement: the named ones (`requirements`, in name order), then each rule's own,
+    /// then `default` (what a request needs when no route or rule chose).
+    pub requirements: Vec<Requirement>,
+    /// The index of the requirement for requests no route or rule chose.
+    pub default_requirement: usize,
+    /// How the Envoy route picks a requirement.
+    pub routes: Routes,
+    /// CORS for the filter's replies (`None`: no CORS headers, preflights still bypass).
+    pub cors: Cors,
+    /// RFC 9728 metadata documents served by the filter.
+    pub resources: Vec<ResourceMetadata>,
+    /// Write the decision to Envoy filter state (`wasm.keybound.*`).
+    pub filter_state: bool,
+    /// Upstream header name to JSON pointer of a claim (`forward.claims`).
+    pub forward_claims: Vec<(String, String)>,
+    /// The header that carries the verified payload, base64url (`forward.payload_header`).
+    pub payload_header: Option<String>,
+    /// What happens to `Authorization` (`forward.authorization`).
+    pub authorization: AuthorizationForward,
 }
+
+/// The headers that mark a request forwarded in report mode: the decision it would have had
+/// and why. Always removed from client requests.
+pub const REPORT_HEADERS: [&str; 2] = ["x-keybound-decision", "x-keybound-reason"];
 
 const FORWARDABLE: [&str; 6] = ["sub", "client_id", "scope", "jkt", "x5t#S256", "binding"];
 
 impl Config {
-    /// Parses and validates the plugin configuration.
+    /// Parses and validates the plugin configuration; secrets named by `*_from_env` fields come
+    /// from the process environment (in Envoy: the VM's `vm_config.environment_variables`).
     ///
     /// # Errors
     /// [`Error::Config`] naming the first invalid field.
     pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+        Config::parse_with_env(json, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::parse`], reading environment variables through `env`.
+    ///
+    /// # Errors
+    /// As [`Config::parse`]; also a `*_from_env` field naming a variable that is not set.
+    pub fn parse_with_env(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_json::from_slice(json).map_err(|e| {
             // serde_json names unknown or missing fields and the position.
             err("plugin configuration", e.to_string())
@@ -551,7 +627,11 @@ impl Config {
             Some(n) => match n.mode.as_str() {
                 "off" => None,
                 "required" => {
-                    let secrets: Vec<&str> = n.secrets.iter().map(String::as_str).collect();
+                    let mut secrets: Vec<String> = n.secrets.clone();
+                    for (i, name) in n.secrets_from_env.iter().enumerate() {
+                        secrets.push(from_env(env, name, &format!("dpop.nonce.secrets_from_env[{i}]"))?);
+                    }
+                    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
                     Some(NonceSecrets::from_config(
                         &secrets,
                         n.step_seconds.unwrap_or(keybound_core::nonce::DEFAULT_STEP_SECONDS),
@@ -636,41 +716,6 @@ impl Config {
                 }
             },
         };
-        let mut rules = Vec::new();
-        for (i, r) in raw.rules.into_iter().enumerate() {
-            let f = |name: &str| format!("rules[{i}].{name}");
-            let fold = raw.paths.case_insensitive;
-            let path = match (r.prefix, r.exact) {
-                (Some(p), None) => PathMatch::Prefix(rule_path(p, &f("prefix"), fold)?),
-                (None, Some(p)) => PathMatch::Exact(rule_path(p, &f("exact"), fold)?),
-                _ => return Err(err(f("prefix"), "give exactly one of prefix or exact")),
-            };
-            if let Some(m) = r
-                .methods
-                .iter()
-                .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
-            {
-                return Err(err(f("methods"), format!("{m:?} is not an upper-case HTTP method")));
-            }
-            let auth = match r.auth.as_deref() {
-                None | Some("token") => Auth::Token {
-                    scopes: r.scopes,
-                    allow_bearer: r.allow_bearer,
-                },
-                Some("none") => {
-                    if !r.scopes.is_empty() || r.allow_bearer {
-                        return Err(err(f("auth"), "\"none\" takes no scopes or allow_bearer"));
-                    }
-                    Auth::None
-                }
-                Some(other) => return Err(err(f("auth"), format!("{other:?}: expected \"token\" or \"none\""))),
-            };
-            rules.push(Rule {
-                path,
-                methods: r.methods,
-                auth,
-            });
-        }
         for (claim, header) in &raw.forward.headers {
             if !FORWARDABLE.contains(&claim.as_str()) {
                 return Err(err(
@@ -678,16 +723,7 @@ impl Config {
                     format!("unknown claim; one of {FORWARDABLE:?}"),
                 ));
             }
-            if header.is_empty()
-                || !header
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
-                return Err(err(
-                    format!("forward.headers.{claim}"),
-                    "header names must be lower-case [a-z0-9-]",
-                ));
-            }
+            check_header_name(header, &format!("forward.headers.{claim}"))?;
         }
         if raw.replay_cache.buckets == 0 || raw.replay_cache.buckets > 65_536 {
             return Err(err("replay_cache.buckets", "must be 1 to 65536"));
@@ -717,7 +753,18 @@ impl Config {
                 if i.client_id.is_empty() {
                     return Err(err("introspection.client_id", "required"));
                 }
-                let client_auth = match (i.auth_method.as_deref(), i.client_secret) {
+                let secret = match (i.client_secret, i.client_secret_from_env) {
+                    (Some(_), Some(_)) => {
+                        return Err(err(
+                            "introspection.client_secret_from_env",
+                            "give either client_secret or client_secret_from_env, not both",
+                        ));
+                    }
+                    (Some(s), None) => Some(s),
+                    (None, Some(name)) => Some(from_env(env, &name, "introspection.client_secret_from_env")?),
+                    (None, None) => None,
+                };
+                let client_auth = match (i.auth_method.as_deref(), secret) {
                     (None | Some("client_secret_basic"), Some(secret)) if !secret.is_empty() => {
                         let credentials = format!("{}:{}", form_encode(&i.client_id), form_encode(&secret));
                         IntrospectionAuth::SecretBasic(format!("Basic {}", base64_std(credentials.as_bytes())))
@@ -776,7 +823,141 @@ impl Config {
                 ));
             }
         };
+        let global_mode = crate::policy::Mode::parse_global(raw.mode.as_deref())?;
+        let known = Known {
+            issuers: issuers.iter().map(|i| i.policy.issuer.as_str()).collect(),
+            introspection: introspection.as_ref().map(|i| i.policy.issuer.as_str()),
+            mode: global_mode,
+        };
+        let mut requirements = Vec::new();
+        for (name, r) in raw.requirements {
+            crate::policy::check_name(&name, &format!("requirements.{name}"))?;
+            let field = |f: &str| format!("requirements.{name}.{f}");
+            requirements.push(r.into_requirement(name.clone(), &known, &field)?);
+        }
+        let named = requirements.len();
+        let index = |name: &str, reqs: &[Requirement]| reqs.iter().take(named).position(|r| r.name == name);
+        let mut rules = Vec::new();
+        for (i, r) in raw.rules.into_iter().enumerate() {
+            let f = |name: &str| format!("rules[{i}].{name}");
+            let fold = raw.paths.case_insensitive;
+            let path = match (r.prefix, r.exact) {
+                (Some(p), None) => PathMatch::Prefix(rule_path(p, &f("prefix"), fold)?),
+                (None, Some(p)) => PathMatch::Exact(rule_path(p, &f("exact"), fold)?),
+                _ => return Err(err(f("prefix"), "give exactly one of prefix or exact")),
+            };
+            if let Some(m) = r
+                .methods
+                .iter()
+                .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                return Err(err(f("methods"), format!("{m:?} is not an upper-case HTTP method")));
+            }
+            let mut hosts = Vec::new();
+            for (n, h) in r.hosts.iter().enumerate() {
+                hosts.push(HostPattern::parse(h, &f(&format!("hosts[{n}]")))?);
+            }
+            let own = RawRequirement::from_rule_fields(
+                r.issuers,
+                r.binding,
+                r.scopes,
+                r.allow_bearer,
+                r.allow_missing,
+                r.mode,
+            );
+            let requirement = match (r.requirement, r.auth.as_deref()) {
+                (Some(name), None) if own.is_empty() => index(&name, &requirements)
+                    .ok_or_else(|| err(f("requirement"), format!("{name:?} is not one of requirements")))?,
+                (Some(_), _) => {
+                    return Err(err(
+                        f("requirement"),
+                        "a rule names a requirement or has its own auth, scopes, binding, issuers, \
+                         allow_bearer, allow_missing and mode, not both",
+                    ));
+                }
+                (None, auth) => {
+                    requirements.push(RawRequirement::of_rule(auth, own, format!("rule_{i}"), &known, &f)?);
+                    requirements.len() - 1
+                }
+            };
+            rules.push(Rule {
+                hosts,
+                path,
+                methods: r.methods,
+                requirement,
+            });
+        }
+        let default_requirement = match raw.default_requirement {
+            Some(name) => index(&name, &requirements)
+                .ok_or_else(|| err("default_requirement", format!("{name:?} is not one of requirements")))?,
+            None => {
+                requirements.push(Requirement::bound_token("default", global_mode));
+                requirements.len() - 1
+            }
+        };
+        let routes = Routes::parse(raw.routes, &|name| index(name, &requirements))?;
+        let cors = Cors::parse(raw.cors)?;
+        let algs: Vec<&str> = proof.algs.to_vec().iter().map(|a| a.as_str()).collect();
+        let facts = GatewayFacts {
+            algs,
+            mtls: cert_source != CertSource::None,
+            bearer_anywhere: requirements.iter().any(|r| r.allow_bearer),
+        };
+        let mut resources = Vec::new();
+        for (i, r) in raw.resource_metadata.into_iter().enumerate() {
+            let m = ResourceMetadata::parse(r, i, &facts)?;
+            if resources.iter().any(|o: &ResourceMetadata| o.url == m.url) {
+                return Err(err(format!("resource_metadata[{i}].resource"), "given twice"));
+            }
+            resources.push(m);
+        }
+        let mut forward_claims = Vec::new();
+        for (header, pointer) in raw.forward.claims {
+            let field = format!("forward.claims.{header}");
+            check_header_name(&header, &field)?;
+            if !pointer.starts_with('/') {
+                return Err(err(field, "a JSON pointer (RFC 6901), e.g. \"/address/country\""));
+            }
+            forward_claims.push((header, pointer));
+        }
+        if let Some(h) = &raw.forward.payload_header {
+            check_header_name(h, "forward.payload_header")?;
+        }
+        let mut upstream_headers: Vec<&str> = raw.forward.headers.values().map(String::as_str).collect();
+        upstream_headers.extend(forward_claims.iter().map(|(h, _)| h.as_str()));
+        upstream_headers.extend(raw.forward.payload_header.as_deref());
+        upstream_headers.extend(REPORT_HEADERS);
+        upstream_headers.sort_unstable();
+        if let Some(w) = upstream_headers.windows(2).find(|w| w.first() == w.get(1)) {
+            return Err(err(
+                "forward",
+                format!(
+                    "{:?} is set twice (forward.headers, forward.claims, forward.payload_header and the report headers each need their own)",
+                    w.first().copied().unwrap_or_default()
+                ),
+            ));
+        }
+        let authorization = match raw.forward.authorization.as_deref() {
+            None | Some("keep") => AuthorizationForward::Keep,
+            Some("strip") => AuthorizationForward::Strip,
+            Some("bearer") => AuthorizationForward::Bearer,
+            Some(other) => {
+                return Err(err(
+                    "forward.authorization",
+                    format!("{other:?}: expected \"keep\", \"strip\" or \"bearer\""),
+                ));
+            }
+        };
         Ok(Config {
+            requirements,
+            default_requirement,
+            routes,
+            cors,
+            resources,
+            filter_state: raw.filter_state,
+            forward_claims,
+            payload_header: raw.forward.payload_header,
+            authorization,
             introspection,
             verifier,
             issuers,
@@ -802,18 +983,30 @@ impl Config {
         self.issuers.iter().any(|i| matches!(i.keys, Keys::Remote(_)))
     }
 
-    /// The rule for a request's canonical path (matched on its
-    /// [`CanonicalPath::rule_view`]); a path no rule matches requires a bound token and no scope.
-    pub fn rule_for(&self, method: &str, path: &CanonicalPath) -> Auth {
+    /// The requirement (an index into [`Config::requirements`]) of the first rule that matches
+    /// the request's method, authority (see [`crate::policy::normal_authority`]) and canonical
+    /// path (its [`CanonicalPath::rule_view`]); [`Config::default_requirement`] if none does.
+    pub fn rule_for(&self, method: &str, authority: &str, path: &CanonicalPath) -> usize {
         let view = path.rule_view(self.case_insensitive_paths);
+        let mut host: Option<String> = None;
         self.rules
             .iter()
-            .find(|r| r.path.matches(&view) && (r.methods.is_empty() || r.methods.iter().any(|m| m == method)))
-            .map(|r| r.auth.clone())
-            .unwrap_or(Auth::Token {
-                scopes: Vec::new(),
-                allow_bearer: false,
+            .find(|r| {
+                r.path.matches(&view)
+                    && (r.methods.is_empty() || r.methods.iter().any(|m| m == method))
+                    && (r.hosts.is_empty() || {
+                        let h = host.get_or_insert_with(|| crate::policy::normal_authority(authority));
+                        r.hosts.iter().any(|p| p.matches(h))
+                    })
             })
+            .map_or(self.default_requirement, |r| r.requirement)
+    }
+
+    /// The index of the requirement named `name` in `requirements` (not a rule's own).
+    pub fn requirement_named(&self, name: &str) -> Option<usize> {
+        self.requirements
+            .iter()
+            .position(|r| r.name == name && !r.name.starts_with("rule_") && r.name != "none")
     }
 }
 
@@ -839,6 +1032,38 @@ fn rule_path(p: String, field: &str, fold: bool) -> Result<String, ConfigError> 
         )),
         Err(e) => Err(err(field, format!("{p:?}: {e}"))),
     }
+}
+
+/// The value of environment variable `name` for the field `field`.
+fn from_env(env: &dyn Fn(&str) -> Option<String>, name: &str, field: &str) -> Result<String, ConfigError> {
+    match env(name) {
+        Some(v) if !v.is_empty() => Ok(v),
+        Some(_) => Err(err(field, format!("environment variable {name} is empty"))),
+        None => Err(err(
+            field,
+            format!(
+                "environment variable {name} is not set (in Envoy: vm_config.environment_variables; in Istio: the WasmPlugin's vmConfig.env)"
+            ),
+        )),
+    }
+}
+
+/// An upstream header name the filter sets: lower case `[a-z0-9-]`.
+fn check_header_name(header: &str, field: &str) -> Result<(), ConfigError> {
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(err(field, "header names must be lower-case [a-z0-9-]"));
+    }
+    if matches!(
+        header,
+        "authorization" | "dpop" | "host" | "cookie" | "content-length" | "transfer-encoding" | "connection"
+    ) {
+        return Err(err(field, format!("{header:?} is not a header the filter may set")));
+    }
+    Ok(())
 }
 
 /// An origin (`scheme://host[:port]`, nothing else), the error naming `field`.
@@ -908,6 +1133,8 @@ fn base64_std(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{IssuerRef, Mode};
+    use keybound_core::request::AcceptedBinding;
     use serde_json::{Value, json};
 
     fn base() -> Value {
@@ -1023,8 +1250,153 @@ mod tests {
         assert_eq!(form_encode("a b+c:d~é"), "a%20b%2Bc%3Ad~%C3%A9");
     }
 
+    /// What a rule requires, as the tests compare it.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Auth {
+        None,
+        Token { scopes: Vec<String>, allow_bearer: bool },
+    }
+
     fn rule(c: &Config, method: &str, path: &str) -> Auth {
-        c.rule_for(method, &CanonicalPath::parse(path).unwrap())
+        rule_at(c, method, "api.example", path)
+    }
+
+    fn rule_at(c: &Config, method: &str, authority: &str, path: &str) -> Auth {
+        let r = &c.requirements[c.rule_for(method, authority, &CanonicalPath::parse(path).unwrap())];
+        if r.disabled {
+            Auth::None
+        } else {
+            Auth::Token {
+                scopes: r.scopes.clone(),
+                allow_bearer: r.allow_bearer,
+            }
+        }
+    }
+
+    fn parse(v: &Value) -> Result<Config, Error> {
+        Config::parse_with_env(v.to_string().as_bytes(), &|name| {
+            (name == "KB_SECRET").then(|| "ZW52LXNlY3JldC1lbnYtc2VjcmV0LWVudi1zZWNyZXQ".to_owned())
+        })
+    }
+
+    #[test]
+    fn named_requirements_rules_on_hosts_and_routes() {
+        let mut v = base();
+        v["requirements"] = json!({
+            "payments": {"scopes": ["pay"], "binding": "dpop", "mode": "report"},
+            "partners": {"binding": "mtls", "issuers": ["https://as.example"]},
+            "open": {"disabled": true},
+        });
+        v["default_requirement"] = json!("payments");
+        v["routes"] = json!({"metadata": true, "names": {"partner-route": "partners"}});
+        v["rules"] = json!([
+            {"hosts": ["*.partners.example"], "prefix": "/", "requirement": "partners"},
+            {"hosts": ["status.example:8443"], "prefix": "/", "requirement": "open"},
+            {"hosts": ["API.example"], "prefix": "/health", "auth": "none"},
+            {"prefix": "/v1", "scopes": ["read"], "allow_missing": true},
+        ]);
+        let c = parse(&v).unwrap();
+        let name = |authority: &str, path: &str| {
+            c.requirements[c.rule_for("GET", authority, &CanonicalPath::parse(path).unwrap())]
+                .name
+                .clone()
+        };
+        assert_eq!(name("a.partners.example", "/x"), "partners");
+        assert_eq!(
+            name("A.B.Partners.Example.:443", "/x"),
+            "partners",
+            "case and a trailing dot"
+        );
+        assert_eq!(name("partners.example", "/x"), "payments", "*. needs a subdomain");
+        assert_eq!(name("status.example:8443", "/x"), "open");
+        assert_eq!(name("status.example", "/x"), "payments", "host:port needs the port");
+        assert_eq!(
+            name("api.example:8443", "/health"),
+            "none",
+            "a host without port: any port"
+        );
+        assert_eq!(name("other.example", "/health"), "payments");
+        assert_eq!(name("other.example", "/v1/a"), "rule_3");
+        assert_eq!(name("other.example", "/v2"), "payments", "the default requirement");
+        let payments = &c.requirements[c.requirement_named("payments").unwrap()];
+        assert_eq!(payments.mode, Mode::Report);
+        assert_eq!(payments.binding, AcceptedBinding::Dpop);
+        let partners = &c.requirements[c.routes.names["partner-route"]];
+        assert_eq!(partners.name, "partners");
+        assert_eq!(partners.issuers, Some(vec![IssuerRef::Jwt(0)]));
+        assert!(partners.trusts(IssuerRef::Jwt(0)) && !partners.trusts(IssuerRef::Introspection));
+        assert!(c.routes.metadata && c.routes.used());
+        let own = c.requirements.iter().find(|r| r.name == "rule_3").unwrap();
+        assert!(own.allow_missing && own.scopes == ["read"]);
+        assert_eq!(
+            c.requirement_named("rule_3"),
+            None,
+            "a rule's own requirement has no name"
+        );
+        assert_eq!(c.requirement_named("none"), None);
+        // The global mode applies to every requirement that does not set its own.
+        v["mode"] = json!("report");
+        let c = parse(&v).unwrap();
+        assert!(c.requirements.iter().all(|r| r.mode == Mode::Report));
+    }
+
+    #[test]
+    fn cors_metadata_claims_and_secrets_from_the_environment() {
+        let mut v = base();
+        v["cors"] = json!({"allowed_origins": ["HTTPS://App.example:443"]});
+        v["resource_metadata"] = json!([
+            {"resource": "https://api.example", "authorization_servers": ["https://as.example"]},
+            {"resource": "https://api.example/v2/", "authorization_servers": ["https://as.example"],
+             "scopes_supported": ["read"], "resource_name": "API v2"},
+        ]);
+        v["forward"] = json!({"claims": {"x-country": "/address/country"}, "payload_header": "x-jwt-payload",
+            "authorization": "bearer"});
+        v["dpop"]["nonce"] = json!({"mode": "required", "secrets_from_env": ["KB_SECRET"]});
+        v["filter_state"] = json!(true);
+        let c = parse(&v).unwrap();
+        assert!(c.cors.bypass_preflight);
+        let h = c.cors.reply_headers("https://app.example").unwrap();
+        assert!(h.contains(&("access-control-allow-origin".into(), "https://app.example".into())));
+        assert!(h.contains(&(
+            "access-control-expose-headers".into(),
+            "WWW-Authenticate, DPoP-Nonce".into()
+        )));
+        assert_eq!(c.cors.reply_headers("https://evil.example"), None);
+        assert_eq!(c.cors.reply_headers("null"), None);
+        assert_eq!(
+            c.resources[0].url,
+            "https://api.example/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(
+            c.resources[1].well_known_path,
+            "/.well-known/oauth-protected-resource/v2"
+        );
+        let doc: Value = serde_json::from_str(&c.resources[1].document).unwrap();
+        assert_eq!(doc["resource"], "https://api.example/v2/");
+        assert_eq!(doc["scopes_supported"], json!(["read"]));
+        assert_eq!(
+            doc["dpop_signing_alg_values_supported"],
+            json!(["ES256", "PS256", "EdDSA"])
+        );
+        assert_eq!(doc["dpop_bound_access_tokens_required"], json!(true));
+        assert_eq!(doc["tls_client_certificate_bound_access_tokens"], json!(false));
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+        assert_eq!(doc["resource_name"], "API v2");
+        assert_eq!(
+            c.forward_claims,
+            vec![("x-country".to_owned(), "/address/country".to_owned())]
+        );
+        assert_eq!(c.payload_header.as_deref(), Some("x-jwt-payload"));
+        assert_eq!(c.authorization, AuthorizationForward::Bearer);
+        assert!(c.nonce.is_some() && c.filter_state);
+        v["introspection"] = json!({"endpoint": "https://as.example/introspect", "cluster": "as",
+            "client_id": "gw", "client_secret_from_env": "KB_SECRET", "issuer": "https://as.example",
+            "audiences": ["https://api"]});
+        let c = parse(&v).unwrap();
+        assert!(matches!(
+            c.introspection.unwrap().client_auth,
+            IntrospectionAuth::SecretBasic(_)
+        ));
     }
 
     /// Issue 12, item 1: a prefix matched raw bytes, so `/healthz` also opened `/healthzX`.
@@ -1135,9 +1507,10 @@ mod tests {
     }
 
     fn field_of(json: &[u8]) -> String {
-        match Config::parse(json) {
+        match Config::parse_with_env(json, &|name| (name == "KB_SECRET").then(|| "x".repeat(43))) {
             Err(Error::Config { field, reason }) => format!("{field}: {reason}"),
-            other => panic!("accepted: {other:?}"),
+            Err(other) => format!("{other}"),
+            Ok(_) => "accepted".into(),
         }
     }
 
@@ -1364,6 +1737,167 @@ mod tests {
             ),
             (introspection(json!({"surprise": 1})), "unknown field `surprise`"),
             (with(&["verifier"], json!("boringssl")), "verifier"),
+            (with(&["mode"], json!("audit")), "mode"),
+            (
+                with(&["requirements"], json!({"Bad Name": {}})),
+                "requirements.Bad Name",
+            ),
+            (with(&["requirements"], json!({"default": {}})), "requirements.default"),
+            (
+                with(&["requirements"], json!({"a": {"binding": "cookie"}})),
+                "requirements.a.binding",
+            ),
+            (
+                with(
+                    &["requirements"],
+                    json!({"a": {"binding": "dpop", "allow_bearer": true}}),
+                ),
+                "requirements.a.allow_bearer",
+            ),
+            (
+                with(&["requirements"], json!({"a": {"issuers": ["https://elsewhere"]}})),
+                "requirements.a.issuers[0]",
+            ),
+            (
+                with(&["requirements"], json!({"a": {"issuers": []}})),
+                "requirements.a.issuers",
+            ),
+            (
+                with(&["requirements"], json!({"a": {"disabled": true, "scopes": ["x"]}})),
+                "requirements.a.disabled",
+            ),
+            (
+                with(&["requirements"], json!({"a": {"mode": "log"}})),
+                "requirements.a.mode",
+            ),
+            (
+                with(&["requirements"], json!({"a": {"scopes": ["a b"]}})),
+                "requirements.a.scopes",
+            ),
+            (
+                with(&["requirements"], json!({"a": {"surprise": 1}})),
+                "unknown field `surprise`",
+            ),
+            (with(&["default_requirement"], json!("nope")), "default_requirement"),
+            (
+                with(&["rules"], json!([{"prefix": "/", "requirement": "nope"}])),
+                "rules[0].requirement",
+            ),
+            (
+                with(
+                    &["rules"],
+                    json!([{"prefix": "/", "requirement": "nope", "scopes": ["a"]}]),
+                ),
+                "rules[0].requirement: a rule names",
+            ),
+            (
+                with(&["rules"], json!([{"prefix": "/", "hosts": ["api.example/x"]}])),
+                "rules[0].hosts[0]",
+            ),
+            (with(&["rules"], json!([{"prefix": "/", "hosts": ["*"]}])), "accepted"),
+            (
+                with(
+                    &["rules"],
+                    json!([{"prefix": "/", "auth": "none", "allow_missing": true}]),
+                ),
+                "rules[0].auth",
+            ),
+            (with(&["routes"], json!({"names": {"r": "nope"}})), "routes.names.r"),
+            (
+                with(&["routes"], json!({"route_names": {}})),
+                "unknown field `route_names`",
+            ),
+            (
+                with(&["cors"], json!({"allowed_origins": ["app.example"]})),
+                "cors.allowed_origins[0]",
+            ),
+            (
+                with(&["cors"], json!({"allowed_origins": ["*"], "allow_credentials": true})),
+                "cors.allow_credentials",
+            ),
+            (
+                with(
+                    &["resource_metadata"],
+                    json!([{"resource": "api.example", "authorization_servers": ["https://as"]}]),
+                ),
+                "resource_metadata[0].resource",
+            ),
+            (
+                with(
+                    &["resource_metadata"],
+                    json!([{"resource": "https://api.example/a?b", "authorization_servers": ["https://as"]}]),
+                ),
+                "resource_metadata[0].resource",
+            ),
+            (
+                with(
+                    &["resource_metadata"],
+                    json!([{"resource": "https://api.example/a/../b", "authorization_servers": ["https://as"]}]),
+                ),
+                "resource_metadata[0].resource",
+            ),
+            (
+                with(
+                    &["resource_metadata"],
+                    json!([{"resource": "https://api.example", "authorization_servers": []}]),
+                ),
+                "resource_metadata[0].authorization_servers",
+            ),
+            (
+                with(
+                    &["resource_metadata"],
+                    json!([{"resource": "https://api.example", "authorization_servers": ["as"]}]),
+                ),
+                "resource_metadata[0].authorization_servers[0]",
+            ),
+            (
+                with(
+                    &["resource_metadata"],
+                    json!([
+                    {"resource": "https://api.example", "authorization_servers": ["https://as"]},
+                    {"resource": "https://API.example:443/", "authorization_servers": ["https://as"]}]),
+                ),
+                "resource_metadata[1].resource: given twice",
+            ),
+            (
+                with(&["forward"], json!({"claims": {"X-Country": "/c"}})),
+                "forward.claims.X-Country",
+            ),
+            (
+                with(&["forward"], json!({"claims": {"x-country": "address.country"}})),
+                "forward.claims.x-country",
+            ),
+            (
+                with(&["forward"], json!({"claims": {"x-keybound-sub": "/sub"}})),
+                "forward: \"x-keybound-sub\" is set twice",
+            ),
+            (
+                with(&["forward"], json!({"claims": {"x-keybound-decision": "/d"}})),
+                "is set twice",
+            ),
+            (
+                with(&["forward"], json!({"payload_header": "authorization"})),
+                "forward.payload_header",
+            ),
+            (
+                with(&["forward"], json!({"authorization": "rewrite"})),
+                "forward.authorization",
+            ),
+            (
+                with(
+                    &["dpop"],
+                    json!({"origins": ["https://api.example"], "nonce": {"mode": "required", "secrets_from_env": ["KB_UNSET"]}}),
+                ),
+                "dpop.nonce.secrets_from_env[0]: environment variable KB_UNSET is not set",
+            ),
+            (
+                introspection(json!({"client_secret_from_env": "KB_SECRET"})),
+                "introspection.client_secret_from_env: give either",
+            ),
+            (
+                introspection(json!({"client_secret": null, "client_secret_from_env": "KB_UNSET"})),
+                "introspection.client_secret_from_env: environment variable KB_UNSET",
+            ),
         ];
         for (json, field) in cases {
             let got = field_of(&json);

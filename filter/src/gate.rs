@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use keybound_core::cert::{X5tS256, Xfcc};
 use keybound_core::dpop::NonceCheck;
@@ -41,8 +42,10 @@ use keybound_core::token::{self, VerifiedToken};
 use keybound_core::{Error, ErrorCode};
 
 use crate::config::{
-    Auth, CertSource, Config, HttpTarget, IntrospectionAuth, Keys, RemoteJwks, form_encode, parse_jwks,
+    AuthorizationForward, CertSource, Config, HttpTarget, IntrospectionAuth, Keys, REPORT_HEADERS, RemoteJwks,
+    form_encode, parse_jwks,
 };
+use crate::policy::{IssuerRef, Mode, Requirement};
 use crate::replay::{Cas, ReplayCache, SharedStore, StoreError, Verdict};
 
 /// The largest JWKS document accepted from a `jwks_uri` (bytes).
@@ -69,12 +72,21 @@ pub struct Request<'a> {
     /// `connection.uri_san_peer_certificate` (the first URI SAN of the connection's client
     /// certificate), read only when `mtls.front_proxy_uri_sans` is configured.
     pub peer_uri_san: Option<&'a str>,
+    /// The Envoy route's name (`xds.route_name`), read only when `routes.names` is configured.
+    pub route_name: Option<&'a str>,
+    /// The Envoy route's `filter_metadata.keybound.requirement`, read only when
+    /// `routes.metadata` is configured.
+    pub route_requirement: Option<&'a str>,
     /// Unix seconds.
     pub now: u64,
 }
 
-impl Request<'_> {
-    fn all(&self, name: &str) -> Vec<&str> {
+impl<'a> Request<'a> {
+    fn one(&self, name: &str) -> Option<&'a str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&'a str> {
         self.headers
             .iter()
             .filter(|(k, _)| k == name)
@@ -105,7 +117,7 @@ pub enum Outcome {
     /// Pause the request, make this call, hand the answer to the gate, then
     /// [`Gate::decide_again`].
     Fetch(Fetch),
-    /// Reply locally.
+    /// Reply locally: a refusal, or a document the filter serves (RFC 9728 metadata, 200).
     Deny {
         /// HTTP status.
         status: u16,
@@ -143,14 +155,16 @@ pub struct HttpCall<'a> {
 pub enum Strip {
     /// The headers the filter sets (a client must never supply them).
     ClaimHeaders,
-    /// Those and the `DPoP` header (after a verified request, when `forward.strip_dpop`).
+    /// Those, the `DPoP` header (when `forward.strip_dpop`) and `Authorization` (when
+    /// `forward.authorization` is `strip`): after a verified request.
     ClaimHeadersAndDpop,
 }
 
-/// What a decision log line and the metrics need.
+/// What a decision log line, the metrics and the filter state need.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecisionLog {
-    /// `allow`, `deny`, or `unavailable`.
+    /// `allow`, `deny`, `unavailable`, or `serve` (a document the filter serves). In report
+    /// mode, the decision the request would have had: it was forwarded.
     pub decision: &'static str,
     /// Stable reason code (core's `Error::reason`, or `ok`, `no_auth`, `replay_cache_full`...).
     pub reason: &'static str,
@@ -164,6 +178,17 @@ pub struct DecisionLog {
     pub token_cache_hit: bool,
     /// Whether a nonce challenge was sent.
     pub nonce_challenge: bool,
+    /// The requirement that decided (an index into [`Config::requirements`]; `None` before one
+    /// was chosen).
+    pub requirement: Option<usize>,
+    /// The mode it decided in.
+    pub mode: Mode,
+    /// `dpop`, `mtls` or `bearer`, when a token was verified.
+    pub binding: Option<&'static str>,
+    /// The verified claims forwarded upstream, by name (`sub`, `client_id`, `scope`, `jkt`,
+    /// `x5t_s256`, or the header of a `forward.claims` entry), for Envoy filter state; filled
+    /// only when `filter_state` is configured.
+    pub claims: Vec<(String, String)>,
 }
 
 impl DecisionLog {
@@ -172,6 +197,8 @@ impl DecisionLog {
         serde_json::json!({
             "keybound": self.decision,
             "reason": self.reason,
+            "mode": self.mode.as_str(),
+            "binding": self.binding,
             "client_id": self.client_id,
             "jkt": self.jkt,
             "x5t#S256": self.x5t,
@@ -193,6 +220,9 @@ struct Cached {
     /// The configured issuer whose key verified it (`None`: an introspection answer). When that
     /// issuer's key set changes, the entry goes unless its key is still in the set.
     issuer: Option<usize>,
+    /// The headers of `forward.claims` and `forward.payload_header` for this token, computed
+    /// once (`None` when neither is configured).
+    extra: Option<Rc<[(String, String)]>>,
 }
 
 impl Cached {
@@ -224,9 +254,13 @@ pub struct Gate {
     /// Proof headers and `ath` values seen before (core's [`ProofMemo`]), bounded like the token
     /// cache.
     proofs: ProofMemo,
-    /// The claim header names, then `dpop` if configured (see [`Strip`]), each folded
-    /// ([`fold_header_name`]).
+    /// The header names the filter sets (claims, payload, report marks), then `dpop` and
+    /// `authorization` if configured (see [`Strip`]), each folded ([`fold_header_name`]).
     strip: Vec<String>,
+    /// How many of `strip` are headers the filter sets.
+    set_names: usize,
+    /// The requirements, shared so a decision holds one while the gate changes its caches.
+    requirements: Vec<Arc<Requirement>>,
     /// The `algs` of DPoP challenges.
     algs: Vec<keybound_core::jws::Alg>,
 }
@@ -236,9 +270,17 @@ impl Gate {
     pub fn new(config: Config) -> Self {
         let replay = ReplayCache::new(config.replay_buckets, config.replay_entries_per_bucket);
         let mut strip: Vec<String> = config.forward_headers.values().map(|h| fold_header_name(h)).collect();
+        strip.extend(config.forward_claims.iter().map(|(h, _)| fold_header_name(h)));
+        strip.extend(config.payload_header.iter().map(|h| fold_header_name(h)));
+        strip.extend(REPORT_HEADERS.iter().map(|h| fold_header_name(h)));
+        let set_names = strip.len();
         if config.strip_dpop {
             strip.push("dpop".into());
         }
+        if config.authorization == AuthorizationForward::Strip {
+            strip.push("authorization".into());
+        }
+        let requirements = config.requirements.iter().cloned().map(Arc::new).collect();
         let algs = config.proof.algs.to_vec();
         let keys = config
             .issuers
@@ -258,6 +300,8 @@ impl Gate {
             keys,
             tokens: HashMap::new(),
             strip,
+            set_names,
+            requirements,
             algs,
         }
     }
@@ -267,9 +311,8 @@ impl Gate {
     /// `x-keybound-sub` to WSGI, Rack and CGI, which fold both into `HTTP_X_KEYBOUND_SUB`). Each
     /// name is given once, as the request spells it.
     pub fn strip_names<'h>(&self, which: Strip, headers: &'h [(String, String)]) -> Vec<&'h str> {
-        let claims = self.config.forward_headers.len();
         let list = match which {
-            Strip::ClaimHeaders => self.strip.get(..claims).unwrap_or(&[]),
+            Strip::ClaimHeaders => self.strip.get(..self.set_names).unwrap_or(&[]),
             Strip::ClaimHeadersAndDpop => &self.strip,
         };
         let mut out: Vec<&str> = Vec::new();
@@ -458,6 +501,13 @@ impl Gate {
                 .min(now.saturating_add(intro.max_cache_seconds)),
         };
         let leeway = intro.policy.leeway;
+        let extra = match &result {
+            Ok(_) if self.wants_extra() => {
+                let claims = serde_json::from_slice::<serde_json::Value>(body).ok();
+                Some(self.extra(claims.as_ref(), || keybound_core::b64::encode(body)))
+            }
+            _ => None,
+        };
         let limits = (self.config.token_cache_entries.max(1), self.config.token_cache_max_age);
         cache_put(
             &mut self.tokens,
@@ -468,6 +518,7 @@ impl Gate {
                 leeway,
                 until,
                 issuer: None,
+                extra,
             },
             now,
         );
@@ -485,6 +536,12 @@ impl Gate {
         self.decide_with(req, store, verifier, false)
     }
 
+    /// The name of requirement `i` (for metrics, logs and filter state).
+    pub fn requirement_name(&self, i: Option<usize>) -> &str {
+        i.and_then(|i| self.requirements.get(i))
+            .map_or("none", |r| r.name.as_str())
+    }
+
     fn decide_with(
         &mut self,
         req: &Request<'_>,
@@ -500,37 +557,68 @@ impl Gate {
                 let log = DecisionLog {
                     decision: "deny",
                     reason: e.reason(),
+                    mode: self.global_mode(),
                     ..DecisionLog::default()
                 };
-                return self.deny(req, &e, &[], false, log);
+                let denied = self.deny(req, None, &e, None, log);
+                return self.in_mode(denied, None);
             }
         };
         let rewrite = path.rewritten(req.path);
-        let (scopes, allow_bearer) = match self.config.rule_for(req.method, &path) {
-            Auth::None => {
-                return Outcome::Allow {
-                    strip: Strip::ClaimHeaders,
-                    path: rewrite,
-                    set: Vec::new(),
-                    fresh_nonce: None,
-                    log: DecisionLog {
-                        decision: "allow",
-                        reason: "no_auth",
-                        ..DecisionLog::default()
-                    },
-                };
-            }
-            Auth::Token { scopes, allow_bearer } => (scopes, allow_bearer),
+        if !self.config.resources.is_empty()
+            && matches!(req.method, "GET" | "HEAD")
+            && let Some(doc) = self.metadata_document(req, &path)
+        {
+            return doc;
+        }
+        let allow = |reason: &'static str, requirement: Option<usize>, mode: Mode| Outcome::Allow {
+            strip: Strip::ClaimHeaders,
+            path: rewrite.clone(),
+            set: Vec::new(),
+            fresh_nonce: None,
+            log: DecisionLog {
+                decision: "allow",
+                reason,
+                requirement,
+                mode,
+                ..DecisionLog::default()
+            },
         };
-        let mut log = DecisionLog::default();
-        match self.verify(
-            req,
-            &path,
-            &scopes,
-            allow_bearer,
-            (store, verifier, may_fetch),
-            &mut log,
-        ) {
+        if self.config.cors.bypass_preflight
+            && req.method == "OPTIONS"
+            && req.one("origin").is_some()
+            && req.one("access-control-request-method").is_some()
+        {
+            return allow("cors_preflight", None, Mode::Enforce);
+        }
+        let i = match self.requirement_for(req, &path) {
+            Ok(i) => i,
+            Err(()) => {
+                let log = DecisionLog {
+                    decision: "unavailable",
+                    reason: "unknown_requirement",
+                    mode: self.global_mode(),
+                    ..DecisionLog::default()
+                };
+                let reply = self.unavailable(req, log);
+                return self.in_mode(reply, None);
+            }
+        };
+        let Some(requirement) = self.requirements.get(i).cloned() else {
+            return allow("no_auth", None, Mode::Enforce);
+        };
+        if requirement.disabled {
+            return allow("no_auth", Some(i), requirement.mode);
+        }
+        if requirement.allow_missing && !has_credentials(req) {
+            return allow("no_credentials", Some(i), requirement.mode);
+        }
+        let mut log = DecisionLog {
+            requirement: Some(i),
+            mode: requirement.mode,
+            ..DecisionLog::default()
+        };
+        let outcome = match self.verify(req, &path, &requirement, (store, verifier, may_fetch), &mut log) {
             Ok((set, fresh_nonce)) => {
                 log.decision = "allow";
                 log.reason = "ok";
@@ -542,34 +630,159 @@ impl Gate {
                     log,
                 }
             }
-            Err(Failure::Fetch(f)) => Outcome::Fetch(f),
+            Err(Failure::Fetch(f)) => return Outcome::Fetch(f),
             Err(Failure::Unavailable(reason)) => {
                 log.decision = "unavailable";
                 log.reason = reason;
-                Outcome::Deny {
-                    status: 503,
-                    headers: vec![("content-type".into(), "application/json".into())],
-                    body: r#"{"error":"temporarily_unavailable"}"#.into(),
-                    log,
-                }
+                self.unavailable(req, log)
             }
             Err(Failure::Denied(e)) => {
                 log.decision = "deny";
                 log.reason = e.reason();
-                self.deny(req, &e, &scopes, allow_bearer, log)
+                self.deny(req, Some(&path), &e, Some(&requirement), log)
             }
+        };
+        self.in_mode(outcome, rewrite_of(&path, req.path))
+    }
+
+    fn global_mode(&self) -> Mode {
+        self.requirements
+            .get(self.config.default_requirement)
+            .map_or(Mode::Enforce, |r| r.mode)
+    }
+
+    /// In report mode, a refusal becomes a forwarded request marked with the decision it would
+    /// have had (a nonce challenge still gives the client a nonce); an allowed request is marked
+    /// too.
+    fn in_mode(&self, outcome: Outcome, path: Option<String>) -> Outcome {
+        match outcome {
+            Outcome::Allow {
+                strip,
+                path,
+                mut set,
+                fresh_nonce,
+                log,
+            } if log.mode == Mode::Report => {
+                set.push((REPORT_HEADERS[0].to_owned(), log.decision.to_owned()));
+                set.push((REPORT_HEADERS[1].to_owned(), log.reason.to_owned()));
+                Outcome::Allow {
+                    strip,
+                    path,
+                    set,
+                    fresh_nonce,
+                    log,
+                }
+            }
+            Outcome::Deny { headers, log, .. } if log.mode == Mode::Report && log.decision != "serve" => {
+                let fresh_nonce = headers.into_iter().find(|(k, _)| k == "dpop-nonce").map(|(_, v)| v);
+                Outcome::Allow {
+                    strip: Strip::ClaimHeaders,
+                    path,
+                    set: vec![
+                        (REPORT_HEADERS[0].to_owned(), log.decision.to_owned()),
+                        (REPORT_HEADERS[1].to_owned(), log.reason.to_owned()),
+                    ],
+                    fresh_nonce,
+                    log,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The requirement for a request: the route's metadata names it, or the route's name maps
+    /// to it, or the first matching rule has it, or the default.
+    ///
+    /// # Errors
+    /// If the route's metadata names a requirement the configuration does not have.
+    fn requirement_for(&self, req: &Request<'_>, path: &CanonicalPath) -> Result<usize, ()> {
+        let routes = &self.config.routes;
+        if routes.metadata
+            && let Some(name) = req.route_requirement
+        {
+            return self.config.requirement_named(name).ok_or(());
+        }
+        if let Some(i) = req.route_name.and_then(|n| routes.names.get(n)) {
+            return Ok(*i);
+        }
+        Ok(self.config.rule_for(req.method, req.authority, path))
+    }
+
+    /// The RFC 9728 document whose well-known URL this request is for, if any.
+    fn metadata_document(&self, req: &Request<'_>, path: &CanonicalPath) -> Option<Outcome> {
+        let origin = self.request_origin(req).ok()?;
+        let r = self
+            .config
+            .resources
+            .iter()
+            .find(|r| r.well_known_path == path.as_str() && r.origin.as_str() == origin)?;
+        Some(Outcome::Deny {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("cache-control".into(), "max-age=300".into()),
+                ("access-control-allow-origin".into(), "*".into()),
+            ],
+            body: r.document.clone(),
+            log: DecisionLog {
+                decision: "serve",
+                reason: "resource_metadata",
+                ..DecisionLog::default()
+            },
+        })
+    }
+
+    /// The metadata URL of the resource a request is for: same origin, and the resource's path
+    /// a segment prefix of the request's (the longest wins).
+    fn resource_metadata_url(&self, req: &Request<'_>, path: Option<&CanonicalPath>) -> Option<&str> {
+        if self.config.resources.is_empty() {
+            return None;
+        }
+        let origin = self.request_origin(req).ok()?;
+        self.config
+            .resources
+            .iter()
+            .filter(|r| {
+                r.origin.as_str() == origin
+                    && (r.path.is_empty()
+                        || path.is_some_and(|p| keybound_core::path::starts_with_segments(p.as_str(), &r.path)))
+            })
+            .max_by_key(|r| r.path.len())
+            .map(|r| r.url.as_str())
+    }
+
+    /// 503 `temporarily_unavailable`.
+    fn unavailable(&self, req: &Request<'_>, log: DecisionLog) -> Outcome {
+        let mut headers = vec![("content-type".into(), "application/json".into())];
+        self.cors(req, &mut headers);
+        Outcome::Deny {
+            status: 503,
+            headers,
+            body: r#"{"error":"temporarily_unavailable"}"#.into(),
+            log,
+        }
+    }
+
+    /// The CORS headers of a reply of the filter, for a request from an allowed origin.
+    fn cors(&self, req: &Request<'_>, headers: &mut Vec<(String, String)>) {
+        if self.config.cors.allowed_origins.is_empty() {
+            return;
+        }
+        if let Some(h) = req.one("origin").and_then(|o| self.config.cors.reply_headers(o)) {
+            headers.extend(h);
         }
     }
 
     fn deny(
         &self,
         req: &Request<'_>,
+        path: Option<&CanonicalPath>,
         e: &Error,
-        scopes: &[String],
-        allow_bearer: bool,
+        requirement: Option<&Requirement>,
         mut log: DecisionLog,
     ) -> Outcome {
         let auth = req.all("authorization");
+        let (scopes, allow_bearer) = requirement.map_or((&[][..], false), |r| (&r.scopes[..], r.allow_bearer));
         let scope = request::join_scopes(scopes);
         let challenge = e.www_authenticate(&Challenge {
             scheme_used: request::scheme_of(&auth),
@@ -577,6 +790,7 @@ impl Gate {
             algs: &self.algs,
             realm: None,
             required_scope: &scope,
+            resource_metadata: self.resource_metadata_url(req, path),
         });
         let mut headers = vec![
             ("www-authenticate".to_owned(), challenge),
@@ -588,6 +802,7 @@ impl Gate {
             headers.push(("dpop-nonce".into(), n.issue(req.now)));
             log.nonce_challenge = true;
         }
+        self.cors(req, &mut headers);
         let body = match e.code() {
             Some(code) => serde_json::json!({ "error": code.as_str() }).to_string(),
             None => String::new(),
@@ -598,6 +813,37 @@ impl Gate {
             body,
             log,
         }
+    }
+
+    /// The scheme and authority a request was addressed to: its own, or with
+    /// `dpop.trust_forwarded_headers` those of `x-forwarded-proto`/`x-forwarded-host`.
+    fn scheme_and_host<'r>(&self, req: &Request<'r>) -> Result<(&'r str, &'r str), Error> {
+        if !self.config.trust_forwarded_headers {
+            return Ok((req.scheme, req.authority));
+        }
+        let one = |name: &str| match req.all(name).as_slice() {
+            [v] => Ok(Some(*v)),
+            [] => Ok(None),
+            _ => Err(Error::InvalidHtu),
+        };
+        Ok((
+            one("x-forwarded-proto")?.unwrap_or(req.scheme),
+            one("x-forwarded-host")?.unwrap_or(req.authority),
+        ))
+    }
+
+    /// The origin a request is for, as [`Origin::as_str`] spells it.
+    fn request_origin(&self, req: &Request<'_>) -> Result<String, Error> {
+        if let Some(base) = &self.config.external_base_url {
+            return Ok(base.as_str().to_owned());
+        }
+        let (scheme, host) = self.scheme_and_host(req)?;
+        if self.config.origins.is_empty() {
+            return Ok(Origin::parse(&format!("{scheme}://{host}"))?.as_str().to_owned());
+        }
+        Ok(Origin::for_request(&self.config.origins, scheme, host)?
+            .as_str()
+            .to_owned())
     }
 
     /// The `htu` a proof for this request must carry: the configured origin the request is for
@@ -611,19 +857,7 @@ impl Gate {
         if let Some(base) = &self.config.external_base_url {
             return base.htu(path);
         }
-        let (scheme, host) = if self.config.trust_forwarded_headers {
-            let one = |name: &str| match req.all(name).as_slice() {
-                [v] => Ok(Some(*v)),
-                [] => Ok(None),
-                _ => Err(Error::InvalidHtu),
-            };
-            (
-                one("x-forwarded-proto")?.unwrap_or(req.scheme),
-                one("x-forwarded-host")?.unwrap_or(req.authority),
-            )
-        } else {
-            (req.scheme, req.authority)
-        };
+        let (scheme, host) = self.scheme_and_host(req)?;
         if self.config.origins.is_empty() {
             return Htu::from_parts(scheme, host, path.as_str());
         }
@@ -663,12 +897,21 @@ impl Gate {
         }
     }
 
+    /// Whether verified tokens carry extra headers (`forward.claims`, `forward.payload_header`).
+    fn wants_extra(&self) -> bool {
+        !self.config.forward_claims.is_empty() || self.config.payload_header.is_some()
+    }
+
+    /// The extra headers for a verified token: its claims by JSON pointer, and its payload.
+    fn extra(&self, claims: Option<&serde_json::Value>, payload: impl FnOnce() -> String) -> Rc<[(String, String)]> {
+        extra_headers(&self.config, claims, payload)
+    }
+
     fn verify(
         &mut self,
         req: &Request<'_>,
         path: &CanonicalPath,
-        scopes: &[String],
-        allow_bearer: bool,
+        requirement: &Requirement,
         (store, verifier, may_fetch): (&dyn SharedStore, &dyn Verifier, bool),
         log: &mut DecisionLog,
     ) -> Result<Allowed, Failure> {
@@ -691,22 +934,30 @@ impl Gate {
         let route = RoutePolicy {
             proof: &self.config.proof,
             nonce,
-            allow_bearer,
-            required_scopes: scopes,
+            allow_bearer: requirement.allow_bearer,
+            required_scopes: &requirement.scopes,
         };
+        let wants_extra = self.wants_extra();
         let (config, keys, tokens) = (&self.config, &mut self.keys, &mut self.tokens);
         let memo = Some(&mut self.proofs);
         let now = req.now;
         let mut hit = false;
         // The token's client, for the log line even when a later check (the binding) fails.
         let mut client_id: Option<String> = None;
+        // The token's extra headers (`forward.claims`, `forward.payload_header`).
+        let mut extra: Option<Rc<[(String, String)]>> = None;
         // Set when the token cannot be decided without the network (or the network failed).
         let mut need: Option<Failure> = None;
         let verified = verify_request_with(&resource, &route, now, verifier, memo, |t| {
             if let Some(cached) = tokens.get(t) {
                 if cached.usable(now) {
+                    let from = cached.issuer.map_or(IssuerRef::Introspection, IssuerRef::Jwt);
+                    if !requirement.trusts(from) {
+                        return Err(Error::IssuerMismatch);
+                    }
                     hit = true;
                     client_id = cached.result.as_ref().ok().and_then(|v| v.claims().client_id.clone());
+                    extra.clone_from(&cached.extra);
                     return cached.result.clone();
                 }
                 tokens.remove(t);
@@ -718,6 +969,9 @@ impl Gate {
                         part: keybound_core::Part::AccessToken,
                         what: "not a JWT",
                     });
+                }
+                if !requirement.trusts(IssuerRef::Introspection) {
+                    return Err(Error::IssuerMismatch);
                 }
                 need = Some(if may_fetch {
                     Failure::Fetch(Fetch::Introspect(t.to_owned()))
@@ -736,6 +990,9 @@ impl Gate {
                 .enumerate()
                 .find(|(_, i)| i.policy.issuer == iss)
                 .ok_or(Error::IssuerMismatch)?;
+            if !requirement.trusts(IssuerRef::Jwt(i)) {
+                return Err(Error::IssuerMismatch);
+            }
             let state = keys.get_mut(i).ok_or(Error::IssuerMismatch)?;
             let remote = match &issuer.keys {
                 Keys::Remote(r) => Some(r),
@@ -767,12 +1024,22 @@ impl Gate {
             }
             let v = Rc::new(result?);
             client_id = v.claims().client_id.clone();
+            if wants_extra {
+                let claims = if config.forward_claims.is_empty() {
+                    None
+                } else {
+                    token::jwt_claims(t)
+                };
+                let payload = || t.split('.').nth(1).unwrap_or_default().to_owned();
+                extra = Some(extra_headers(config, claims.as_ref(), payload));
+            }
             if config.token_cache_entries > 0 {
                 let entry = Cached {
                     result: Ok(v.clone()),
                     leeway: issuer.policy.leeway,
                     until: u64::MAX,
                     issuer: Some(i),
+                    extra: extra.clone(),
                 };
                 let limits = (config.token_cache_entries, config.token_cache_max_age);
                 cache_put(tokens, limits, t.into(), entry, now);
@@ -785,6 +1052,7 @@ impl Gate {
             return Err(need);
         }
         let verified = verified?;
+        requirement.binding.check(verified.binding(), verified.token())?;
         let claims = verified.token().claims();
         log.jkt = verified.proof().map(|p| p.jkt().to_string());
         // Last: the replay check, so that only fully verified proofs are recorded.
@@ -803,15 +1071,6 @@ impl Gate {
                 fresh_nonce = Some(n.issue(req.now));
             }
         }
-        let mut set = Vec::new();
-        let mut put = |claim: &str, value: Option<String>| {
-            if let (Some(h), Some(v)) = (self.config.forward_headers.get(claim), value) {
-                set.push((h.clone(), v));
-            }
-        };
-        put("sub", claims.sub.clone());
-        put("client_id", claims.client_id.clone());
-        put("scope", Some(claims.scopes.join(" ")));
         let (binding, jkt, x5t) = match verified.binding() {
             Binding::Dpop(j) => (
                 "dpop",
@@ -821,11 +1080,79 @@ impl Gate {
             Binding::Certificate(c) => ("mtls", None, Some(c.to_string())),
             _ => ("bearer", None, None),
         };
+        log.binding = Some(binding);
+        let state = self.config.filter_state;
+        let mut set = Vec::new();
+        let mut put = |claim: &str, value: Option<String>| {
+            let Some(v) = value else { return };
+            if state {
+                let name = if claim == "x5t#S256" { "x5t_s256" } else { claim };
+                log.claims.push((name.to_owned(), v.clone()));
+            }
+            if let Some(h) = self.config.forward_headers.get(claim) {
+                set.push((h.clone(), v));
+            }
+        };
+        put("sub", claims.sub.clone());
+        put("client_id", claims.client_id.clone());
+        put("scope", Some(claims.scopes.join(" ")));
         put("jkt", jkt);
         put("x5t#S256", x5t);
         put("binding", Some(binding.into()));
+        if let Some(extra) = extra {
+            for (h, v) in extra.iter() {
+                if state && self.config.payload_header.as_deref() != Some(h.as_str()) {
+                    log.claims.push((h.clone(), v.clone()));
+                }
+                set.push((h.clone(), v.clone()));
+            }
+        }
+        if self.config.authorization == AuthorizationForward::Bearer
+            && let Ok(creds) = request::parse_authorization(&auth)
+            && creds.scheme == request::Scheme::DPoP
+        {
+            set.push(("authorization".into(), format!("Bearer {}", creds.token)));
+        }
         Ok((set, fresh_nonce))
     }
+}
+
+/// Whether a request carries any credential: an `Authorization` header with the `Bearer` or
+/// `DPoP` scheme, or a `DPoP` header.
+fn has_credentials(req: &Request<'_>) -> bool {
+    req.headers.iter().any(|(k, v)| {
+        k == "dpop"
+            || (k == "authorization" && {
+                let scheme = v.trim_start().split([' ', '\t']).next().unwrap_or_default();
+                scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop")
+            })
+    })
+}
+
+/// The canonical request target when it differs from `raw`.
+fn rewrite_of(path: &CanonicalPath, raw: &str) -> Option<String> {
+    path.rewritten(raw)
+}
+
+/// The headers of `forward.claims` (each claim by its JSON pointer, when present) and
+/// `forward.payload_header` (the verified payload, base64url).
+fn extra_headers(
+    config: &Config,
+    claims: Option<&serde_json::Value>,
+    payload: impl FnOnce() -> String,
+) -> Rc<[(String, String)]> {
+    let mut out = Vec::new();
+    if let Some(claims) = claims {
+        for (header, pointer) in &config.forward_claims {
+            if let Some(v) = token::claim_text(claims, pointer) {
+                out.push((header.clone(), v));
+            }
+        }
+    }
+    if let Some(h) = &config.payload_header {
+        out.push((h.clone(), payload()));
+    }
+    out.into()
 }
 
 /// Headers to set upstream, and a fresh nonce for the response.

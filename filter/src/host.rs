@@ -15,6 +15,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 use crate::config::{CertSource, Config, VerifierChoice};
 use crate::envoy_crypto::{es256_verify_args, result_is_valid};
 use crate::gate::{DecisionLog, Fetch, Gate, Outcome, Request};
+use crate::policy::Mode;
 use crate::replay::{Cas, SharedStore, StoreError};
 
 proxy_wasm::main! {{
@@ -26,6 +27,8 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct Metrics {
     ids: HashMap<String, u32>,
+    /// The decision counters, by (decision, reason, requirement, mode).
+    decisions: HashMap<(&'static str, &'static str, Option<usize>, Mode), u32>,
     /// Decisions since the gauges were last updated.
     since_gauges: u32,
     /// Whether Envoy prints info lines, and the second that was asked (see
@@ -86,14 +89,21 @@ impl Metrics {
         }
     }
 
-    fn record(&mut self, log: &DecisionLog) {
-        match log.decision {
-            "allow" => self.inc("keybound.allowed"),
-            "deny" => {
-                self.inc("keybound.denied");
-                self.inc(&format!("keybound.denied.{}", log.reason));
+    fn record(&mut self, log: &DecisionLog, gate: &Gate) {
+        let key = (log.decision, log.reason, log.requirement, log.mode);
+        let id = match self.decisions.get(&key) {
+            Some(id) => Some(*id),
+            None => {
+                let name = decision_metric(log, gate.requirement_name(log.requirement));
+                let id = hostcalls::define_metric(MetricType::Counter, &name).ok();
+                if let Some(id) = id {
+                    self.decisions.insert(key, id);
+                }
+                id
             }
-            _ => self.inc(&format!("keybound.unavailable.{}", log.reason)),
+        };
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
         }
         if log.token_cache_hit {
             self.inc("keybound.token_cache_hits");
@@ -105,6 +115,20 @@ impl Metrics {
             self.inc("keybound.replays");
         }
     }
+}
+
+/// The name of the decision counter for `log`: `keybound.requests_total` with its labels
+/// written as Istio writes tags into stat names (`name=.=value;.;`), so that the `stats_tags`
+/// of every configuration we ship (and Istio's `extraStatTags`) turn them into Prometheus
+/// labels: `keybound_requests_total{decision,reason,requirement,mode}`.
+fn decision_metric(log: &DecisionLog, requirement: &str) -> String {
+    format!(
+        "keybound.requests_total.decision=.={};.;reason=.={};.;requirement=.={};.;mode=.={};.;",
+        log.decision,
+        log.reason,
+        requirement,
+        log.mode.as_str()
+    )
 }
 
 struct Shared;
@@ -386,6 +410,30 @@ impl Http {
                 .and_then(|b| String::from_utf8(b).ok()),
             _ => None,
         };
+        // The route's requirement and name, only when the configuration lets routes choose.
+        let (route_requirement, route_name) = {
+            let g = gate.borrow();
+            let routes = &g.config().routes;
+            let requirement = if routes.metadata {
+                self.get_property(vec![
+                    "xds",
+                    "route_metadata",
+                    "filter_metadata",
+                    "keybound",
+                    "requirement",
+                ])
+                .and_then(|b| String::from_utf8(b).ok())
+            } else {
+                None
+            };
+            let name = if routes.names.is_empty() {
+                None
+            } else {
+                self.get_property(vec!["xds", "route_name"])
+                    .and_then(|b| String::from_utf8(b).ok())
+            };
+            (requirement, name)
+        };
         let now = now_secs(self.get_current_time());
         let req = Request {
             method: pseudo(":method"),
@@ -395,6 +443,8 @@ impl Http {
             headers: &headers,
             peer_cert_digest: digest.as_deref(),
             peer_uri_san: uri_san.as_deref(),
+            route_name: route_name.as_deref(),
+            route_requirement: route_requirement.as_deref(),
             now,
         };
         let outcome = if resumed {
@@ -422,8 +472,9 @@ impl Http {
                     self.set_http_request_header(name, Some(value));
                 }
                 self.fresh_nonce = fresh_nonce;
-                self.metrics.borrow_mut().record(&l);
-                if l.reason != "no_auth" && self.metrics.borrow_mut().info_enabled(now) {
+                self.metrics.borrow_mut().record(&l, &gate.borrow());
+                self.filter_state(&gate.borrow(), &l);
+                if !matches!(l.reason, "no_auth" | "cors_preflight") && self.metrics.borrow_mut().info_enabled(now) {
                     log(LogLevel::Info, &l.to_json());
                 }
                 if resumed {
@@ -437,8 +488,9 @@ impl Http {
                 body,
                 log: l,
             } => {
-                self.metrics.borrow_mut().record(&l);
-                if self.metrics.borrow_mut().info_enabled(now) {
+                self.metrics.borrow_mut().record(&l, &gate.borrow());
+                self.filter_state(&gate.borrow(), &l);
+                if l.decision != "serve" && self.metrics.borrow_mut().info_enabled(now) {
                     log(LogLevel::Info, &l.to_json());
                 }
                 let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -466,16 +518,43 @@ impl Http {
                             Fetch::Jwks(_) => "jwks_unavailable",
                             Fetch::Introspect(_) => "introspection_unavailable",
                         };
-                        self.metrics.borrow_mut().record(&DecisionLog {
-                            decision: "unavailable",
-                            reason,
-                            ..DecisionLog::default()
-                        });
+                        self.metrics.borrow_mut().record(
+                            &DecisionLog {
+                                decision: "unavailable",
+                                reason,
+                                ..DecisionLog::default()
+                            },
+                            &gate.borrow(),
+                        );
                         self.send_http_response(503, vec![("content-type", "application/json")], Some(UNAVAILABLE));
                     }
                 }
                 Action::Pause
             }
+        }
+    }
+}
+
+impl Http {
+    /// The decision in Envoy filter state (`wasm.keybound.decision`, `.reason`, `.requirement`,
+    /// `.mode`, `.binding`, and the forwarded claims), for access logs and RBAC, when
+    /// `filter_state` is configured.
+    fn filter_state(&self, gate: &Gate, l: &DecisionLog) {
+        if !gate.config().filter_state {
+            return;
+        }
+        let put = |name: &str, value: &str| {
+            self.set_property(vec![&format!("keybound.{name}")], Some(value.as_bytes()));
+        };
+        put("decision", l.decision);
+        put("reason", l.reason);
+        put("requirement", gate.requirement_name(l.requirement));
+        put("mode", l.mode.as_str());
+        if let Some(b) = l.binding {
+            put("binding", b);
+        }
+        for (name, value) in &l.claims {
+            put(name, value);
         }
     }
 }

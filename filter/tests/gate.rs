@@ -98,6 +98,8 @@ struct Req<'a> {
     path: &'a str,
     digest: Option<&'a str>,
     uri_san: Option<&'a str>,
+    route_name: Option<&'a str>,
+    route_requirement: Option<&'a str>,
     now: u64,
 }
 
@@ -124,6 +126,8 @@ impl Default for Req<'_> {
             path: "/api",
             digest: None,
             uri_san: None,
+            route_name: None,
+            route_requirement: None,
             now: NOW,
         }
     }
@@ -146,6 +150,8 @@ fn decide_req(gate: &mut Gate, store: &Store, r: &Req<'_>, headers: &[(&str, &st
         headers: &headers,
         peer_cert_digest: r.digest,
         peer_uri_san: r.uri_san,
+        route_name: r.route_name,
+        route_requirement: r.route_requirement,
         now: r.now,
     };
     gate.decide(&req, store, &RustCrypto)
@@ -684,6 +690,8 @@ fn the_origin_with_the_requests_scheme_wins() {
             headers: &headers,
             peer_cert_digest: None,
             peer_uri_san: None,
+            route_name: None,
+            route_requirement: None,
             now: NOW,
         };
         status(&g.decide(&req, &store, &RustCrypto))
@@ -723,4 +731,287 @@ fn forwarded_hosts_must_be_configured_origins_too() {
     assert_eq!((status(&o), reason(&o)), (400, "unknown_origin"));
     let o = decide_req(&mut g, &store, &internal, &headers("api.example.com"));
     assert_eq!(status(&o), 200, "{o:?}");
+}
+
+/// A DPoP-bound token of `key` and a fresh proof for `GET https://rs.example.com<path>`.
+fn dpop_request(key: &P256Signer, path: &str, jti: &str) -> (String, String) {
+    let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 60);
+    let p = proof_for_url(key, &format!("https://rs.example.com{path}"), &t, jti, None, NOW);
+    (format!("DPoP {t}"), p)
+}
+
+fn set_of(o: &Outcome) -> Vec<(String, String)> {
+    match o {
+        Outcome::Allow { set, .. } => set.clone(),
+        other => panic!("not forwarded: {other:?}"),
+    }
+}
+
+/// Issue 13, item 2: report mode decides, counts and logs as enforce does, and forwards the
+/// request marked with the would-be decision, never with claims of a token that failed.
+#[test]
+fn report_mode_forwards_with_the_decision_it_would_have_had() {
+    let (mut g, store) = gate(json!({"mode": "report", "dpop": {"nonce": {"mode": "required", "secrets": [SECRET]}}}));
+    let key = P256Signer::from_bytes(&[7; 32]).unwrap();
+    // No credentials: forwarded, marked deny.
+    let o = decide(&mut g, &store, &[], None, NOW);
+    assert_eq!(status(&o), 200);
+    assert_eq!(header(&o, "x-keybound-decision"), Some("deny"));
+    assert_eq!(header(&o, "x-keybound-reason"), Some("missing_credentials"));
+    assert!(matches!(&o, Outcome::Allow { strip: Strip::ClaimHeaders, log, .. } if log.mode.as_str() == "report"));
+    assert_eq!(header(&o, "x-keybound-sub"), None);
+    // A proof without a nonce: forwarded, and the client still learns a nonce.
+    let (auth, p) = dpop_request(&key, "/api", "r1");
+    let o = decide(&mut g, &store, &[("authorization", &auth), ("dpop", &p)], None, NOW);
+    assert_eq!(header(&o, "x-keybound-reason"), Some("proof_nonce_required"));
+    let Outcome::Allow {
+        fresh_nonce: Some(nonce),
+        ..
+    } = &o
+    else {
+        panic!("{o:?}")
+    };
+    // With it: allowed, marked allow, with claims.
+    let t = token(json!({"jkt": key.public_key().thumbprint().to_string()}), NOW + 60);
+    let p = proof_for_url(&key, "https://rs.example.com/api", &t, "r2", Some(nonce), NOW);
+    let h = [("authorization", format!("DPoP {t}")), ("dpop", p)];
+    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = decide(&mut g, &store, &h, None, NOW);
+    assert_eq!(header(&o, "x-keybound-decision"), Some("allow"));
+    assert_eq!(header(&o, "x-keybound-sub"), Some("alice"));
+    // The same proof again: a replay, recorded and reported, forwarded without claims.
+    let o = decide(&mut g, &store, &h, None, NOW);
+    assert_eq!(
+        (header(&o, "x-keybound-decision"), header(&o, "x-keybound-reason")),
+        (Some("deny"), Some("proof_replayed"))
+    );
+    assert_eq!(header(&o, "x-keybound-sub"), None);
+    // A client cannot forge the marks: they are stripped like claim headers.
+    let forged = owned(&[("X-Keybound-Decision", "allow"), ("x_keybound_reason", "ok")]);
+    assert_eq!(
+        g.strip_names(Strip::ClaimHeaders, &forged),
+        ["X-Keybound-Decision", "x_keybound_reason"]
+    );
+}
+
+/// Issue 13, item 2: `allow_missing` forwards a request with no credential at all, without
+/// claims; a credential that is present must be valid.
+#[test]
+fn allow_missing_forwards_only_requests_without_credentials() {
+    let (mut g, store) = gate(json!({"rules": [{"prefix": "/", "allow_missing": true}]}));
+    let o = decide(&mut g, &store, &[("x-keybound-sub", "mallory")], None, NOW);
+    assert_eq!((status(&o), reason(&o)), (200, "no_credentials"));
+    assert!(set_of(&o).is_empty());
+    let o = decide(&mut g, &store, &[("authorization", "Basic dTpw")], None, NOW);
+    assert_eq!(
+        (status(&o), reason(&o)),
+        (200, "no_credentials"),
+        "not an OAuth credential"
+    );
+    let o = decide(&mut g, &store, &[("authorization", "Bearer not-a-token")], None, NOW);
+    assert_eq!((status(&o), reason(&o)), (401, "token_malformed"));
+    let o = decide(&mut g, &store, &[("dpop", "x")], None, NOW);
+    assert_eq!(
+        (status(&o), reason(&o)),
+        (401, "missing_credentials"),
+        "a DPoP header alone"
+    );
+    let key = P256Signer::from_bytes(&[7; 32]).unwrap();
+    let (auth, p) = dpop_request(&key, "/api", "m1");
+    let o = decide(&mut g, &store, &[("authorization", &auth), ("dpop", &p)], None, NOW);
+    assert_eq!((status(&o), header(&o, "x-keybound-sub")), (200, Some("alice")));
+}
+
+/// Issue 13, item 1: the route chooses (metadata first, then its name), then rules on hosts,
+/// then the default; a requirement's binding and issuers are enforced.
+#[test]
+fn routes_and_hosts_choose_the_requirement() {
+    let (mut g, store) = gate(json!({
+        "requirements": {"open": {"disabled": true}, "mtls-only": {"binding": "mtls"},
+            "elsewhere": {"issuers": ["https://as.example.com"], "scopes": ["write"]}},
+        "routes": {"metadata": true, "names": {"open-route": "open"}},
+        "rules": [{"hosts": ["*.internal.example"], "prefix": "/", "requirement": "open"}],
+    }));
+    let key = P256Signer::from_bytes(&[7; 32]).unwrap();
+    let (auth, p) = dpop_request(&key, "/api", "c1");
+    let h = [("authorization", auth.as_str()), ("dpop", p.as_str())];
+    let at = |r: Req<'_>, g: &mut Gate| decide_req(g, &store, &r, &h);
+    let o = at(
+        Req {
+            route_name: Some("open-route"),
+            ..Req::default()
+        },
+        &mut g,
+    );
+    assert_eq!(reason(&o), "no_auth");
+    let o = at(
+        Req {
+            route_requirement: Some("mtls-only"),
+            route_name: Some("open-route"),
+            ..Req::default()
+        },
+        &mut g,
+    );
+    assert_eq!(
+        (status(&o), reason(&o)),
+        (401, "binding_not_accepted"),
+        "metadata wins over the name"
+    );
+    let o = at(
+        Req {
+            route_requirement: Some("elsewhere"),
+            ..Req::default()
+        },
+        &mut g,
+    );
+    assert_eq!((status(&o), reason(&o)), (403, "insufficient_scope"));
+    let o = at(
+        Req {
+            route_requirement: Some("no-such-requirement"),
+            ..Req::default()
+        },
+        &mut g,
+    );
+    assert_eq!((status(&o), reason(&o)), (503, "unknown_requirement"), "fail closed");
+    let o = at(Req::authority("db.internal.example"), &mut g);
+    assert_eq!(reason(&o), "no_auth");
+    let o = at(Req::default(), &mut g);
+    assert_eq!((status(&o), reason(&o)), (200, "ok"));
+}
+
+/// Issue 13, item 3: preflights pass untouched; the filter's own replies can be read by a page
+/// on an allowed origin (the nonce too).
+#[test]
+fn cors_preflights_pass_and_refusals_are_readable_by_allowed_origins() {
+    let (mut g, store) = gate(json!({"cors": {"allowed_origins": ["https://app.example"]},
+        "dpop": {"nonce": {"mode": "required", "secrets": [SECRET]}}}));
+    let pre = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "GET"),
+    ];
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            method: "OPTIONS",
+            ..Req::default()
+        },
+        &pre,
+    );
+    assert_eq!((status(&o), reason(&o)), (200, "cors_preflight"));
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            method: "OPTIONS",
+            ..Req::default()
+        },
+        &[("origin", "https://app.example")],
+    );
+    assert_eq!(
+        status(&o),
+        401,
+        "OPTIONS without Access-Control-Request-Method is no preflight"
+    );
+    let key = P256Signer::from_bytes(&[7; 32]).unwrap();
+    let (auth, p) = dpop_request(&key, "/api", "n1");
+    let h = [
+        ("authorization", auth.as_str()),
+        ("dpop", p.as_str()),
+        ("origin", "https://app.example"),
+    ];
+    let o = decide(&mut g, &store, &h, None, NOW);
+    assert_eq!(status(&o), 401);
+    assert!(header(&o, "dpop-nonce").is_some());
+    assert_eq!(header(&o, "access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(
+        header(&o, "access-control-expose-headers"),
+        Some("WWW-Authenticate, DPoP-Nonce")
+    );
+    let h = [("origin", "https://evil.example")];
+    let o = decide(&mut g, &store, &h, None, NOW);
+    assert_eq!(header(&o, "access-control-allow-origin"), None);
+}
+
+/// Issue 13, item 7: the RFC 9728 document at its well-known URL, and `resource_metadata` in
+/// every challenge for that resource.
+#[test]
+fn protected_resource_metadata_is_served_and_named_in_challenges() {
+    let (mut g, store) = gate(json!({"resource_metadata": [
+        {"resource": "https://rs.example.com", "authorization_servers": [ISS]},
+        {"resource": "https://rs.example.com/v2", "authorization_servers": [ISS], "scopes_supported": ["read"]},
+    ]}));
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req::path("/.well-known/oauth-protected-resource/v2"),
+        &[],
+    );
+    let Outcome::Deny { status: 200, body, .. } = &o else {
+        panic!("{o:?}")
+    };
+    let doc: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(doc["resource"], "https://rs.example.com/v2");
+    assert_eq!(doc["authorization_servers"], json!([ISS]));
+    let o = decide_req(&mut g, &store, &Req::path("/v2/items"), &[]);
+    assert_eq!(
+        header(&o, "www-authenticate"),
+        Some(
+            r#"DPoP resource_metadata="https://rs.example.com/.well-known/oauth-protected-resource/v2", algs="ES256 PS256 EdDSA""#
+        )
+    );
+    let o = decide_req(&mut g, &store, &Req::path("/v20"), &[]);
+    assert!(
+        header(&o, "www-authenticate")
+            .unwrap()
+            .contains(r#"resource_metadata="https://rs.example.com/.well-known/oauth-protected-resource""#)
+    );
+    // Another origin's request is no request for this document.
+    let o = decide_req(
+        &mut g,
+        &store,
+        &Req {
+            authority: "rs.example.com:8443",
+            path: "/.well-known/oauth-protected-resource",
+            ..Req::default()
+        },
+        &[],
+    );
+    assert_eq!(status(&o), 400, "not a configured origin: {o:?}");
+}
+
+/// Issue 13, item 4: claims by JSON pointer, the payload, and `Authorization` for upstreams
+/// that only know `Bearer`; the decision for filter state.
+#[test]
+fn claims_payload_and_authorization_for_the_upstream() {
+    let (mut g, store) = gate(
+        json!({"forward": {"claims": {"x-client": "/client_id", "x-missing": "/nope"},
+        "payload_header": "x-jwt-payload", "authorization": "bearer"}, "filter_state": true}),
+    );
+    let key = P256Signer::from_bytes(&[7; 32]).unwrap();
+    let (auth, p) = dpop_request(&key, "/api", "f1");
+    let o = decide(&mut g, &store, &[("authorization", &auth), ("dpop", &p)], None, NOW);
+    let set = set_of(&o);
+    let get = |h: &str| set.iter().find(|(k, _)| k == h).map(|(_, v)| v.clone());
+    assert_eq!(get("x-client").as_deref(), Some("c1"));
+    assert_eq!(get("x-missing"), None);
+    let token = auth.strip_prefix("DPoP ").unwrap();
+    assert_eq!(get("x-jwt-payload").as_deref(), token.split('.').nth(1));
+    assert_eq!(get("authorization"), Some(format!("Bearer {token}")));
+    let Outcome::Allow { log, .. } = &o else { panic!() };
+    assert_eq!(log.binding, Some("dpop"));
+    assert!(log.claims.contains(&("sub".into(), "alice".into())));
+    assert!(log.claims.contains(&("x-client".into(), "c1".into())));
+    // From the cache: the same headers.
+    let p2 = proof(&key, token, "f2", None, NOW);
+    let o2 = decide(&mut g, &store, &[("authorization", &auth), ("dpop", &p2)], None, NOW);
+    assert!(matches!(&o2, Outcome::Allow { log, .. } if log.token_cache_hit));
+    assert_eq!(set_of(&o2), set);
+    // Stripped instead.
+    let (mut g, store) = gate(json!({"forward": {"authorization": "strip"}}));
+    let p3 = proof(&key, token, "f3", None, NOW);
+    let o = decide(&mut g, &store, &[("authorization", &auth), ("dpop", &p3)], None, NOW);
+    let Outcome::Allow { strip, .. } = o else { panic!() };
+    let hs = owned(&[("authorization", &auth), ("dpop", &p3)]);
+    assert_eq!(g.strip_names(strip, &hs), ["authorization", "dpop"]);
 }

@@ -114,6 +114,8 @@ fn request(headers: &[(String, String)], now: u64) -> Request<'_> {
         headers,
         peer_cert_digest: None,
         peer_uri_san: None,
+        route_name: None,
+        route_requirement: None,
         now,
     }
 }

@@ -115,6 +115,8 @@ fn request<'a>(headers: &'a [(String, String)], digest: Option<&'a str>) -> Requ
         headers,
         peer_cert_digest: digest,
         peer_uri_san: None,
+        route_name: None,
+        route_requirement: None,
         now: NOW,
     }
 }
