@@ -46,7 +46,29 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// A counter from `/stats` (0 if absent), e.g. `wasmcustom.keybound.allowed`.
+    /// The sum of the filter's decision counters with this decision (`allow`, `deny`...).
+    pub fn decisions(&self, decision: &str) -> u64 {
+        request(self.admin, "GET", "/stats?format=json", &[])
+            .ok()
+            .and_then(|r| {
+                let stats = r.json();
+                let all = stats.get("stats")?.as_array()?;
+                Some(
+                    all.iter()
+                        .filter(|s| {
+                            s.get("name")
+                                .and_then(|n| n.as_str())
+                                .and_then(keybound_filter::metrics::parse_decision_counter)
+                                .is_some_and(|[d, ..]| d == decision)
+                        })
+                        .filter_map(|s| s.get("value")?.as_u64())
+                        .sum(),
+                )
+            })
+            .unwrap_or(0)
+    }
+
+    /// A counter from `/stats` (0 if absent), e.g. `wasmcustom.keybound.replays`.
     pub fn counter(&self, name: &str) -> u64 {
         request(self.admin, "GET", "/stats?format=json", &[])
             .ok()

@@ -472,8 +472,8 @@ fn run(opts: &Options) -> Result<(), String> {
             eprintln!(
                 "bench: {}: the filter allowed {} requests, {} denied",
                 spec.name,
-                envoy.counter("wasmcustom.keybound.allowed"),
-                envoy.counter("wasmcustom.keybound.denied")
+                envoy.decisions("allow"),
+                envoy.decisions("deny")
             );
         }
         eprintln!(
@@ -578,7 +578,7 @@ fn memory_after_distinct_proofs(
         "proofs": sent,
         "refused": refused,
         "seconds": started.elapsed().as_secs_f64(),
-        "allowed": gauge("wasmcustom.keybound.allowed"),
+        "allowed": envoy.decisions("allow"),
         "replays": gauge("wasmcustom.keybound.replays"),
         "vm_memory_bytes": gauge("wasmcustom.keybound.vm_memory_bytes"),
         "token_cache_entries": gauge("wasmcustom.keybound.token_cache_entries"),

@@ -289,7 +289,8 @@ impl Story<'_> {
             .lines()
             .filter_map(|l| {
                 let (name, value) = l.split_once(": ")?;
-                let reason = name.split("keybound.denied.").nth(1)?;
+                let [decision, reason, ..] = keybound_filter::metrics::parse_decision_counter(name)?;
+                (decision == "deny").then_some(())?;
                 Some((reason.to_string(), value.trim().parse().ok()?))
             })
             .collect()
@@ -319,7 +320,7 @@ impl Story<'_> {
             res.header("www-authenticate").unwrap_or("(none)")
         );
         println!(
-            "   · the gateway's reason (Envoy log and counter wasmcustom.keybound.denied.<reason>; the client only sees the RFC code): {}",
+            "   · the gateway's reason (Envoy log and counter keybound_requests_total{{decision=\"deny\",reason}}; the client only sees the RFC code): {}",
             if reasons.is_empty() {
                 "(none)".to_string()
             } else {

@@ -400,7 +400,11 @@ fn the_demo_page_logs_in_calls_the_api_through_envoy_and_shows_the_replay_reject
         .unwrap()
         .text();
     assert!(
-        stats.lines().any(|l| l.ends_with("keybound.denied.jkt_mismatch: 1")),
+        stats
+            .lines()
+            .any(|l| l.split_once(": ").is_some_and(|(name, value)| value == "1"
+                && keybound_filter::metrics::parse_decision_counter(name)
+                    .is_some_and(|[d, r, ..]| d == "deny" && r == "jkt_mismatch"))),
         "{stats}"
     );
 

@@ -117,18 +117,9 @@ impl Metrics {
     }
 }
 
-/// The name of the decision counter for `log`: `keybound.requests_total` with its labels
-/// written as Istio writes tags into stat names (`name=.=value;.;`), so that the `stats_tags`
-/// of every configuration we ship (and Istio's `extraStatTags`) turn them into Prometheus
-/// labels: `keybound_requests_total{decision,reason,requirement,mode}`.
+/// The name of the decision counter for `log` (see [`crate::metrics`]).
 fn decision_metric(log: &DecisionLog, requirement: &str) -> String {
-    format!(
-        "keybound.requests_total.decision=.={};.;reason=.={};.;requirement=.={};.;mode=.={};.;",
-        log.decision,
-        log.reason,
-        requirement,
-        log.mode.as_str()
-    )
+    crate::metrics::decision_counter(log.decision, log.reason, requirement, log.mode.as_str())
 }
 
 struct Shared;

@@ -23,6 +23,7 @@
 pub mod config;
 pub mod envoy_crypto;
 pub mod gate;
+pub mod metrics;
 pub mod policy;
 pub mod replay;
 

@@ -375,6 +375,15 @@ pub struct EnvoyOptions {
     /// `headers_with_underscores_action: REJECT_REQUEST`, which every configuration we ship sets:
     /// to test that the filter is safe without them.
     pub raw_paths: bool,
+    /// The virtual host's routes, as YAML list items indented 14 spaces (`None`: one route,
+    /// everything to the `upstream` cluster).
+    pub routes: Option<String>,
+    /// HTTP filters between keybound and the router, as YAML list items indented 10 spaces.
+    pub filters_after: String,
+    /// An access log: the file and its text format (a newline is added).
+    pub access_log: Option<(std::path::PathBuf, String)>,
+    /// Environment variables of the filter's VM (`vm_config.environment_variables.key_values`).
+    pub vm_env: Vec<(String, String)>,
 }
 
 /// `s` as a YAML scalar (a JSON string, which YAML reads as the same string).
@@ -426,6 +435,19 @@ fn static_cluster(name: &str, port: u16, transport: &str) -> String {
 /// it, ending with a newline): the wasm at `wasm` with the JSON configuration `config`, V8,
 /// failing closed.
 pub fn wasm_filter_yaml(wasm: &str, config: &str) -> String {
+    wasm_filter_yaml_env(wasm, config, &[])
+}
+
+/// [`wasm_filter_yaml`] with environment variables `env` for the VM
+/// (`vm_config.environment_variables.key_values`, where the filter reads `*_from_env` secrets).
+pub fn wasm_filter_yaml_env(wasm: &str, config: &str, env: &[(String, String)]) -> String {
+    let mut vm_env = String::new();
+    if !env.is_empty() {
+        vm_env.push_str("                  environment_variables:\n                    key_values:\n");
+        for (k, v) in env {
+            vm_env.push_str(&format!("                      {}: {}\n", yaml_str(k), yaml_str(v)));
+        }
+    }
     format!(
         r#"          - name: envoy.filters.http.wasm
             typed_config:
@@ -440,7 +462,7 @@ pub fn wasm_filter_yaml(wasm: &str, config: &str) -> String {
                 vm_config:
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: {wasm} }} }}
-"#,
+{vm_env}"#,
         config = yaml_str(config),
         wasm = yaml_str(wasm)
     )
@@ -467,7 +489,9 @@ pub fn bootstrap(
     filter: Option<(&str, &str)>,
     opts: &EnvoyOptions,
 ) -> String {
-    let wasm_filter = filter.map_or_else(String::new, |(wasm, config)| wasm_filter_yaml(wasm, config));
+    let wasm_filter = filter.map_or_else(String::new, |(wasm, config)| {
+        wasm_filter_yaml_env(wasm, config, &opts.vm_env)
+    });
     let listener_tls = match &opts.tls {
         None => String::new(),
         Some(t) => {
@@ -536,12 +560,31 @@ pub fn bootstrap(
             )
         }
     };
+    if let Some((file, format)) = &opts.access_log {
+        xfcc.push_str(&format!(
+            r#"          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format: {{ text_format_source: {{ inline_string: {} }} }}
+"#,
+            path_str(file),
+            yaml_str(&format!("{format}\n"))
+        ));
+    }
+    let routes = opts.routes.clone().unwrap_or_else(|| {
+        "              - match: { prefix: \"/\" }\n                route: { cluster: upstream }\n".to_owned()
+    });
+    let filters_after = &opts.filters_after;
+    let stats_tags = keybound_filter::metrics::stats_tags_yaml();
     let mut clusters = static_cluster("upstream", upstream_port, &upstream_transport);
     for (name, p) in &opts.clusters {
         clusters.push_str(&static_cluster(name, *p, ""));
     }
     format!(
-        r#"static_resources:
+        r#"stats_config:
+{stats_tags}static_resources:
   listeners:
   - name: main
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
@@ -556,10 +599,8 @@ pub fn bootstrap(
             - name: all
               domains: ["*"]
               routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: upstream }}
-          http_filters:
-{wasm_filter}          - name: envoy.filters.http.router
+{routes}          http_filters:
+{wasm_filter}{filters_after}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 {listener_tls}  clusters:
@@ -697,7 +738,32 @@ impl Envoy {
             .join("\n")
     }
 
-    /// The value of a counter in `/stats` (0 if absent), e.g. `wasmcustom.keybound.allowed`.
+    /// The sum of the decision counters (`keybound.requests_total`, see
+    /// [`keybound_filter::metrics`]) with this decision (`allow`, `deny`, `unavailable`,
+    /// `serve`) and, if given, this reason.
+    pub fn decisions(&self, decision: &str, reason: Option<&str>) -> u64 {
+        let Ok(r) = request(self.admin, "GET", "/stats?format=json", &[]) else {
+            return 0;
+        };
+        let stats = r.json();
+        stats
+            .get("stats")
+            .and_then(|s| s.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter(|s| {
+                        s.get("name")
+                            .and_then(|n| n.as_str())
+                            .and_then(keybound_filter::metrics::parse_decision_counter)
+                            .is_some_and(|[d, r, ..]| d == decision && reason.is_none_or(|want| want == r))
+                    })
+                    .filter_map(|s| s.get("value").and_then(|v| v.as_u64()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The value of a counter in `/stats` (0 if absent), e.g. `wasmcustom.keybound.replays`.
     pub fn counter(&self, name: &str) -> u64 {
         let Ok(r) = request(self.admin, "GET", "/stats?format=json", &[]) else {
             return 0;

@@ -231,8 +231,8 @@ fn gateway_yaml_runs_and_enforces_dpop_and_certificate_bound_tokens() {
         Some(r#"Bearer error="insufficient_scope", scope="accounts:write""#)
     );
     // Allowed: the health check (auth "none" counts too), the DPoP and the mTLS request.
-    assert_eq!(envoy.counter("wasmcustom.keybound.allowed"), 3);
-    assert_eq!(envoy.counter("wasmcustom.keybound.denied"), 3);
+    assert_eq!(envoy.decisions("allow", None), 3);
+    assert_eq!(envoy.decisions("deny", None), 3);
     // The listener is TLS only.
     assert!(request(ports.listener, "GET", "/healthz", &[]).is_err());
 }
@@ -277,8 +277,8 @@ fn behind_proxy_yaml_runs_and_trusts_xfcc_only_from_its_front() {
         &[("authorization", &auth), ("x-forwarded-client-cert", &forged)],
     );
     assert_eq!(r.status, 401, "{r:?}");
-    assert_eq!(envoy.counter("wasmcustom.keybound.denied.certificate_mismatch"), 2);
-    assert_eq!(envoy.counter("wasmcustom.keybound.denied.certificate_required"), 1);
+    assert_eq!(envoy.decisions("deny", Some("certificate_mismatch")), 2);
+    assert_eq!(envoy.decisions("deny", Some("certificate_required")), 1);
     // Straight to the gateway listener: only the front's mesh certificate gets through the
     // handshake, so a forged XFCC never reaches the filter, with or without a client certificate.
     for client in [None, Some(&pki.alice), Some(&pki.front)] {
@@ -292,8 +292,8 @@ fn behind_proxy_yaml_runs_and_trusts_xfcc_only_from_its_front() {
         );
         assert!(r.is_err(), "{r:?}");
     }
-    assert_eq!(envoy.counter("wasmcustom.keybound.allowed"), 1);
-    assert_eq!(envoy.counter("wasmcustom.keybound.denied"), 3);
+    assert_eq!(envoy.decisions("allow", None), 1);
+    assert_eq!(envoy.decisions("deny", None), 3);
 }
 
 /// Every HTTP connection manager configuration (`typed_config` of that type) in a YAML tree.

@@ -66,7 +66,7 @@ fn dpop_bound_token_with_a_valid_proof_reaches_the_upstream_with_verified_header
     assert_eq!(seen["x-keybound-jkt"], key.public_key().thumbprint().to_string());
     assert_eq!(seen["x-keybound-scope"], "accounts:read");
     assert!(seen.get("dpop").is_none(), "DPoP header is stripped: {seen}");
-    assert_eq!(envoy.counter("wasmcustom.keybound.allowed"), 1);
+    assert_eq!(envoy.decisions("allow", None), 1);
     // The same token with fresh proofs: served from the per-worker verified-token cache (each of
     // the 2 workers verifies it at most once, so of 4 requests at least 2 are cache hits).
     for jti in ["e2e-2", "e2e-3", "e2e-4", "e2e-5"] {
@@ -81,7 +81,7 @@ fn dpop_bound_token_with_a_valid_proof_reaches_the_upstream_with_verified_header
         "{}",
         envoy.log_tail()
     );
-    assert_eq!(envoy.counter("wasmcustom.keybound.allowed"), 5);
+    assert_eq!(envoy.decisions("allow", None), 5);
 }
 
 #[test]
@@ -100,10 +100,7 @@ fn stolen_or_replayed_tokens_are_refused_with_rfc_errors_and_counted() {
         Some(r#"DPoP error="invalid_token", algs="ES256 PS256 EdDSA""#)
     );
     assert_eq!(r.json(), json!({"error": "invalid_token"}));
-    assert_eq!(
-        envoy.counter("wasmcustom.keybound.denied.dpop_bound_token_as_bearer"),
-        1
-    );
+    assert_eq!(envoy.decisions("deny", Some("dpop_bound_token_as_bearer")), 1);
 
     // With the thief's own proof.
     let r = call(
@@ -114,7 +111,7 @@ fn stolen_or_replayed_tokens_are_refused_with_rfc_errors_and_counted() {
         &[],
     );
     assert_eq!(r.status, 401);
-    assert_eq!(envoy.counter("wasmcustom.keybound.denied.jkt_mismatch"), 1);
+    assert_eq!(envoy.decisions("deny", Some("jkt_mismatch")), 1);
 
     // No proof at all.
     let r = call(&envoy, "/api", &format!("DPoP {t}"), None, &[]);
@@ -141,7 +138,7 @@ fn stolen_or_replayed_tokens_are_refused_with_rfc_errors_and_counted() {
         &[],
     );
     assert_eq!(r.status, 401);
-    assert_eq!(envoy.counter("wasmcustom.keybound.denied.proof_htu_mismatch"), 1);
+    assert_eq!(envoy.decisions("deny", Some("proof_htu_mismatch")), 1);
 
     // Two Authorization headers.
     let r = request(

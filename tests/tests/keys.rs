@@ -83,9 +83,9 @@ fn jwks_endpoint_down_at_start_fails_closed_then_recovers_and_keys_survive_faile
     let r = call(&envoy, &client, &token(100, "k1", &client));
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.json()["error"], "temporarily_unavailable");
-    assert!(envoy.counter("wasmcustom.keybound.unavailable.jwks_unavailable") >= 1);
+    assert!(envoy.decisions("unavailable", Some("jwks_unavailable")) >= 1);
     assert!(eventually(5, || envoy.counter("wasmcustom.keybound.jwks_fetch_failed") >= 1));
-    assert_eq!(envoy.counter("wasmcustom.keybound.allowed"), 0);
+    assert_eq!(envoy.decisions("allow", None), 0);
     // The endpoint comes back: within a refetch interval and a tick, tokens verify.
     server.set_jwks_status(200);
     assert!(
@@ -151,7 +151,7 @@ fn rotation_is_picked_up_through_one_refetch_and_unknown_kids_are_rate_limited()
         assert!(r.header("www-authenticate").unwrap().contains("invalid_token"));
     }
     assert_eq!(server.jwks_calls().len(), 2);
-    assert!(envoy.counter("wasmcustom.keybound.denied.token_unknown_key") >= 5);
+    assert!(envoy.decisions("deny", Some("token_unknown_key")) >= 5);
 }
 
 fn introspection_config() -> String {
@@ -213,13 +213,13 @@ fn opaque_tokens_are_introspected_once_per_worker_and_cached() {
     let r = send(&mut conn, &client, "revoked-2");
     assert_eq!(r.status, 401, "{r:?}");
     assert!(r.header("www-authenticate").unwrap().contains("invalid_token"));
-    assert!(envoy.counter("wasmcustom.keybound.denied.token_inactive") >= 1);
+    assert!(envoy.decisions("deny", Some("token_inactive")) >= 1);
     // The introspection endpoint fails: 503, fail closed.
     server.set_introspection_status(500);
     let r = send(&mut conn, &client, "opaque-3");
     assert_eq!(r.status, 503, "{r:?}");
     assert!(envoy.counter("wasmcustom.keybound.introspection_failed") >= 1);
-    assert!(envoy.counter("wasmcustom.keybound.unavailable.introspection_unavailable") >= 1);
+    assert!(envoy.decisions("unavailable", Some("introspection_unavailable")) >= 1);
     assert!(envoy.counter("wasmcustom.keybound.introspection_calls") >= 3);
 }
 
@@ -247,7 +247,7 @@ fn es256_is_verified_by_envoy_boringssl_and_tampering_is_refused() {
     let bad = String::from_utf8(bad).unwrap();
     let r = call(&envoy, &client, &bad);
     assert_eq!(r.status, 401, "{r:?}");
-    assert!(envoy.counter("wasmcustom.keybound.denied.token_bad_signature") >= 1);
+    assert!(envoy.decisions("deny", Some("token_bad_signature")) >= 1);
     let auth = format!("DPoP {t}");
     let mut p = proof(&client, &t).into_bytes();
     let i = p.len() - 10;
@@ -255,7 +255,7 @@ fn es256_is_verified_by_envoy_boringssl_and_tampering_is_refused() {
     let p = String::from_utf8(p).unwrap();
     let r = request(envoy.port, "GET", "/api", &[("authorization", &auth), ("dpop", &p)]).unwrap();
     assert_eq!(r.status, 401, "{r:?}");
-    assert!(envoy.counter("wasmcustom.keybound.denied.proof_bad_signature") >= 1);
+    assert!(envoy.decisions("deny", Some("proof_bad_signature")) >= 1);
 }
 
 #[test]
