@@ -86,8 +86,17 @@ fn at<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a serde_json::Value {
 
 /// The error code of a `WWW-Authenticate` challenge.
 fn challenge_error(res: &Response) -> String {
+    challenge_param(res, "error")
+}
+
+/// A parameter of the response's `WWW-Authenticate` challenge (`""` if absent).
+fn challenge_param(res: &Response, name: &str) -> String {
     res.header("www-authenticate")
-        .and_then(|h| h.split("error=\"").nth(1))
+        .and_then(|h| {
+            h.split(&format!(" {name}=\""))
+                .nth(1)
+                .or_else(|| h.split(&format!(",{name}=\"")).nth(1))
+        })
         .and_then(|r| r.split('"').next())
         .unwrap_or("")
         .to_string()
@@ -333,7 +342,74 @@ impl Story<'_> {
         );
     }
 
+    /// Chapter 0: from a 401 to the authorization server's endpoints, as an RFC 9728 client (an
+    /// MCP client, say) does. Returns the resource, and the PAR and token paths at the issuer.
+    fn discovery_part(&mut self) -> Result<(String, String, String), String> {
+        println!("\n0. A client that knows only the API's URL discovers how to get a token (RFC 9728, then RFC 8414)");
+        let api = self.urls.dpop_api.clone();
+        let plain = self.plain.clone();
+        let res = self.gateway(&api, &plain, &[])?;
+        let metadata_url = challenge_param(&res, "resource_metadata");
+        println!(
+            "   · GET {api} without a token → {}, WWW-Authenticate names resource_metadata {metadata_url}",
+            res.status
+        );
+        let meta = request(&metadata_url, Some(&plain), "GET", &[], None)?;
+        let doc = meta.json().unwrap_or_default();
+        let resource = at(&doc, "/resource").as_str().unwrap_or_default().to_string();
+        let issuer = at(&doc, "/authorization_servers/0")
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        println!(
+            "   · GET it → {}: resource {resource}, authorization_servers [{issuer}], dpop_bound_access_tokens_required {}",
+            meta.status,
+            at(&doc, "/dpop_bound_access_tokens_required")
+        );
+        // RFC 9728 §3.3: the document is about the resource whose URL it was fetched from.
+        let well_formed = metadata_url == format!("{resource}/.well-known/oauth-protected-resource");
+        let as_meta = request(
+            &format!("{issuer}/.well-known/oauth-authorization-server"),
+            Some(&plain),
+            "GET",
+            &[],
+            None,
+        )?;
+        let as_doc = as_meta.json().unwrap_or_default();
+        let path_of = |field: &str| {
+            at(&as_doc, field)
+                .as_str()
+                .and_then(|u| u.strip_prefix(issuer.as_str()))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (par, token) = (
+            path_of("/pushed_authorization_request_endpoint"),
+            path_of("/token_endpoint"),
+        );
+        println!(
+            "   · GET {issuer}/.well-known/oauth-authorization-server → {}: issuer {}, PAR at {par}, token at {token}",
+            as_meta.status,
+            at(&as_doc, "/issuer")
+        );
+        self.check(
+            res.status == 401
+                && meta.status == 200
+                && well_formed
+                && issuer == self.urls.issuer
+                && at(&as_doc, "/issuer") == issuer.as_str()
+                && !par.is_empty()
+                && !token.is_empty(),
+            "the 401 led to the resource's metadata, which led to keybound-authz and its endpoints",
+        );
+        if par.is_empty() || token.is_empty() || resource.is_empty() {
+            return Err(format!("discovery failed: {} {}", meta.status, meta.text()));
+        }
+        Ok((resource, par, token))
+    }
+
     fn dpop_part(&mut self) -> Result<(), String> {
+        let (resource, par_path, token_path) = self.discovery_part()?;
         println!(
             "\n1. The DPoP client `{DPOP_CLIENT}` (private_key_jwt) gets a token bound to its key (PAR + PKCE + DPoP)"
         );
@@ -358,9 +434,10 @@ impl Story<'_> {
         let issuer = self.urls.issuer.clone();
         let res = self.post_as(
             &plain,
-            "/par",
+            &par_path,
             &[
                 ("client_id", DPOP_CLIENT),
+                ("resource", &resource),
                 ("response_type", "code"),
                 ("redirect_uri", NATIVE_REDIRECT),
                 ("scope", "openid accounts"),
@@ -385,9 +462,10 @@ impl Story<'_> {
         let code = self.code_after_par(&res, "", DPOP_CLIENT, &state)?;
         let res = self.post_as(
             &plain,
-            "/token",
+            &token_path,
             &[
                 ("grant_type", "authorization_code"),
+                ("resource", &resource),
                 ("code", &code),
                 ("redirect_uri", NATIVE_REDIRECT),
                 ("code_verifier", &verifier),
@@ -409,16 +487,24 @@ impl Story<'_> {
         let token = at(&body, "/access_token").as_str().unwrap_or_default().to_string();
         let c = claims(&token);
         println!(
-            "   · POST /token (code + PKCE verifier + DPoP proof) → {} token_type {}, cnf.jkt {}, scope {:?}, sub {}",
+            "   · POST {token_path} (code + PKCE verifier + DPoP proof + resource) → {} token_type {}, cnf.jkt {}, aud {}, scope {:?}, sub {}",
             res.status,
             at(&body, "/token_type"),
             at(&c, "/cnf/jkt"),
+            at(&c, "/aud"),
             at(&c, "/scope").as_str().unwrap_or(""),
             at(&c, "/sub")
         );
+        let aud_is_resource = at(&c, "/aud") == resource.as_str()
+            || at(&c, "/aud")
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == resource.as_str()));
         self.check(
-            res.status == 200 && at(&body, "/token_type") == "DPoP" && at(&c, "/cnf/jkt") == jkt.as_str(),
-            "a DPoP-bound access token whose cnf.jkt is our key's thumbprint",
+            res.status == 200
+                && at(&body, "/token_type") == "DPoP"
+                && at(&c, "/cnf/jkt") == jkt.as_str()
+                && aud_is_resource,
+            "a DPoP-bound access token for the discovered resource, whose cnf.jkt is our key's thumbprint",
         );
         if token.is_empty() {
             return Err(format!("no access token: {} {}", res.status, res.text()));

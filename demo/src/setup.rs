@@ -166,6 +166,13 @@ impl Urls {
         }
     }
 
+    /// The DPoP listener as a protected resource (RFC 9728 `resource`): its origin.
+    pub fn dpop_resource(&self) -> String {
+        let rest = self.dpop_api.strip_prefix("https://").unwrap_or(&self.dpop_api);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        format!("https://{authority}")
+    }
+
     /// The page's OAuth redirect URI.
     pub fn redirect_uri(&self) -> String {
         format!("{}/cb", self.page)
@@ -278,6 +285,13 @@ fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
 fn patch_authz_config(table: &mut toml::Table, urls: &Urls, ports: &Ports) -> Result<Option<String>, String> {
     table.insert("issuer".into(), urls.issuer.clone().into());
     table.insert("listen".into(), format!("127.0.0.1:{}", ports.authz).into());
+    // The gateway's DPoP listener is a resource too (RFC 8707): a client that discovered it from
+    // its RFC 9728 metadata asks for a token for it; the rest get the demo audience.
+    table.insert(
+        "audience".into(),
+        toml::Value::Array(vec![AUDIENCE.into(), urls.dpop_resource().into()]),
+    );
+    table.insert("default_resource".into(), AUDIENCE.into());
     let origins = [urls.page.clone(), format!("http://localhost:{}", ports.page)];
     table.insert(
         "cors_origins".into(),
@@ -399,7 +413,7 @@ fn filter_config(files: &DemoFiles, urls: &Urls, port: u16, mtls: bool) -> serde
     let mut config = serde_json::json!({
         "issuers": [{
             "issuer": urls.issuer,
-            "audiences": [AUDIENCE],
+            "audiences": [AUDIENCE, urls.dpop_resource()],
             "jwks_uri": format!("{}/jwks", urls.issuer),
             "jwks_cluster": "authz",
             "jwks_refresh_seconds": 60,
@@ -413,6 +427,19 @@ fn filter_config(files: &DemoFiles, urls: &Urls, port: u16, mtls: bool) -> serde
     });
     if let (true, Some(obj)) = (mtls, config.as_object_mut()) {
         obj.insert("mtls".into(), serde_json::json!({ "source": "connection" }));
+    }
+    if let (false, Some(obj)) = (mtls, config.as_object_mut()) {
+        // RFC 9728: the listener says which authorization server issues tokens for it.
+        obj.insert(
+            "resource_metadata".into(),
+            serde_json::json!([{
+                "resource": urls.dpop_resource(),
+                "authorization_servers": [urls.issuer],
+                "scopes_supported": ["accounts"],
+                "resource_name": "keybound demo API (DPoP)",
+            }]),
+        );
+        obj.insert("filter_state".into(), true.into());
     }
     config
 }
@@ -507,7 +534,8 @@ pub fn envoy_yaml(files: &DemoFiles, urls: &Urls, ports: &Ports, filter_wasm: &P
     format!(
         r#"# Written by keybound-demo on every start. The keybound demo gateway: a DPoP route and an
 # mTLS route in front of the echo API; keys from keybound-authz's jwks_uri.
-static_resources:
+stats_config:
+{stats_tags}static_resources:
   listeners:
 {dpop}{mtls}  clusters:
   - name: echo
@@ -539,6 +567,7 @@ static_resources:
 admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 "#,
+        stats_tags = keybound_filter::metrics::stats_tags_yaml(),
         dpop = listener("dpop", ports.dpop, false),
         mtls = listener("mtls", ports.mtls, true),
         echo = ports.echo,

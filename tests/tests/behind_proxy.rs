@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{assert_denied, cert_token, config, counter};
+use common::{assert_denied, cert_token, config};
 use keybound_e2e::tls::FRONT_URI;
 use keybound_e2e::tls::GATEWAY_URI;
 use keybound_e2e::{Envoy, EnvoyOptions, Identity, Pki, Response, TlsListener, Upstream, request_tls};
@@ -50,7 +50,7 @@ fn the_gateway_trusts_xfcc_only_from_the_front_hop() {
         "{xfcc}"
     );
     assert!(!xfcc.contains(','), "exactly one element: {xfcc}");
-    assert_eq!(counter(&gateway, "allowed"), 1);
+    assert_eq!(gateway.decisions("allow", None), 1);
 
     // Bob through the front with Alice's token: the front reports Bob's certificate.
     let r = get(front.port, &pki, Some(&pki.bob), &[("authorization", &auth)]);
@@ -61,7 +61,7 @@ fn the_gateway_trusts_xfcc_only_from_the_front_hop() {
         r#"Bearer error="invalid_token""#,
         Some("invalid_token"),
     );
-    assert_eq!(counter(&gateway, "denied.certificate_mismatch"), 1);
+    assert_eq!(gateway.decisions("deny", Some("certificate_mismatch")), 1);
 
     // Bob injects an XFCC naming Alice's certificate: SANITIZE_SET replaces it with his own.
     let r = get(
@@ -77,7 +77,7 @@ fn the_gateway_trusts_xfcc_only_from_the_front_hop() {
         r#"Bearer error="invalid_token""#,
         Some("invalid_token"),
     );
-    assert_eq!(counter(&gateway, "denied.certificate_mismatch"), 2);
+    assert_eq!(gateway.decisions("deny", Some("certificate_mismatch")), 2);
 
     // No client certificate at the front, and a forged XFCC: the front removes it.
     let r = get(
@@ -93,7 +93,7 @@ fn the_gateway_trusts_xfcc_only_from_the_front_hop() {
         r#"Bearer error="invalid_token""#,
         Some("invalid_token"),
     );
-    assert_eq!(counter(&gateway, "denied.certificate_required"), 1);
+    assert_eq!(gateway.decisions("deny", Some("certificate_required")), 1);
 
     // Straight to the gateway, without a certificate, with a forged XFCC naming the front as
     // `By`: not an mTLS connection from the front, so Envoy drops the header before the filter.
@@ -110,7 +110,7 @@ fn the_gateway_trusts_xfcc_only_from_the_front_hop() {
         r#"Bearer error="invalid_token""#,
         Some("invalid_token"),
     );
-    assert_eq!(counter(&gateway, "denied.certificate_required"), 2);
+    assert_eq!(gateway.decisions("deny", Some("certificate_required")), 2);
     // Several forged elements, quoted values, the gateway's own URI: all dropped the same way.
     for header in [
         format!("{forged},{forged}"),
@@ -125,7 +125,7 @@ fn the_gateway_trusts_xfcc_only_from_the_front_hop() {
         );
         assert_eq!(r.status, 401, "{header}: {r:?}");
     }
-    assert_eq!(counter(&gateway, "denied.certificate_required"), 5);
+    assert_eq!(gateway.decisions("deny", Some("certificate_required")), 5);
 
     // Straight to the gateway with Alice's own certificate: refused in the handshake (only the
     // internal CA is trusted there), so no request reaches the filter.
@@ -140,8 +140,8 @@ fn the_gateway_trusts_xfcc_only_from_the_front_hop() {
         )
         .is_err()
     );
-    assert_eq!(counter(&gateway, "allowed"), 1);
-    assert_eq!(counter(&gateway, "denied"), 7);
+    assert_eq!(gateway.decisions("allow", None), 1);
+    assert_eq!(gateway.decisions("deny", None), 7);
 }
 
 #[test]
@@ -162,8 +162,8 @@ fn an_xfcc_element_from_another_hop_than_expected_by_is_refused() {
         r#"Bearer error="invalid_request""#,
         Some("invalid_request"),
     );
-    assert_eq!(counter(&gateway, "denied.invalid_certificate"), 1);
-    assert_eq!(counter(&gateway, "allowed"), 0);
+    assert_eq!(gateway.decisions("deny", Some("invalid_certificate")), 1);
+    assert_eq!(gateway.decisions("allow", None), 0);
 }
 
 #[test]
@@ -199,7 +199,7 @@ fn behind_an_appending_hop_the_filter_takes_the_element_second_from_the_end() {
     // Bob through the front: his certificate is in that element.
     let r = get(front.port, &pki, Some(&pki.bob), &[("authorization", &auth)]);
     assert_eq!(r.status, 401, "{r:?}");
-    assert_eq!(counter(&gateway, "denied.certificate_mismatch"), 1);
+    assert_eq!(gateway.decisions("deny", Some("certificate_mismatch")), 1);
     // A client going straight to the gateway with a two-element XFCC naming Alice: not an mTLS
     // connection from the mesh, so Envoy drops the header.
     let forged = format!(
@@ -214,6 +214,6 @@ fn behind_an_appending_hop_the_filter_takes_the_element_second_from_the_end() {
         &[("authorization", &auth), ("x-forwarded-client-cert", &forged)],
     );
     assert_eq!(r.status, 401, "{r:?}");
-    assert_eq!(counter(&gateway, "denied.certificate_required"), 1);
-    assert_eq!(counter(&gateway, "allowed"), 1);
+    assert_eq!(gateway.decisions("deny", Some("certificate_required")), 1);
+    assert_eq!(gateway.decisions("allow", None), 1);
 }

@@ -228,13 +228,58 @@ fn gateway_yaml_runs_and_enforces_dpop_and_certificate_bound_tokens() {
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(
         r.header("www-authenticate"),
-        Some(r#"Bearer error="insufficient_scope", scope="accounts:write""#)
+        Some(
+            r#"Bearer error="insufficient_scope", scope="accounts:write", resource_metadata="https://rs.example.com/.well-known/oauth-protected-resource""#
+        )
     );
     // Allowed: the health check (auth "none" counts too), the DPoP and the mTLS request.
     assert_eq!(envoy.decisions("allow", None), 3);
     assert_eq!(envoy.decisions("deny", None), 3);
     // The listener is TLS only.
     assert!(request(ports.listener, "GET", "/healthz", &[]).is_err());
+
+    // The /reports route names its requirement in its metadata; it is in report mode: a request
+    // without a token reaches the application, marked with the decision it would have had.
+    let r = request_tls(ports.listener, &pki, None, "GET", "/reports/1", &[]).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["x-keybound-decision"], "deny");
+    assert_eq!(r.json()["x-keybound-reason"], "missing_credentials");
+    // RFC 9728 metadata, and a refusal readable by the configured web app's origin.
+    let r = request_tls(
+        ports.listener,
+        &pki,
+        None,
+        "GET",
+        "/.well-known/oauth-protected-resource",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["resource"], "https://rs.example.com");
+    assert_eq!(r.json()["tls_client_certificate_bound_access_tokens"], true);
+    let r = request_tls(
+        ports.listener,
+        &pki,
+        None,
+        "GET",
+        "/accounts",
+        &[("origin", "https://app.example.com")],
+    )
+    .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert!(
+        r.header("www-authenticate").is_some_and(
+            |w| w.contains("resource_metadata=\"https://rs.example.com/.well-known/oauth-protected-resource\"")
+        ),
+        "{r:?}"
+    );
+    // Its stats_tags make labelled Prometheus series.
+    let prom = request(ports.admin, "GET", "/stats/prometheus", &[]).unwrap().body;
+    assert!(
+        prom.contains(r#"keybound_requests_total{decision="deny",reason="missing_credentials",requirement="reports",mode="report"} 1"#),
+        "{prom}"
+    );
 }
 
 #[test]
@@ -394,6 +439,7 @@ fn istio_manifests_parse_with_the_expected_kinds_and_plugin_configs_the_filter_a
         ("mtls-xfcc.yaml", "VirtualService"),
         ("mtls-xfcc.yaml", "PeerAuthentication"),
         ("mtls-xfcc.yaml", "AuthorizationPolicy"),
+        ("telemetry.yaml", "IstioOperator"),
         ("wasmplugin-gateway.yaml", "WasmPlugin"),
         ("wasmplugin-workload.yaml", "WasmPlugin"),
     ];
@@ -442,8 +488,23 @@ fn istio_manifests_parse_with_the_expected_kinds_and_plugin_configs_the_filter_a
         let config: Value = serde_json::to_value(&spec["pluginConfig"]).unwrap();
         let jwks_cluster = config["issuers"][0]["jwks_cluster"].as_str().unwrap().to_owned();
         assert_eq!(jwks_cluster, cluster);
+        // The VM's environment as Istio gives it (vmConfig.env, from the proxy's environment,
+        // which a Kubernetes Secret fills): a value for every variable named.
+        let vm_env: Vec<(String, String)> = spec["vmConfig"]["env"]
+            .as_sequence()
+            .map(|env| {
+                env.iter()
+                    .map(|e| {
+                        assert_eq!(e["valueFrom"], "HOST", "secrets come from the proxy's environment");
+                        let name = e["name"].as_str().unwrap().to_owned();
+                        (name, "aXN0aW8tdGVzdC1zZWNyZXQtaXN0aW8tdGVzdC1zZWNyZXQ".to_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let opts = EnvoyOptions {
             clusters: vec![(jwks_cluster, free_port().unwrap())],
+            vm_env: vm_env.clone(),
             ..EnvoyOptions::default()
         };
         let (ok, out) = validate_with(&config.to_string(), &opts).unwrap();
@@ -453,7 +514,46 @@ fn istio_manifests_parse_with_the_expected_kinds_and_plugin_configs_the_filter_a
         typo["mtls"]["elemnt_from_end"] = json!(1);
         let (ok, out) = validate_with(&typo.to_string(), &opts).unwrap();
         assert!(!ok && out.contains("elemnt_from_end"), "{out}");
+        // Without the proxy's environment, a plugin that reads a secret from it is refused.
+        if !vm_env.is_empty() {
+            let bare = EnvoyOptions {
+                vm_env: Vec::new(),
+                ..opts.clone()
+            };
+            let (ok, out) = validate_with(&config.to_string(), &bare).unwrap();
+            assert!(!ok && out.contains("secrets_from_env"), "{out}");
+        }
     }
+    // The telemetry snippet: the counters are kept (proxyStatsMatcher) and their tags become
+    // labels (extraStatTags, which Istio renders as `(<tag>=\.=(.*?);\.;)` regexes: exactly the
+    // stats_tags every Envoy configuration of ours has, tested by scraping in gateway.rs).
+    let telemetry = find("IstioOperator")[0];
+    let defaults = &telemetry["spec"]["meshConfig"]["defaultConfig"];
+    let tags: Vec<&str> = defaults["extraStatTags"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tags, keybound_filter::metrics::LABELS);
+    let rendered: String = std::iter::once("  stats_tags:\n".to_owned())
+        .chain(
+            tags.iter()
+                .map(|t| format!("  - tag_name: {t}\n    regex: \"({t}=\\\\.=(.*?);\\\\.;)\"\n")),
+        )
+        .collect();
+    assert_eq!(rendered, keybound_filter::metrics::stats_tags_yaml());
+    let prefixes = defaults["proxyStatsMatcher"]["inclusionPrefixes"]
+        .as_sequence()
+        .unwrap();
+    let counter = format!(
+        "wasmcustom.{}",
+        keybound_filter::metrics::decision_counter("allow", "ok", "default", "enforce")
+    );
+    assert!(
+        prefixes.iter().any(|p| counter.starts_with(p.as_str().unwrap())),
+        "{counter} kept by {prefixes:?}"
+    );
     let sources: Vec<&str> = plugins
         .iter()
         .map(|p| p["spec"]["pluginConfig"]["mtls"]["source"].as_str().unwrap())

@@ -350,20 +350,20 @@ fn fapi2_dpop_negative_tests_and_must_pass_cases_through_envoy() {
     ];
     let total = rejected.len() as u64;
     for (c, status, challenge, code, reason) in &rejected {
-        let before = counter(&envoy, &format!("denied.{reason}"));
+        let before = envoy.decisions("deny", Some(reason));
         let r = send(&envoy, &pki, c);
         assert_eq!(r.status, *status, "{}: {r:?}", c.name);
         assert_eq!(r.header("www-authenticate"), Some(challenge.as_str()), "{}", c.name);
         assert_eq!(r.json(), json!({ "error": code }), "{}", c.name);
         assert_eq!(
-            counter(&envoy, &format!("denied.{reason}")),
+            envoy.decisions("deny", Some(reason)),
             before + 1,
             "{}: counter denied.{reason}",
             c.name
         );
     }
-    assert_eq!(counter(&envoy, "denied"), total);
-    assert_eq!(counter(&envoy, "allowed"), 0);
+    assert_eq!(envoy.decisions("deny", None), total);
+    assert_eq!(envoy.decisions("allow", None), 0);
 
     // A reused jti: the first use passes, the second is a replay.
     let c = case("reused jti", &auth, &[&replayed]);
@@ -375,7 +375,7 @@ fn fapi2_dpop_negative_tests_and_must_pass_cases_through_envoy() {
         Some(dpop_challenge("invalid_dpop_proof").as_str())
     );
     assert_eq!(r.json(), json!({"error": "invalid_dpop_proof"}));
-    assert_eq!(counter(&envoy, "denied.proof_replayed"), 1);
+    assert_eq!(envoy.decisions("deny", Some("proof_replayed")), 1);
     assert_eq!(counter(&envoy, "replays"), 1);
 
     // The must-PASS cases, each with a fresh jti.
@@ -447,13 +447,18 @@ fn fapi2_dpop_negative_tests_and_must_pass_cases_through_envoy() {
     );
     fragmentless.path = PATH.into();
     passing.push(fragmentless);
-    let allowed_before = counter(&envoy, "allowed");
+    let allowed_before = envoy.decisions("allow", None);
     for (i, c) in passing.iter().enumerate() {
         let r = send(&envoy, &pki, c);
         assert_eq!(r.status, 200, "{}: {r:?}\n{}", c.name, envoy.log_tail());
         assert_eq!(r.json()["x-keybound-binding"], "dpop", "{}", c.name);
-        assert_eq!(counter(&envoy, "allowed"), allowed_before + i as u64 + 1, "{}", c.name);
+        assert_eq!(
+            envoy.decisions("allow", None),
+            allowed_before + i as u64 + 1,
+            "{}",
+            c.name
+        );
     }
     // Nothing else was denied along the way.
-    assert_eq!(counter(&envoy, "denied"), total + 1);
+    assert_eq!(envoy.decisions("deny", None), total + 1);
 }

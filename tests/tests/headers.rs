@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{ALGS, config, counter, dpop_token, p256, proof, sign_token, token_claims};
+use common::{ALGS, config, dpop_token, p256, proof, sign_token, token_claims};
 use keybound_core::jws::Signer;
 use keybound_e2e::{Envoy, Upstream, request};
 use serde_json::json;
@@ -39,7 +39,7 @@ fn duplicated_and_oversized_headers_get_a_clear_4xx_and_envoy_keeps_serving() {
         ("dpop", &proof(&key, "GET", URL, &big)),
     ]);
     assert_eq!(r.status, 200, "{r:?}\n{}", envoy.log_tail());
-    let allowed = counter(&envoy, "allowed");
+    let allowed = envoy.decisions("allow", None);
     assert_eq!(allowed, 1);
 
     // Tokens the filter must refuse, each with an otherwise valid proof for it (right `ath`), so
@@ -98,13 +98,13 @@ fn duplicated_and_oversized_headers_get_a_clear_4xx_and_envoy_keeps_serving() {
         ),
     ];
     for (name, headers, status, challenge, code, reason) in &cases {
-        let before = counter(&envoy, &format!("denied.{reason}"));
+        let before = envoy.decisions("deny", Some(reason));
         let r = get(headers);
         assert_eq!(r.status, *status, "{name}: {r:?}");
         assert_eq!(r.header("www-authenticate"), Some(challenge.as_str()), "{name}: {r:?}");
         assert_eq!(r.json(), json!({ "error": code }), "{name}");
         assert_eq!(
-            counter(&envoy, &format!("denied.{reason}")),
+            envoy.decisions("deny", Some(reason)),
             before + 1,
             "{name}: denied.{reason}\n{}\n{}",
             keybound_e2e::request(envoy.admin, "GET", "/stats?filter=keybound", &[])
@@ -113,7 +113,7 @@ fn duplicated_and_oversized_headers_get_a_clear_4xx_and_envoy_keeps_serving() {
             envoy.log_tail()
         );
     }
-    let denied = counter(&envoy, "denied");
+    let denied = envoy.decisions("deny", None);
     assert_eq!(denied, cases.len() as u64);
 
     // 100 KB headers exceed Envoy's own limit (60 KiB by default): 431 before the filter runs.
@@ -130,10 +130,10 @@ fn duplicated_and_oversized_headers_get_a_clear_4xx_and_envoy_keeps_serving() {
         let r = get(&headers);
         assert_eq!(r.status, 431, "{r:?}");
     }
-    assert_eq!(counter(&envoy, "denied"), denied, "the filter never saw them");
+    assert_eq!(envoy.decisions("deny", None), denied, "the filter never saw them");
 
     // Envoy keeps serving: a normal request afterwards succeeds.
     let r = get(&[("authorization", &auth), ("dpop", &p())]);
     assert_eq!(r.status, 200, "{r:?}\n{}", envoy.log_tail());
-    assert_eq!(counter(&envoy, "allowed"), allowed + 1);
+    assert_eq!(envoy.decisions("allow", None), allowed + 1);
 }

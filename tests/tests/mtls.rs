@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{ALGS, assert_denied, cert_token, config, counter, dpop_token, p256, proof};
+use common::{ALGS, assert_denied, cert_token, config, dpop_token, p256, proof};
 use keybound_e2e::{Envoy, Identity, Response};
 use keybound_e2e::{EnvoyOptions, Pki, TlsListener, Upstream, request_tls};
 use serde_json::json;
@@ -60,7 +60,7 @@ fn certificate_bound_tokens_need_the_same_certificate_on_the_connection() {
     assert_eq!(seen["x-keybound-binding"], "mtls", "{seen}");
     assert_eq!(seen["x-keybound-x5t-s256"], pki.alice.x5t_s256(), "{seen}");
     assert_eq!(seen["x-keybound-sub"], "alice");
-    assert_eq!(counter(&a, "allowed"), 1);
+    assert_eq!(a.decisions("allow", None), 1);
 
     // Bob's certificate with Alice's token: the certificate does not match.
     let r = get(&a, &pki, Some(&pki.bob), &[("authorization", &auth)]);
@@ -71,7 +71,7 @@ fn certificate_bound_tokens_need_the_same_certificate_on_the_connection() {
         r#"Bearer error="invalid_token""#,
         Some("invalid_token"),
     );
-    assert_eq!(counter(&a, "denied.certificate_mismatch"), 1);
+    assert_eq!(a.decisions("deny", Some("certificate_mismatch")), 1);
 
     // Bob again, now also claiming Alice's certificate in an XFCC header: with source
     // `connection` the header is ignored (and Envoy's default SANITIZE drops it anyway).
@@ -89,7 +89,7 @@ fn certificate_bound_tokens_need_the_same_certificate_on_the_connection() {
         r#"Bearer error="invalid_token""#,
         Some("invalid_token"),
     );
-    assert_eq!(counter(&a, "denied.certificate_mismatch"), 2);
+    assert_eq!(a.decisions("deny", Some("certificate_mismatch")), 2);
 
     // No certificate on the connection.
     let r = get(&a, &pki, None, &[("authorization", &auth)]);
@@ -100,7 +100,7 @@ fn certificate_bound_tokens_need_the_same_certificate_on_the_connection() {
         r#"Bearer error="invalid_token""#,
         Some("invalid_token"),
     );
-    assert_eq!(counter(&a, "denied.certificate_required"), 1);
+    assert_eq!(a.decisions("deny", Some("certificate_required")), 1);
 
     // Plain TLS: the server asks for no certificate, so Alice's is never sent.
     let r = get(&b, &pki, Some(&pki.alice), &[("authorization", &auth)]);
@@ -111,8 +111,8 @@ fn certificate_bound_tokens_need_the_same_certificate_on_the_connection() {
         r#"Bearer error="invalid_token""#,
         Some("invalid_token"),
     );
-    assert_eq!(counter(&b, "denied.certificate_required"), 1);
-    assert_eq!(counter(&b, "allowed"), 0);
+    assert_eq!(b.decisions("deny", Some("certificate_required")), 1);
+    assert_eq!(b.decisions("allow", None), 0);
 
     // A DPoP-bound token still works over mTLS (the certificate is not needed for it).
     let key = p256(7);
@@ -135,7 +135,7 @@ fn certificate_bound_tokens_need_the_same_certificate_on_the_connection() {
         &format!(r#"DPoP error="invalid_token", {ALGS}"#),
         Some("invalid_token"),
     );
-    assert_eq!(counter(&a, "allowed"), 2);
+    assert_eq!(a.decisions("allow", None), 2);
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn a_required_client_certificate_is_enforced_by_envoy_before_the_filter() {
     // Without a certificate the handshake fails: no HTTP response at all.
     let err = request_tls(envoy.port, &pki, None, "GET", "/api", &[("authorization", &auth)]).unwrap_err();
     assert!(!err.is_empty());
-    assert_eq!(counter(&envoy, "denied"), 0);
+    assert_eq!(envoy.decisions("deny", None), 0);
     let r = get(&envoy, &pki, Some(&pki.alice), &[("authorization", &auth)]);
     assert_eq!(r.status, 200, "{r:?}");
 }
