@@ -313,6 +313,21 @@ fn patch_authz_config(table: &mut toml::Table, urls: &Urls, ports: &Ports) -> Re
             format!("http://localhost:{}/cb", ports.page).into(),
         ]),
     );
+    // The scripted DPoP client asks for a token for the gateway it discovered (story, chapter 0).
+    let clients = table
+        .get_mut("clients")
+        .and_then(toml::Value::as_array_mut)
+        .ok_or("authz.toml has no [[clients]]")?;
+    let dpop_client = clients
+        .iter_mut()
+        .filter_map(toml::Value::as_table_mut)
+        .find(|c| c.get("client_id").and_then(toml::Value::as_str) == Some(DPOP_CLIENT))
+        .ok_or_else(|| format!("authz.toml has no client {DPOP_CLIENT}"))?;
+    dpop_client.insert(
+        "resources".into(),
+        toml::Value::Array(vec![AUDIENCE.into(), urls.dpop_resource().into()]),
+    );
+    dpop_client.insert("default_resource".into(), AUDIENCE.into());
     let dpop = table.get("dpop").and_then(toml::Value::as_table);
     let required = dpop.and_then(|d| d.get("nonce")).and_then(toml::Value::as_str) == Some("required");
     let secret = dpop
