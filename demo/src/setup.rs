@@ -715,12 +715,16 @@ nonce_secrets = ["c2VjcmV0"]
 [[clients]]
 client_id = "public-spa"
 redirect_uris = ["http://127.0.0.1:8080/cb"]
+[[clients]]
+client_id = "fapi-dpop"
+resources = ["https://api.keybound.test"]
 "#
         .parse()
         .unwrap();
         let ports = Ports {
             page: 7000,
             authz: 7001,
+            dpop: 7002,
             ..Ports::default()
         };
         let secret = patch_authz_config(&mut t, &Urls::new(&ports), &ports).unwrap();
@@ -732,6 +736,11 @@ redirect_uris = ["http://127.0.0.1:8080/cb"]
             t["clients"][0]["redirect_uris"][0].as_str(),
             Some("http://127.0.0.1:7000/cb")
         );
+        // The gateway's DPoP listener is a resource the DPoP client may ask for (story, chapter 0).
+        let both = toml::Value::Array(vec![AUDIENCE.into(), "https://127.0.0.1:7002".into()]);
+        assert_eq!(t["audience"], both);
+        assert_eq!(t["clients"][1]["resources"], both);
+        assert_eq!(t["default_resource"].as_str(), Some(AUDIENCE));
         let mut no_public: toml::Table = "[[clients]]\nclient_id = \"x\"\n".parse().unwrap();
         assert!(patch_authz_config(&mut no_public, &Urls::new(&ports), &ports).is_err());
     }
