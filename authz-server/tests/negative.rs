@@ -1,5 +1,5 @@
 //! Step 2 negative tests: the PAR, PKCE, code, client-assertion and DPoP cases of the FAPI 2.0
-//! conformance list (../shared/fapi2-conformance-modules.txt) that apply, each with the exact
+//! conformance list (docs/fapi2-conformance-modules.txt) that apply, each with the exact
 //! error code; and that a refused request changes no state.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 

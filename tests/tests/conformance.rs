@@ -1,4 +1,4 @@
-//! The FAPI 2.0 conformance checklist (`../shared/fapi2-conformance-modules.txt`), end to end:
+//! The FAPI 2.0 conformance checklist (`docs/fapi2-conformance-modules.txt`), end to end:
 //! every REJECTED and every must-PASS case of `fapi2-security-profile-final-dpop-negative-tests`
 //! (and the resource-server cases of the other modules), sent through one real Envoy with a TLS
 //! listener, each asserting the status, the `WWW-Authenticate` challenge, the JSON error body and
