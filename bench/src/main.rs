@@ -36,6 +36,9 @@ struct Options {
     memory_proofs: usize,
     /// Rewrite BENCHMARKS.md from the results on disk, measuring nothing.
     report_only: bool,
+    /// Another build of the filter: scenarios 2 and 5 run with it too, in the same run, as
+    /// `2-keybound-noauth-compare` and `5-keybound-dpop-compare` (A/B of a change).
+    compare_wasm: Option<PathBuf>,
 }
 
 fn main() {
@@ -46,6 +49,7 @@ fn main() {
         only: None,
         memory_proofs: 1_000_000,
         report_only: false,
+        compare_wasm: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -66,6 +70,7 @@ fn main() {
             "--memory-proofs" => opts.memory_proofs = num("--memory-proofs"),
             "--only" => opts.only = it.next().cloned(),
             "--report-only" => opts.report_only = true,
+            "--compare-wasm" => opts.compare_wasm = it.next().map(PathBuf::from),
             other => {
                 eprintln!(
                     "usage: keybound-bench [--runs N] [--seconds S] [--connections C] [--only NAME] \
@@ -218,6 +223,8 @@ struct Spec<'a> {
     clusters: Vec<(&'static str, u16)>,
     transport: Transport,
     make: MakeRequests<'a>,
+    /// The filter build to load (`None`: the one this run built).
+    wasm: Option<PathBuf>,
 }
 
 /// Run `run` of a scenario: a 1 s warm-up, then `opts.seconds` measured.
@@ -281,7 +288,12 @@ fn run(opts: &Options) -> Result<(), String> {
     let client = key(1)?;
     let pki = Pki::generate()?;
     let per_run = |rate_guess: usize, seconds: u64| rate_guess * seconds as usize + 1000;
-    let want = |name: &str| opts.only.as_deref().is_none_or(|o| name.contains(o));
+    // `--only a,b`: the scenarios whose name contains any of them.
+    let want = |name: &str| {
+        opts.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|part| name.contains(part)))
+    };
     let bearer = access_token(&issuer, None)?;
     let cert_bound = access_token(&issuer, Some(json!({"x5t#S256": pki.alice.x5t_s256()})))?;
     let dpop_bound = access_token(
@@ -319,6 +331,7 @@ fn run(opts: &Options) -> Result<(), String> {
                 clusters: clusters.to_vec(),
                 transport: transport.clone(),
                 make,
+                wasm: None,
             });
         }
     };
@@ -442,12 +455,42 @@ fn run(opts: &Options) -> Result<(), String> {
         &plain,
         Box::new(|_, secs| Ok(same(&opaque_get, per_run(60_000, secs)))),
     );
+    if let Some(other) = &opts.compare_wasm {
+        // The same scenarios 2 and 5 with another build of the filter, for an A/B in one run.
+        specs.push(Spec {
+            name: "2-keybound-noauth-compare",
+            title: "scenario 2 with the --compare-wasm build",
+            filter: Filter::Keybound(keybound_config(
+                &issuer,
+                json!({"rules": [{"prefix": "/", "auth": "none"}]}),
+            )),
+            listener: Listener::Plain,
+            clusters: Vec::new(),
+            transport: plain.clone(),
+            make: Box::new(|_, secs| Ok(same(&plain_get, per_run(60_000, secs)))),
+            wasm: Some(other.clone()),
+        });
+        specs.push(Spec {
+            name: "5-keybound-dpop-compare",
+            title: "scenario 5 with the --compare-wasm build",
+            filter: Filter::Keybound(keybound_config(
+                &issuer,
+                json!({"verifier": "envoy", "replay_cache": {"buckets": 65_536, "entries_per_bucket": 32}}),
+            )),
+            listener: Listener::Plain,
+            clusters: Vec::new(),
+            transport: plain.clone(),
+            make: Box::new(|run, secs| dpop_requests(&client, &dpop_bound, per_run(15_000, secs), run + 200)),
+            wasm: Some(other.clone()),
+        });
+    }
     // Every scenario's Envoy is started first; then the runs go round-robin over the scenarios
     // (each run after its own 1 s warm-up), so that a slow drift of this shared machine touches
     // every scenario alike and the ratios between them hold.
     let mut envoys = Vec::new();
     for spec in &specs {
-        envoys.push(Envoy::start(&spec.filter, &spec.listener, &spec.clusters, &wasm)?);
+        let build = spec.wasm.as_deref().unwrap_or(&wasm);
+        envoys.push(Envoy::start(&spec.filter, &spec.listener, &spec.clusters, build)?);
     }
     let mut measured: Vec<Vec<Measured>> = specs.iter().map(|_| Vec::new()).collect();
     for run in 0..opts.runs {

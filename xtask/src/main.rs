@@ -27,8 +27,8 @@ fn main() -> ExitCode {
         Some("demo") => demo::demo(&root, args.get(1..).unwrap_or_default()),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [--skip-interop]\n       cargo xtask bench [--runs N] [--seconds S] [--only NAME] \
-                 [--connections C] [--memory-proofs N]\n       cargo xtask demo [--scenario-only] [--free-ports] [port flags: see demo/README.md]"
+                "usage: cargo xtask test [--skip-interop]\n       cargo xtask bench [--runs N] [--seconds S] [--only NAME[,NAME..]] \
+                 [--connections C] [--memory-proofs N] [--compare-wasm OTHER.wasm]\n       cargo xtask demo [--scenario-only] [--free-ports] [port flags: see demo/README.md]"
             );
             ExitCode::from(2)
         }
