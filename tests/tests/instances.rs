@@ -412,11 +412,15 @@ fn until_accepted(
     while start.elapsed() < Duration::from_secs(secs) {
         let p = proof(key, token, nonce.as_deref());
         let r = tier.call(&auth, &p);
+        // A new nonce comes with a challenge, or with an answer to a proof whose nonce is of the
+        // previous step.
+        if let Some(fresh) = r.header("dpop-nonce") {
+            *nonce = Some(fresh.to_owned());
+        }
         if r.status == 200 {
             return Some((p, start.elapsed(), failed));
         }
-        if let Some(fresh) = r.header("dpop-nonce") {
-            *nonce = Some(fresh.to_owned());
+        if r.header("dpop-nonce").is_some() {
             continue;
         }
         failed.push(r.status);
@@ -482,6 +486,7 @@ fn when_an_instance_dies_its_tokens_move_and_the_nonce_window_bounds_a_replay_th
     while now() / STEP <= q_step + 1 {
         std::thread::sleep(Duration::from_millis(100));
     }
+    let invalid = counter(tier.gateway(survivor), "denied.proof_nonce_invalid");
     let r = tier.call(&auth, &q);
     assert_eq!(r.status, 401, "{r:?}");
     assert!(
@@ -489,7 +494,10 @@ fn when_an_instance_dies_its_tokens_move_and_the_nonce_window_bounds_a_replay_th
             .is_some_and(|w| w.contains("use_dpop_nonce")),
         "{r:?}"
     );
-    assert_eq!(counter(tier.gateway(survivor), "denied.proof_nonce_invalid"), 1);
+    assert_eq!(
+        counter(tier.gateway(survivor), "denied.proof_nonce_invalid"),
+        invalid + 1
+    );
 
     println!(
         "instance {victim} killed: its token was served by instance {survivor} after {failover:?} \
@@ -538,11 +546,10 @@ fn when_an_instance_hangs_the_front_takes_it_out_and_its_tokens_move_there_and_b
         (probes, detected)
     });
     assert!(detected.is_some(), "the front never took the hung instance out");
-    assert!(
-        probes.iter().all(|(_, status, _)| [200, 504].contains(status)),
-        "{probes:?}"
-    );
-    // Once it is out, the token is served by the other instance.
+    // Once it is out (by then failed health checks keep it out, whatever the ejection's
+    // length), the token is served by the other instance.
+    let out = eventually(60, || tier.front_stat("membership_healthy") == 1);
+    assert!(out, "the hung instance is back on the ring");
     let (fresh, _, _) = until_accepted(&tier, &key, &t, &mut None, 10).expect("served by the other instance");
     // Without nonces, a proof used at the hung instance passes once at the other one.
     let r = tier.call(&auth, &p);
@@ -556,6 +563,18 @@ fn when_an_instance_hangs_the_front_takes_it_out_and_its_tokens_move_there_and_b
     let resumed = Instant::now();
     let back = eventually(60, || tier.front_stat("membership_healthy") == 2).then(|| resumed.elapsed());
     assert!(back.is_some(), "the instance never came back");
+    // The front's workers take up the new ring one after the other: for a moment, requests of one
+    // token may reach either instance. Until three in a row reach it, through replays.
+    let mut in_a_row = 0;
+    let mut settling = Vec::new();
+    while in_a_row < 3 {
+        let p = proof(&key, &t, None);
+        assert_eq!(tier.call(&auth, &p).status, 200);
+        let at = tier.replayed_at(|| assert_eq!(tier.call(&auth, &p).status, 401));
+        settling.push(at);
+        in_a_row = if at == victim { in_a_row + 1 } else { 0 };
+        assert!(settling.len() < 100, "{settling:?}");
+    }
     let r = tier.call(&auth, &fresh);
     assert_eq!(r.status, 200, "{r:?}");
     let at = tier.replayed_at(|| assert_eq!(tier.call(&auth, &fresh).status, 401));
@@ -573,7 +592,8 @@ fn when_an_instance_hangs_the_front_takes_it_out_and_its_tokens_move_there_and_b
          {} failed (sent at ms, status, took ms): {failed:?}; the first that succeeded (sent, status, took): \
          {first_ok:?}, the slowest success took {slowest_ok:?} ms; the front's health check failures {}, \
          ejections {}, retries {}; a proof used at the hung instance replayed: 200 once; resumed: back on \
-         the ring after {back:?}, a proof used meanwhile at instance {survivor} replayed: 200 once",
+         the ring after {back:?} (then the instances of the token's requests, checked by replays: \
+         {settling:?}), a proof used meanwhile at instance {survivor} replayed: 200 once",
         failed.len(),
         tier.front_stat("health_check.failure"),
         tier.front_stat("outlier_detection.ejections_enforced_total"),
