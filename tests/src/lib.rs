@@ -779,6 +779,14 @@ impl Envoy {
     }
 }
 
+impl Envoy {
+    /// The process id of this Envoy, e.g. to freeze it (`kill -STOP`) as an instance that hangs;
+    /// it is still killed when the handle drops.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -144,20 +144,26 @@ fn every_committed_envoy_config_passes_envoy_validate() {
             .iter()
             .map(|path| {
                 let filled = fill(&std::fs::read_to_string(path).unwrap(), &files, &pki);
-                // A broken filter configuration in the same file must be refused, naming the field.
-                let broken = filled.replacen("\"rules\": [", "\"rulez\": [", 1);
+                // A broken filter configuration in the same file must be refused, naming the field;
+                // in the front tier (no filter), a broken hash policy.
+                let (from, to, name) = if filled.contains("keybound_filter.wasm") {
+                    ("\"rules\": [", "\"rulez\": [", "rulez")
+                } else {
+                    ("header_name: authorization", "header_nam: authorization", "header_nam")
+                };
+                let broken = filled.replacen(from, to, 1);
                 assert_ne!(filled, broken);
                 let good = s.spawn(move || validate_yaml(&filled).unwrap());
                 let bad = s.spawn(move || validate_yaml(&broken).unwrap());
-                (path, good, bad)
+                (path, good, bad, name)
             })
             .collect();
-        for (path, good, bad) in runs {
+        for (path, good, bad, name) in runs {
             let (ok, out) = good.join().unwrap();
             assert!(ok && out.contains("OK"), "{}: {out}", path.display());
             let (ok, out) = bad.join().unwrap();
             assert!(
-                !ok && out.contains("rulez"),
+                !ok && out.contains(name),
                 "{}: broken config accepted: {out}",
                 path.display()
             );
@@ -168,7 +174,7 @@ fn every_committed_envoy_config_passes_envoy_validate() {
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     seen.sort();
-    assert_eq!(seen, ["behind-proxy.yaml", "gateway.yaml"]);
+    assert_eq!(seen, ["behind-proxy.yaml", "front-tier.yaml", "gateway.yaml"]);
 }
 
 #[test]
@@ -391,10 +397,11 @@ fn every_shipped_envoy_normalises_paths_and_refuses_underscores() {
         }
         checked.push((file.clone(), hcms.len()));
     }
-    // gateway.yaml has one listener, behind-proxy.yaml two; Istio: gateways and sidecars.
+    // gateway.yaml and front-tier.yaml have one listener, behind-proxy.yaml two; Istio: gateways
+    // and sidecars.
     let mut counts: Vec<usize> = checked.iter().map(|(_, n)| *n).collect();
     counts.sort();
-    assert_eq!(counts, [1, 2, 2], "{checked:?}");
+    assert_eq!(counts, [1, 1, 2, 2], "{checked:?}");
     let contexts: Vec<String> = istio_documents()
         .iter()
         .filter(|(f, _)| f == "hardening.yaml")
