@@ -193,13 +193,6 @@ pub fn wasm_bindgen_cli(root: &Path) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// Debian's `chromium` and `chromium-driver`, installed with apt-get when missing.
 pub fn chromium() -> Result<(), String> {
     if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
@@ -309,6 +302,60 @@ fn toml_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Debian's OCI tools for `cargo xtask package` and its test: `umoci` (builds the image layout),
+/// `skopeo` (copies images between layouts and registries) and `docker-registry` (the
+/// distribution registry, binary `/usr/bin/docker-registry`), installed with apt-get when missing.
+pub fn oci_tools() -> Result<(), String> {
+    debian_tools(&[
+        (UMOCI, "umoci"),
+        (SKOPEO, "skopeo"),
+        (DOCKER_REGISTRY, "docker-registry"),
+    ])
+}
+
+/// Debian's umoci.
+pub const UMOCI: &str = "/usr/bin/umoci";
+/// Debian's skopeo.
+pub const SKOPEO: &str = "/usr/bin/skopeo";
+/// Debian's docker-registry (the CNCF distribution registry, upstream's `registry`).
+pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
+
+/// Each `(program, package)` whose program is missing: its Debian package, installed with
+/// apt-get if we are root (else an error naming the command to run).
+fn debian_tools(tools: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(program, _)| !Path::new(program).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    let all: Vec<&str> = tools.iter().map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        println!("{}: installed", all.join(", "));
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "{} missing: install Debian's packages as root: `apt-get install -y {}`",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    println!("{}: installing Debian's packages with apt-get", missing.join(", "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq"])
+        .args(&missing))
+}
+
+/// Whether this process runs as root (`id -u` is 0).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// `exe` pinned to CPU `cpu` with `taskset` when it exists (benchmarks), else unpinned with a
