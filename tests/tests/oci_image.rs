@@ -7,6 +7,7 @@
 //! `KEYBOUND_OCI_PLUGIN_WASM` set to the pulled-back `plugin.wasm`.
 #![allow(
     clippy::unwrap_used,
+    clippy::indexing_slicing,
     clippy::panic,
     reason = "test helpers fail the test on bad fixtures"
 )]
