@@ -1,8 +1,8 @@
-//! `cargo xtask`: keybound's one entry point for tests, demo and benchmarks.
+//! `cargo xtask`: keybound's one entry point for tests, demo, benchmarks and packages.
 //!
 //! - `cargo xtask test`: installs what the tests need (idempotently, into `.tools/` or through
 //!   rustup), then runs every check: formatting, clippy, the wasm builds of core and the filter,
-//!   docs, all Rust tests (the filter inside a real Envoy, the authorization server over real
+//!   the filter's OCI image through a local registry (`package.rs`), docs, all Rust tests (the filter inside a real Envoy, the authorization server over real
 //!   TLS), the interop tests against independent JOSE and OAuth implementations, the browser
 //!   module in headless Chromium, the demo's story and its page in Chromium, and the fuzz targets'
 //!   build. Ends with `xtask: N passed, M failed` and exits non-zero if any step failed.
