@@ -761,7 +761,8 @@ impl Registry {
             let log = dir.join("registry.log");
             let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
             let err_file = log_file.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
-            // setsid: its own session, so a Ctrl-C meant for the tests does not reach it first.
+            // In its own session (setsid): no signal meant for our terminal reaches it; it is
+            // stopped by its PID when dropped (an interrupted xtask leaves it running).
             let child = Command::new("setsid")
                 .arg(tools::DOCKER_REGISTRY)
                 .arg("serve")
