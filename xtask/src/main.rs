@@ -1,13 +1,18 @@
-//! `cargo xtask`: keybound's one entry point for tests, demo and benchmarks.
+//! `cargo xtask`: keybound's one entry point for tests, demo, benchmarks and packages.
 //!
 //! - `cargo xtask test`: installs what the tests need (idempotently, into `.tools/` or through
 //!   rustup), then runs every check: formatting, clippy, the wasm builds of core and the filter,
-//!   docs, all Rust tests (the filter inside a real Envoy, the authorization server over real
+//!   the filter's OCI image through a local registry (`package.rs`), docs, all Rust tests (the filter inside a real Envoy, the authorization server over real
 //!   TLS), the interop tests against independent JOSE and OAuth implementations, the browser
 //!   module in headless Chromium, the demo's story and its page in Chromium, and the fuzz targets'
 //!   build. Ends with `xtask: N passed, M failed` and exits non-zero if any step failed.
 //! - `cargo xtask demo`: builds and runs the whole system on 127.0.0.1 (see `demo.rs`, README).
 //! - `cargo xtask bench`: the benchmarks (see `bench.rs` and BENCHMARKS.md).
+//! - `cargo xtask package [TARGET...] [--pin]`: the artifacts keybound ships (the filter as an
+//!   OCI image for Istio; see `package.rs`).
+//!
+//! `cargo xtask test --only TEXT` runs only the steps whose name starts with TEXT (e.g. `package`;
+//! a step sets up what it needs itself, or fails saying what is missing): for working on one step.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -16,6 +21,7 @@ use std::time::Instant;
 mod bench;
 mod browser;
 mod demo;
+mod package;
 mod tools;
 
 fn main() -> ExitCode {
@@ -25,10 +31,13 @@ fn main() -> ExitCode {
         Some("test") => test(&root, args.get(1..).unwrap_or_default()),
         Some("bench") => bench::bench(&root, args.get(1..).unwrap_or_default()),
         Some("demo") => demo::demo(&root, args.get(1..).unwrap_or_default()),
+        Some("package") => package::package(&root, args.get(1..).unwrap_or_default()),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [--skip-interop]\n       cargo xtask bench [--runs N] [--seconds S] [--only NAME[,NAME..]] \
-                 [--connections C] [--memory-proofs N] [--compare-wasm OTHER.wasm]\n       cargo xtask demo [--scenario-only] [--free-ports] [port flags: see demo/README.md]"
+                "usage: cargo xtask test [--skip-interop] [--only TEXT (only the steps whose name starts with TEXT)]\n       \
+                 cargo xtask bench [--runs N] [--seconds S] [--only NAME[,NAME..]] \
+                 [--connections C] [--memory-proofs N] [--compare-wasm OTHER.wasm]\n       cargo xtask demo [--scenario-only] [--free-ports] [port flags: see demo/README.md]\n       {}",
+                package::usage().replace("usage: ", "")
             );
             ExitCode::from(2)
         }
@@ -61,8 +70,21 @@ struct Outcome {
 
 fn test(root: &Path, flags: &[String]) -> ExitCode {
     let skip_interop = flags.iter().any(|f| f == "--skip-interop");
+    let only = match only_flag(flags) {
+        Ok(only) => only,
+        Err(e) => {
+            eprintln!("xtask test: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(text) = &only {
+        println!("--only {text:?}: running only the steps whose name starts with it");
+    }
     let mut outcomes = Vec::new();
     let mut step = |name: &str, f: &mut dyn FnMut() -> Result<(), String>| {
+        if only.as_ref().is_some_and(|text| !name.starts_with(text.as_str())) {
+            return true;
+        }
         println!("\n==> {name}");
         let start = Instant::now();
         let result = f();
@@ -145,6 +167,10 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
         },
     );
     step(
+        "package: the filter's OCI image for Istio, through a local registry, in Envoy, pinned",
+        &mut || package::test(root),
+    );
+    step(
         "cargo test --workspace (unit, RFC, property, interop fixtures, real Envoy)",
         &mut || cargo(root, &["test", "--workspace", "--locked"]),
     );
@@ -168,6 +194,17 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
         cargo(root, &["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
     });
     finish(root, &outcomes, free_at_start)
+}
+
+/// The value of `--only TEXT` among `cargo xtask test`'s flags, if given.
+fn only_flag(flags: &[String]) -> Result<Option<String>, String> {
+    match flags.iter().position(|f| f == "--only") {
+        None => Ok(None),
+        Some(i) => match flags.get(i + 1) {
+            Some(text) if !text.is_empty() && !text.starts_with("--") => Ok(Some(text.clone())),
+            _ => Err("--only needs the text of a step's name, e.g. `--only package`".into()),
+        },
+    }
 }
 
 /// The summary, then, if a step failed, a note when the disk is (nearly) full.
@@ -389,6 +426,15 @@ mod tests {
                 "note: only 200 MiB of disk are left (it had 6.0 GiB at the start); a step may have failed for lack of space"
             )
         );
+    }
+
+    #[test]
+    fn only_takes_the_text_after_it() {
+        let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(only_flag(&flags(&["--skip-interop"])), Ok(None));
+        assert_eq!(only_flag(&flags(&["--only", "package"])), Ok(Some("package".into())));
+        assert!(only_flag(&flags(&["--only"])).is_err());
+        assert!(only_flag(&flags(&["--only", "--skip-interop"])).is_err());
     }
 
     #[test]

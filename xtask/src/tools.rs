@@ -193,13 +193,6 @@ pub fn wasm_bindgen_cli(root: &Path) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// Debian's `chromium` and `chromium-driver`, installed with apt-get when missing.
 pub fn chromium() -> Result<(), String> {
     if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
@@ -246,19 +239,123 @@ pub fn node() -> Result<(), String> {
 }
 
 /// The filter, release, for `wasm32-wasip1` (`target/wasm32-wasip1/release/keybound_filter.wasm`).
+///
+/// Built reproducibly: the same source and toolchain give the same bytes from any checkout
+/// path and any `CARGO_HOME` (the image `cargo xtask package` makes of it is pinned by digest in
+/// `envoy/istio/`). Paths of workspace crates are relative already; the sources of crates.io
+/// dependencies live under `CARGO_HOME` (e.g. `/root/.cargo` in CI, `/home/you/.cargo` on a
+/// laptop), which panic locations would otherwise embed, so that prefix is remapped to
+/// [`CARGO_HOME_REMAPPED`]. The flag is passed with `--config` for the `wasm32-wasip1` target
+/// only, and every release build of the filter goes through here, so they share cargo's cache.
+/// (`RUSTFLAGS` or `CARGO_ENCODED_RUSTFLAGS` in the environment replace it, as cargo does.)
 pub fn build_filter(root: &Path) -> Result<(), String> {
-    crate::cargo(
-        root,
-        &[
-            "build",
-            "-p",
-            "keybound-filter",
-            "--release",
-            "--locked",
-            "--target",
-            "wasm32-wasip1",
-        ],
-    )
+    let mut args = vec![
+        "build".to_string(),
+        "-p".into(),
+        "keybound-filter".into(),
+        "--release".into(),
+        "--locked".into(),
+        "--target".into(),
+        "wasm32-wasip1".into(),
+    ];
+    match cargo_home() {
+        Some(home) => args.extend(["--config".into(), filter_rustflags(&home)]),
+        None => {
+            println!("filter: neither CARGO_HOME nor HOME is set; building without remapping the crates' source paths")
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    crate::cargo(root, &args)
+}
+
+/// What the filter's build writes instead of the `CARGO_HOME` prefix of dependency sources.
+pub const CARGO_HOME_REMAPPED: &str = "/cargo-home";
+
+/// Cargo's home: `CARGO_HOME`, else `$HOME/.cargo` (as cargo finds it).
+fn cargo_home() -> Option<PathBuf> {
+    match std::env::var_os("CARGO_HOME") {
+        Some(home) if !home.is_empty() => Some(PathBuf::from(home)),
+        _ => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".cargo")),
+    }
+}
+
+/// The `--config` value that remaps `home` in the filter's `wasm32-wasip1` build (a TOML
+/// assignment; the path is written as a TOML basic string).
+fn filter_rustflags(home: &Path) -> String {
+    let flag = format!("--remap-path-prefix={}={CARGO_HOME_REMAPPED}", home.display());
+    format!("target.wasm32-wasip1.rustflags=[{}]", toml_string(&flag))
+}
+
+/// `s` as a TOML basic string (quoted, with `\`, `"` and control characters escaped).
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Debian's OCI tools for `cargo xtask package` and its test: `umoci` (builds the image layout),
+/// `skopeo` (copies images between layouts and registries) and `docker-registry` (the
+/// distribution registry, binary `/usr/bin/docker-registry`), installed with apt-get when missing.
+pub fn oci_tools() -> Result<(), String> {
+    debian_tools(&[
+        (UMOCI, "umoci"),
+        (SKOPEO, "skopeo"),
+        (DOCKER_REGISTRY, "docker-registry"),
+    ])
+}
+
+/// Debian's umoci.
+pub const UMOCI: &str = "/usr/bin/umoci";
+/// Debian's skopeo.
+pub const SKOPEO: &str = "/usr/bin/skopeo";
+/// Debian's docker-registry (the CNCF distribution registry, upstream's `registry`).
+pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
+
+/// Each `(program, package)` whose program is missing: its Debian package, installed with
+/// apt-get if we are root (else an error naming the command to run).
+fn debian_tools(tools: &[(&str, &str)]) -> Result<(), String> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(program, _)| !Path::new(program).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    let all: Vec<&str> = tools.iter().map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        println!("{}: installed", all.join(", "));
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "{} missing: install Debian's packages as root: `apt-get install -y {}`",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    println!("{}: installing Debian's packages with apt-get", missing.join(", "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq"])
+        .args(&missing))
+}
+
+/// Whether this process runs as root (`id -u` is 0).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// `exe` pinned to CPU `cpu` with `taskset` when it exists (benchmarks), else unpinned with a
@@ -279,7 +376,18 @@ pub fn pinned(cpu: &str, exe: &Path) -> (Command, bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::df_available;
+    use super::{df_available, filter_rustflags, toml_string};
+    use std::path::Path;
+
+    #[test]
+    fn remaps_cargo_home_in_the_filter_build_only_for_its_target() {
+        assert_eq!(
+            filter_rustflags(Path::new("/root/.cargo")),
+            r#"target.wasm32-wasip1.rustflags=["--remap-path-prefix=/root/.cargo=/cargo-home"]"#
+        );
+        assert_eq!(toml_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(toml_string("tab\there"), r#""tab\u0009here""#);
+    }
 
     #[test]
     fn reads_available_space_from_posix_df() {
