@@ -382,6 +382,22 @@ fn every_shipped_envoy_normalises_paths_and_refuses_underscores() {
         }
     }
     docs.extend(istio_documents().into_iter().filter(|(f, _)| f == "hardening.yaml"));
+    // Every Envoy configuration of ours has the stats_tags that make Prometheus labels of the
+    // decision counters (README: "Metrics in Prometheus"), exactly as the harness's.
+    let ours: serde_yaml::Value = serde_yaml::from_str(&format!(
+        "stats_config:\n{}",
+        keybound_filter::metrics::stats_tags_yaml()
+    ))
+    .unwrap();
+    for (file, doc) in docs
+        .iter()
+        .filter(|(f, _)| f.ends_with(".yaml") && !f.ends_with("hardening.yaml"))
+    {
+        assert_eq!(
+            doc["stats_config"], ours["stats_config"],
+            "{file}: stats_config.stats_tags"
+        );
+    }
     for (file, doc) in &docs {
         let mut hcms = Vec::new();
         connection_managers(doc, &mut hcms);
