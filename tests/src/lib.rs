@@ -2,11 +2,13 @@
 //!
 //! Runs the real thing: Envoy (from `.tools/envoy`, installed by `cargo xtask test`) with the
 //! release build of the keybound filter, an upstream that echoes the request headers it received
-//! as JSON, and a plain HTTP/1.1 client. Processes are stopped when their handle drops.
+//! as JSON, a plain HTTP/1.1 client, and headless Chromium through WebDriver ([`webdriver`]).
+//! Processes are stopped when their handle drops.
 
 pub mod tls;
 // lead's modules (e.g. `pub mod issuer;`) go here.
 pub mod issuer;
+pub mod webdriver;
 
 pub use tls::{Identity, Pki, request_tls};
 
