@@ -1,6 +1,6 @@
 //! A small WebDriver client: `chromedriver` (Debian's `chromium-driver`) with one headless
 //! Chromium session (Debian's `chromium`, a fresh profile), driven over WebDriver's HTTP API.
-//! Used by the end-to-end browser tests.
+//! Used by the end-to-end browser tests (`tests/tests/browser_cors.rs`, `demo/tests/browser.rs`).
 //!
 //! Every call returns an error instead of panicking; waits give up after a deadline with the
 //! page's URL and state in the message.
