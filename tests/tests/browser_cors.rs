@@ -8,9 +8,10 @@
 //! upstream's 200. The same page on an origin not in `cors.allowed_origins` cannot read the
 //! filter's refusal: its fetch fails, and the module never learns the nonce.
 //!
-//! Ignored by a plain `cargo test`: it needs Chromium, chromedriver, Envoy, the release filter
-//! and the built package. The browser step of `cargo xtask test` runs it with `--ignored` after
-//! building the package, naming it with `KEYBOUND_BROWSER_PKG` (default: `browser/pkg`).
+//! The browser test is ignored by a plain `cargo test`: it needs Chromium, chromedriver, Envoy, the
+//! release filter and the built package. The browser step of `cargo xtask test` runs it with
+//! `--ignored` after building the package, naming it with `KEYBOUND_BROWSER_PKG` (default:
+//! `browser/pkg`). The other test checks the same gateway's headers with a plain HTTP client.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -303,4 +304,58 @@ fn a_page_on_an_allowed_origin_gets_its_nonce_from_envoy_without_a_cors_filter_a
         "the refused request went through the upstream's preflight to the filter"
     );
     assert_eq!(envoy.decisions("allow", Some("ok")), 1);
+}
+
+/// The CORS upstream and the filter's CORS headers without a browser (runs in every `cargo test`
+/// with Envoy): a preflight passes the filter unchecked and the upstream answers it; the filter's
+/// 401 carries the CORS headers for the allowed origin only; the upstream's echo carries its own.
+#[test]
+fn the_cors_upstream_answers_preflights_and_the_filter_labels_only_its_replies_to_allowed_origins() {
+    let (app, other) = ("http://app.example:8080", "http://other.example");
+    let upstream = Upstream::start_cors(&[app.to_owned()]).unwrap();
+    let envoy = Envoy::start(&common::config(json!({"cors": {"allowed_origins": [app]}})), &upstream).unwrap();
+    let preflight = |origin: &str| {
+        keybound_e2e::request(
+            envoy.port,
+            "OPTIONS",
+            "/api",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "authorization,dpop"),
+            ],
+        )
+        .unwrap()
+    };
+    let r = preflight(app);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), Some(app));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some(keybound_e2e::CORS_ALLOW_HEADERS)
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some(keybound_e2e::CORS_ALLOW_METHODS)
+    );
+    let r = preflight(other);
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(envoy.decisions("allow", Some("cors_preflight")), 2);
+
+    let r = keybound_e2e::request(envoy.port, "GET", "/api", &[("origin", app)]).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("access-control-allow-origin"), Some(app));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("WWW-Authenticate, DPoP-Nonce")
+    );
+    let r = keybound_e2e::request(envoy.port, "GET", "/api", &[("origin", other)]).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+
+    let r = keybound_e2e::request(envoy.port, "GET", "/health", &[("origin", app)]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some(app), "the upstream's own");
+    assert_eq!(r.json()["origin"], app, "the echo");
 }
