@@ -2,11 +2,14 @@
 //!
 //! Runs the real thing: Envoy (from `.tools/envoy`, installed by `cargo xtask test`) with the
 //! release build of the keybound filter, an upstream that echoes the request headers it received
-//! as JSON, and a plain HTTP/1.1 client. Processes are stopped when their handle drops.
+//! as JSON (optionally doing its own CORS, like an application), a plain HTTP/1.1 client, and
+//! headless Chromium through WebDriver ([`webdriver`]). Processes are stopped when their handle
+//! drops.
 
 pub mod tls;
 // lead's modules (e.g. `pub mod issuer;`) go here.
 pub mod issuer;
+pub mod webdriver;
 
 pub use tls::{Identity, Pki, request_tls};
 
@@ -167,11 +170,25 @@ fn dechunk(mut rest: &str) -> Result<String, String> {
 /// An upstream that answers every request with 200 and a JSON object of the request headers
 /// it received (repeated headers joined with `, `), and the request target it received as
 /// `:path`.
+///
+/// Started with [`Upstream::start_cors`], it also does CORS itself, as an application behind a
+/// gateway without a CORS filter would: it answers a preflight from an allowed origin with 204 and
+/// the `Access-Control-Allow-*` headers, and adds `Access-Control-Allow-Origin` (and
+/// `Vary: Origin`) to its answers to requests from an allowed origin.
 pub struct Upstream {
     /// Its port.
     pub port: u16,
     stop: Arc<AtomicBool>,
 }
+
+/// The methods a CORS upstream allows in answer to a preflight.
+pub const CORS_ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
+
+/// The request headers a CORS upstream allows in answer to a preflight: those of a DPoP call.
+pub const CORS_ALLOW_HEADERS: &str = "authorization, dpop, content-type";
+
+/// The response headers a CORS upstream lets pages read.
+pub const CORS_EXPOSE_HEADERS: &str = "DPoP-Nonce, WWW-Authenticate";
 
 impl Upstream {
     /// Starts it on a free port.
@@ -179,6 +196,25 @@ impl Upstream {
     /// # Errors
     /// If it cannot bind.
     pub fn start() -> Result<Upstream, String> {
+        Upstream::start_serving(None)
+    }
+
+    /// Starts it on a free port, doing CORS for pages on `allowed_origins` (exact
+    /// `scheme://host[:port]` strings, compared with the request's `Origin` as sent): a preflight
+    /// (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) from one of them is answered
+    /// 204 with `Access-Control-Allow-Origin` (that origin), `-Allow-Methods`
+    /// ([`CORS_ALLOW_METHODS`]), `-Allow-Headers` ([`CORS_ALLOW_HEADERS`]) and `Vary: Origin`, from
+    /// another origin 204 without them; every other request is echoed as by [`Upstream::start`],
+    /// with `Access-Control-Allow-Origin`, `-Expose-Headers` ([`CORS_EXPOSE_HEADERS`]) and
+    /// `Vary: Origin` when its `Origin` is allowed.
+    ///
+    /// # Errors
+    /// If it cannot bind.
+    pub fn start_cors(allowed_origins: &[String]) -> Result<Upstream, String> {
+        Upstream::start_serving(Some(Arc::new(allowed_origins.to_vec())))
+    }
+
+    fn start_serving(cors: Option<Arc<Vec<String>>>) -> Result<Upstream, String> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -189,8 +225,9 @@ impl Upstream {
                     break;
                 }
                 if let Ok(c) = conn {
+                    let cors = cors.clone();
                     std::thread::spawn(move || {
-                        let _ = serve(c);
+                        let _ = serve(c, cors.as_deref().map(Vec::as_slice));
                     });
                 }
             }
@@ -206,11 +243,42 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(stream: TcpStream) -> std::io::Result<()> {
+/// For a CORS upstream: whether `seen` is a preflight (answered with 204 instead of the echo), and
+/// the CORS header lines (each ending in CRLF) of its answer, none unless its `Origin` is allowed.
+fn cors_headers(seen: &Seen, allowed_origins: &[String]) -> (bool, String) {
+    let origin = seen.header("origin").filter(|o| allowed_origins.iter().any(|a| a == o));
+    let preflight = seen.method == "OPTIONS"
+        && seen.header("origin").is_some()
+        && seen.header("access-control-request-method").is_some();
+    let Some(origin) = origin else {
+        return (preflight, String::new());
+    };
+    let headers = if preflight {
+        format!(
+            "access-control-allow-origin: {origin}\r\naccess-control-allow-methods: {CORS_ALLOW_METHODS}\r\n\
+             access-control-allow-headers: {CORS_ALLOW_HEADERS}\r\nvary: Origin\r\n"
+        )
+    } else {
+        format!(
+            "access-control-allow-origin: {origin}\r\naccess-control-expose-headers: {CORS_EXPOSE_HEADERS}\r\n\
+             vary: Origin\r\n"
+        )
+    };
+    (preflight, headers)
+}
+
+fn serve(stream: TcpStream, cors: Option<&[String]>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     while let Some(seen) = read_request(&mut reader)? {
+        let (preflight, cors_lines) = cors.map_or((false, String::new()), |o| cors_headers(&seen, o));
+        if preflight {
+            let response = format!("HTTP/1.1 204 No Content\r\n{cors_lines}content-length: 0\r\n\r\n");
+            out.write_all(response.as_bytes())?;
+            out.flush()?;
+            continue;
+        }
         // Repeated headers joined with ", ", as a proxy may fold them.
         let mut headers = serde_json::Map::new();
         headers.insert(":path".into(), seen.path.clone().into());
@@ -225,7 +293,7 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
         // One write: `write!` would send the pieces as separate segments, and Nagle plus delayed
         // ACKs would add ~40 ms to every request.
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{cors_lines}content-length: {}\r\n\r\n{payload}",
             payload.len()
         );
         out.write_all(response.as_bytes())?;
@@ -641,6 +709,23 @@ impl Envoy {
         let wasm = filter_wasm()?.display().to_string();
         Envoy::start_on_free_ports(|port, admin| {
             bootstrap(port, admin, upstream.port, Some((&wasm, filter_config)), opts)
+        })
+    }
+
+    /// As [`Envoy::start_with`], with the filter configuration made for the listener's port
+    /// (`filter_config(port)`), e.g. to name `http://127.0.0.1:{port}` in `dpop.origins` when a
+    /// browser calls the gateway at that address.
+    ///
+    /// # Errors
+    /// As [`Envoy::start`].
+    pub fn start_with_port(
+        filter_config: impl Fn(u16) -> String,
+        upstream: &Upstream,
+        opts: &EnvoyOptions,
+    ) -> Result<Envoy, String> {
+        let wasm = filter_wasm()?.display().to_string();
+        Envoy::start_on_free_ports(|port, admin| {
+            bootstrap(port, admin, upstream.port, Some((&wasm, &filter_config(port))), opts)
         })
     }
 

@@ -6,6 +6,8 @@
 //! with an independent JOSE implementation (npm `jose`, under node). The lint, the browser tests,
 //! the build and the interop run twice: for the default build (the npm package) and for the build
 //! with the opt-in `software-key` feature (packaged into the target directory, not published).
+//! Last, the npm package is used cross-origin through the filter in a real Envoy without a CORS
+//! filter (`tests/tests/browser_cors.rs`, an ignored test run here with `KEYBOUND_BROWSER_PKG`).
 //!
 //! Every action prints a line; everything already in place is left alone.
 
@@ -101,7 +103,33 @@ pub fn test(root: &Path) -> Result<(), String> {
             .env("KEYBOUND_SOFTWARE_KEY", if features.is_empty() { "0" } else { "1" })
             .args(["--test", "interop.test.mjs"]))?;
     }
-    Ok(())
+
+    cors_through_envoy(root, &root.join("browser/pkg"))
+}
+
+/// The npm package in `pkg` loaded by a page on another origin in headless Chromium, calling the
+/// keybound filter in a real Envoy with no CORS filter (nonces required): the ignored test
+/// `keybound-e2e`'s `browser_cors`, with Envoy and the release filter made sure of first (both
+/// are left alone when already in place).
+fn cors_through_envoy(root: &Path, pkg: &Path) -> Result<(), String> {
+    tools::envoy(root)?;
+    tools::build_filter(root)?;
+    println!(
+        "browser: the package from a page on another origin, through Envoy with no CORS filter (headless Chromium)"
+    );
+    run(crate::cargo_cmd()
+        .current_dir(root)
+        .env("KEYBOUND_BROWSER_PKG", pkg)
+        .args([
+            "test",
+            "-p",
+            "keybound-e2e",
+            "--locked",
+            "--test",
+            "browser_cors",
+            "--",
+            "--ignored",
+        ]))
 }
 
 /// The cargo feature flags of the builds checked: default, and with the software key.
