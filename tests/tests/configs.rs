@@ -513,18 +513,7 @@ fn istio_manifests_parse_with_the_expected_kinds_and_plugin_configs_the_filter_a
         assert_eq!(jwks_cluster, cluster);
         // The VM's environment as Istio gives it (vmConfig.env, from the proxy's environment,
         // which a Kubernetes Secret fills): a value for every variable named.
-        let vm_env: Vec<(String, String)> = spec["vmConfig"]["env"]
-            .as_sequence()
-            .map(|env| {
-                env.iter()
-                    .map(|e| {
-                        assert_eq!(e["valueFrom"], "HOST", "secrets come from the proxy's environment");
-                        let name = e["name"].as_str().unwrap().to_owned();
-                        (name, "aXN0aW8tdGVzdC1zZWNyZXQtaXN0aW8tdGVzdC1zZWNyZXQ".to_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let vm_env = common::wasmplugin_vm_env(spec);
         let opts = EnvoyOptions {
             clusters: vec![(jwks_cluster, free_port().unwrap())],
             vm_env: vm_env.clone(),

@@ -14,13 +14,18 @@
 
 use std::path::PathBuf;
 
+mod common;
+
 use keybound_e2e::{EnvoyOptions, bootstrap, free_port, root, validate_yaml};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// Environment variables of a VM.
+type VmEnv = Vec<(String, String)>;
+
 /// The `pluginConfig` of every WasmPlugin in `envoy/istio/`, as the JSON Istio hands the
-/// filter, with the plugin's file name.
-fn wasmplugin_configs() -> Vec<(String, Value)> {
+/// filter, with the plugin's file name and the environment Istio gives its VM.
+fn wasmplugin_configs() -> Vec<(String, Value, VmEnv)> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(root().join("envoy/istio"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -37,6 +42,7 @@ fn wasmplugin_configs() -> Vec<(String, Value)> {
                 configs.push((
                     name.clone(),
                     serde_json::to_value(&doc["spec"]["pluginConfig"]).unwrap(),
+                    common::wasmplugin_vm_env(&doc["spec"]),
                 ));
             }
         }
@@ -46,10 +52,11 @@ fn wasmplugin_configs() -> Vec<(String, Value)> {
 
 /// `envoy --mode validate` with the module at `wasm` and this configuration (its JWKS cluster
 /// defined, as Istio's ServiceEntry would).
-fn validate(wasm: &str, config: &Value) -> (bool, String) {
+fn validate(wasm: &str, config: &Value, vm_env: &[(String, String)]) -> (bool, String) {
     let cluster = config["issuers"][0]["jwks_cluster"].as_str().unwrap().to_owned();
     let opts = EnvoyOptions {
         clusters: vec![(cluster, free_port().unwrap())],
+        vm_env: vm_env.to_vec(),
         ..EnvoyOptions::default()
     };
     let yaml = bootstrap(
@@ -69,15 +76,15 @@ fn the_pulled_back_plugin_loads_in_envoy_with_each_wasmplugin_config() {
         panic!("KEYBOUND_OCI_PLUGIN_WASM is not set: run `cargo xtask test --only package`, which sets it")
     });
     let configs = wasmplugin_configs();
-    let names: Vec<&str> = configs.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = configs.iter().map(|(n, ..)| n.as_str()).collect();
     assert_eq!(names, ["wasmplugin-gateway.yaml", "wasmplugin-workload.yaml"]);
-    for (name, config) in &configs {
-        let (ok, out) = validate(&wasm, config);
+    for (name, config, vm_env) in &configs {
+        let (ok, out) = validate(&wasm, config, vm_env);
         assert!(ok, "{name}: {out}");
         // The module really ran its configuration check: a typo is refused, naming the field.
         let mut typo = config.clone();
         typo["dpop"]["orgins"] = json!(["https://api.example.com"]);
-        let (ok, out) = validate(&wasm, &typo);
+        let (ok, out) = validate(&wasm, &typo, vm_env);
         assert!(!ok && out.contains("orgins"), "{name}: {out}");
     }
 }

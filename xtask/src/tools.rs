@@ -258,11 +258,23 @@ pub fn build_filter(root: &Path) -> Result<(), String> {
         "--target".into(),
         "wasm32-wasip1".into(),
     ];
+    let mut remaps: Vec<(PathBuf, String)> = Vec::new();
     match cargo_home() {
-        Some(home) => args.extend(["--config".into(), filter_rustflags(&home)]),
+        Some(home) => remaps.push((home, CARGO_HOME_REMAPPED.to_owned())),
         None => {
             println!("filter: neither CARGO_HOME nor HOME is set; building without remapping the crates' source paths")
         }
+    }
+    // With the toolchain's `rust-src` installed, rustc writes the local path of std's sources
+    // (`<sysroot>/lib/rustlib/src/rust/...`) for some panic locations and `/rustc/<commit>/...` for
+    // others, and which one varies from build to build (seen: three target directories, three
+    // different wasm files): map the local one to the other.
+    match std_sources() {
+        Some(remap) => remaps.push(remap),
+        None => println!("filter: rustc's sysroot or commit hash unknown; std's source paths not remapped"),
+    }
+    if !remaps.is_empty() {
+        args.extend(["--config".into(), filter_rustflags(&remaps)]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     crate::cargo(root, &args)
@@ -281,11 +293,26 @@ fn cargo_home() -> Option<PathBuf> {
     }
 }
 
-/// The `--config` value that remaps `home` in the filter's `wasm32-wasip1` build (a TOML
-/// assignment; the path is written as a TOML basic string).
-fn filter_rustflags(home: &Path) -> String {
-    let flag = format!("--remap-path-prefix={}={CARGO_HOME_REMAPPED}", home.display());
-    format!("target.wasm32-wasip1.rustflags=[{}]", toml_string(&flag))
+/// `<sysroot>/lib/rustlib/src/rust` and `/rustc/<commit hash>`: where rust-src keeps std's
+/// sources, and how std's own metadata names them.
+fn std_sources() -> Option<(PathBuf, String)> {
+    let sysroot = capture(Command::new("rustc").args(["--print", "sysroot"])).ok()?;
+    let version = capture(Command::new("rustc").arg("-vV")).ok()?;
+    let commit = version.lines().find_map(|l| l.strip_prefix("commit-hash: "))?.trim();
+    Some((
+        PathBuf::from(sysroot.trim()).join("lib/rustlib/src/rust"),
+        format!("/rustc/{commit}"),
+    ))
+}
+
+/// The `--config` value that applies `remaps` (`from` → `to`) in the filter's `wasm32-wasip1`
+/// build (a TOML assignment; each flag is written as a TOML basic string).
+fn filter_rustflags(remaps: &[(PathBuf, String)]) -> String {
+    let flags: Vec<String> = remaps
+        .iter()
+        .map(|(from, to)| toml_string(&format!("--remap-path-prefix={}={to}", from.display())))
+        .collect();
+    format!("target.wasm32-wasip1.rustflags=[{}]", flags.join(", "))
 }
 
 /// `s` as a TOML basic string (quoted, with `\`, `"` and control characters escaped).
@@ -377,13 +404,16 @@ pub fn pinned(cpu: &str, exe: &Path) -> (Command, bool) {
 #[cfg(test)]
 mod tests {
     use super::{df_available, filter_rustflags, toml_string};
-    use std::path::Path;
+    use std::path::PathBuf;
 
     #[test]
     fn remaps_cargo_home_in_the_filter_build_only_for_its_target() {
         assert_eq!(
-            filter_rustflags(Path::new("/root/.cargo")),
-            r#"target.wasm32-wasip1.rustflags=["--remap-path-prefix=/root/.cargo=/cargo-home"]"#
+            filter_rustflags(&[
+                (PathBuf::from("/root/.cargo"), "/cargo-home".into()),
+                (PathBuf::from("/r/lib/rustlib/src/rust"), "/rustc/abc".into()),
+            ]),
+            r#"target.wasm32-wasip1.rustflags=["--remap-path-prefix=/root/.cargo=/cargo-home", "--remap-path-prefix=/r/lib/rustlib/src/rust=/rustc/abc"]"#
         );
         assert_eq!(toml_string(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(toml_string("tab\there"), r#""tab\u0009here""#);

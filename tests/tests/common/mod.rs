@@ -235,3 +235,20 @@ pub fn assert_denied(case: &str, r: &Response, status: u16, www_authenticate: &s
         assert_eq!(r.json(), json!({ "error": code }), "{case}: {r:?}");
     }
 }
+
+/// The environment Istio gives a WasmPlugin's VM (`spec.vmConfig.env`, each `valueFrom: HOST`: the
+/// proxy container's variable, which a Kubernetes Secret fills), with a test value for each.
+pub fn wasmplugin_vm_env(spec: &serde_yaml::Value) -> Vec<(String, String)> {
+    spec["vmConfig"]["env"]
+        .as_sequence()
+        .map(|env| {
+            env.iter()
+                .map(|e| {
+                    assert_eq!(e["valueFrom"], "HOST", "secrets come from the proxy's environment");
+                    let name = e["name"].as_str().unwrap().to_owned();
+                    (name, "aXN0aW8tdGVzdC1zZWNyZXQtaXN0aW8tdGVzdC1zZWNyZXQ".to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
