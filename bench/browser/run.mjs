@@ -3,7 +3,8 @@
 //
 // usage: node bench/browser/run.mjs [--pkg DIR] [--rounds N] [--samples N] [--batch N]
 //                                   [--chromium PATH] [--chromedriver PATH] [--out FILE]
-//   --pkg: the keybound-browser npm package (default browser/pkg, built by `cargo xtask test`)
+//   --pkg: the keybound-browser npm package (default bench/browser/node_modules/keybound-browser,
+//          installed from the tarball of `cargo xtask package npm` by `cargo xtask bench`)
 // Serves the page, the package and `dpop` on 127.0.0.1 (free port), drives Chromium through
 // chromedriver (free port, fresh profile), runs `rounds` rounds in one page (each: median of
 // `samples` batches of `batch` operations for each library, then crypto.subtle.sign alone), and
@@ -24,7 +25,7 @@ const flag = (name, fallback) => {
   const i = args.indexOf(name);
   return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
 };
-const pkg = resolve(flag("--pkg", join(root, "browser/pkg")));
+const pkg = resolve(flag("--pkg", join(here, "node_modules/keybound-browser")));
 const rounds = Number(flag("--rounds", "5"));
 const samples = Number(flag("--samples", "101"));
 const batch = Number(flag("--batch", "20"));
@@ -32,6 +33,7 @@ const chromium = flag("--chromium", "/usr/bin/chromium");
 const chromedriver = flag("--chromedriver", "/usr/bin/chromedriver");
 const out = resolve(flag("--out", join(root, "target/bench/browser.json")));
 const dpopDir = join(here, "node_modules/dpop");
+const oauth4webapiDir = join(here, "node_modules/oauth4webapi");
 
 function fail(message) {
   console.error(`bench-browser: ${message}`);
@@ -40,12 +42,20 @@ function fail(message) {
 try {
   statSync(join(pkg, "keybound_browser_bg.wasm"));
 } catch {
-  fail(`${pkg}/keybound_browser_bg.wasm is missing: build the package first (cargo xtask test builds browser/pkg)`);
+  fail(
+    `${pkg}/keybound_browser_bg.wasm is missing: build the package and install it here first ` +
+      "(cargo xtask package npm && cd bench/browser && npm install --no-save ../../target/package/keybound-browser-*.tgz)",
+  );
 }
 try {
   statSync(join(dpopDir, "build/index.js"));
 } catch {
   fail("bench/browser/node_modules/dpop is missing: run `npm ci` in bench/browser");
+}
+try {
+  statSync(join(oauth4webapiDir, "build/index.js"));
+} catch {
+  fail("bench/browser/node_modules/oauth4webapi is missing: run `npm ci` in bench/browser");
 }
 
 // Sizes: raw and gzip -9, of what each library makes the browser download.
@@ -56,16 +66,35 @@ function walk(dir) {
     e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)],
   );
 }
-const snippets = walk(join(pkg, "snippets")).filter((f) => f.endsWith(".js"));
+// An entry of the package: its wasm, and its JS (the glue and its snippets), raw and gzipped.
+function entry(dir, name) {
+  const js = [join(dir, `${name}.js`), ...walk(join(dir, "snippets")).filter((f) => f.endsWith(".js"))];
+  const wasm = join(dir, `${name}_bg.wasm`);
+  return {
+    wasm: size(wasm),
+    wasm_gzip: gz(wasm),
+    js: js.reduce((a, f) => a + size(f), 0),
+    js_gzip: js.reduce((a, f) => a + gz(f), 0),
+  };
+}
+const full = entry(pkg, "keybound_browser");
+const small = entry(join(pkg, "dpop"), "keybound_dpop");
 const sizes = {
-  keybound_wasm: size(join(pkg, "keybound_browser_bg.wasm")),
-  keybound_wasm_gzip: gz(join(pkg, "keybound_browser_bg.wasm")),
-  keybound_js: size(join(pkg, "keybound_browser.js")) + snippets.reduce((a, f) => a + size(f), 0),
-  keybound_js_gzip: gz(join(pkg, "keybound_browser.js")) + snippets.reduce((a, f) => a + gz(f), 0),
+  keybound_wasm: full.wasm,
+  keybound_wasm_gzip: full.wasm_gzip,
+  keybound_js: full.js,
+  keybound_js_gzip: full.js_gzip,
+  keybound_dpop_wasm: small.wasm,
+  keybound_dpop_wasm_gzip: small.wasm_gzip,
+  keybound_dpop_js: small.js,
+  keybound_dpop_js_gzip: small.js_gzip,
   dpop_js: size(join(dpopDir, "build/index.js")),
   dpop_js_gzip: gz(join(dpopDir, "build/index.js")),
+  oauth4webapi_js: size(join(oauth4webapiDir, "build/index.js")),
+  oauth4webapi_js_gzip: gz(join(oauth4webapiDir, "build/index.js")),
 };
 const dpopVersion = JSON.parse(readFileSync(join(dpopDir, "package.json"), "utf8")).version;
+const oauth4webapiVersion = JSON.parse(readFileSync(join(oauth4webapiDir, "package.json"), "utf8")).version;
 
 // The static server: the page, the package under /keybound/, dpop under /dpop/, cross-origin isolated.
 const types = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm" };
@@ -178,6 +207,7 @@ try {
     measured_at: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
     chromium: browserVersion,
     dpop_version: dpopVersion,
+    oauth4webapi_version: oauth4webapiVersion,
     options: { rounds, samples, batch },
     setup,
     sizes,

@@ -960,7 +960,8 @@ fn markdown(r: &Value) -> String {
         );
         out.push_str(&format!(
             "## Browser module: proof creation and size\n\n\
-             keybound-browser (the npm package in `browser/pkg`: wasm + JS glue) beside panva's \
+             keybound-browser (the npm package, installed from the tarball of `cargo xtask package npm`: wasm + \
+             JS glue) beside panva's \
              [dpop](https://github.com/panva/dpop) {} (npm, pinned in `bench/browser/package-lock.json`) in the \
              same page of headless Chromium {}, each with a non-extractable ECDSA P-256 WebCrypto key \
              (`DpopKey.open({{storage: \"memory\"}})`, `DPoP.generateKeyPair(\"ES256\")`), making the same proof: \
@@ -973,18 +974,26 @@ fn markdown(r: &Value) -> String {
              | keybound-browser `createProof` | {:.3} ms ({:.3} to {:.3}) | {:.2}x dpop's time |\n\
              | dpop `generateProof` | {:.3} ms ({:.3} to {:.3}) | |\n\
              | `crypto.subtle.sign` alone (ES256, 450 bytes): the floor under both | {:.3} ms ({:.3} to {:.3}) | |\n\n\
-             What the browser downloads (gzip level 9):\n\n\
+             What the browser downloads (gzip level 9), for each entry point of keybound-browser \
+             (`keybound-browser/dpop`: keys, proofs, `fetch` with nonce retry and clock offset; \
+             `keybound-browser`: the same and login), beside dpop and oauth4webapi {} (npm, pinned in \
+             `bench/browser/package-lock.json`; size only):\n\n\
              | | raw bytes | gzipped bytes |\n|---|---|---|\n\
-             | keybound-browser `keybound_browser_bg.wasm` | {} | {} |\n\
-             | keybound-browser JS glue (`keybound_browser.js` + `snippets/`) | {} | {} |\n\
-             | keybound-browser total | {} | {} |\n\
-             | dpop `build/index.js` (as published, not minified; no dependencies) | {} | {} |\n\n\
+             | `keybound-browser/dpop` wasm (`dpop/keybound_dpop_bg.wasm`) | {} | {} |\n\
+             | `keybound-browser/dpop` JS glue (`dpop/keybound_dpop.js` + `snippets/`) | {} | {} |\n\
+             | **`keybound-browser/dpop` total** (budget: 20000 gzipped) | {} | {} |\n\
+             | `keybound-browser` wasm (`keybound_browser_bg.wasm`) | {} | {} |\n\
+             | `keybound-browser` JS glue (`keybound_browser.js` + `snippets/`) | {} | {} |\n\
+             | **`keybound-browser` total** | {} | {} |\n\
+             | dpop `build/index.js` (as published, not minified; no dependencies) | {} | {} |\n\
+             | oauth4webapi `build/index.js` (as published, not minified; no dependencies) | {} | {} |\n\n\
              keybound-browser's wasm initialisation (`await init()`, fetch + compile + instantiate) took {:.1} ms \
              once per page. Its larger size buys the proof code shared with the gateway and the authorization server \
              (keybound-core: JSON, SHA-256, `htu` normalisation), IndexedDB key persistence and the nonce-retrying \
              `fetch`; dpop only makes proofs.\n\n\
-             Repeat: `cargo xtask bench --no-micro --no-authz` (with the gateway scenarios), or only this, after \
-             `cargo xtask test` has built `browser/pkg`: `(cd bench/browser && npm ci) && node bench/browser/run.mjs` \
+             Repeat: `cargo xtask bench --no-micro --no-authz` (with the gateway scenarios), or only this: \
+             `cargo xtask package npm && (cd bench/browser && npm ci && npm install --no-save \
+             ../../target/package/keybound-browser-*.tgz) && node bench/browser/run.mjs` \
              (`--rounds`, `--samples`, `--batch`; writes `target/bench/browser.json`).\n\n",
             s(&b, "dpop_version"),
             s(&b, "chromium"),
@@ -1002,6 +1011,13 @@ fn markdown(r: &Value) -> String {
             sign.0,
             sign.1,
             sign.2,
+            s(&b, "oauth4webapi_version"),
+            n("keybound_dpop_wasm"),
+            n("keybound_dpop_wasm_gzip"),
+            n("keybound_dpop_js"),
+            n("keybound_dpop_js_gzip"),
+            n("keybound_dpop_wasm") + n("keybound_dpop_js"),
+            n("keybound_dpop_wasm_gzip") + n("keybound_dpop_js_gzip"),
             n("keybound_wasm"),
             n("keybound_wasm_gzip"),
             n("keybound_js"),
@@ -1010,6 +1026,8 @@ fn markdown(r: &Value) -> String {
             n("keybound_wasm_gzip") + n("keybound_js_gzip"),
             n("dpop_js"),
             n("dpop_js_gzip"),
+            n("oauth4webapi_js"),
+            n("oauth4webapi_js_gzip"),
             b.pointer("/setup/keybound_init_ms")
                 .and_then(Value::as_f64)
                 .unwrap_or(f64::NAN),

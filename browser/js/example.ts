@@ -1,5 +1,6 @@
-// Type-checked (tsc --noEmit) against the generated keybound_browser.d.ts by `cargo xtask test`:
-// the README's examples, as an app would write them.
+// Type-checked (tsc --noEmit) by `cargo xtask test` against the types of the keybound-browser
+// package installed from its tarball (resolved through its `exports` map): the README's examples,
+// as an app would write them, with both entry points.
 import init, {
   DpopKey,
   OAuthClient,
@@ -7,7 +8,8 @@ import init, {
   type KeyboundError,
   type ProofOptions,
   type TokenResult,
-} from "../pkg/keybound_browser.js";
+} from "keybound-browser";
+import initDpop, { DpopKey as SmallDpopKey } from "keybound-browser/dpop";
 
 export async function example(accessToken: string): Promise<string> {
   await init();
@@ -102,4 +104,13 @@ export async function misuse(key: DpopKey): Promise<void> {
   // @ts-expect-error tokenType is "DPoP"
   const bearer: "Bearer" = (await client.refresh()).tokenType;
   void bearer;
+}
+
+// The dpop entry: keys, proofs and fetch, the same API, no login.
+export async function dpopOnly(accessToken: string): Promise<Response> {
+  await initDpop();
+  const key: SmallDpopKey = await SmallDpopKey.open({ clientId: "my-spa" });
+  const proof: string = await key.createProof({ method: "GET", url: "https://api.example.com/me", accessToken });
+  console.log(proof.split(".").length === 3);
+  return key.fetch("https://api.example.com/me", { method: "GET" }, accessToken);
 }

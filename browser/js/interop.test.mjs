@@ -1,20 +1,26 @@
-// Proofs made by the keybound-browser package (browser/pkg), verified by an independent JOSE
-// implementation (jose). Runs under node (`node --test`), where WebCrypto exists and IndexedDB
-// does not, so this also shows the memory fallback being reported.
+// Proofs made by the keybound-browser package (installed from its tarball, or a build directory),
+// verified by an independent JOSE implementation (jose). Runs under node (`node --test`), where
+// WebCrypto exists and IndexedDB does not, so this also shows the memory fallback being reported.
 import { readFile } from "node:fs/promises";
 import { pathToFileURL } from "node:url";
 import { createHash } from "node:crypto";
 import test from "node:test";
 import assert from "node:assert/strict";
 import { jwtVerify, EmbeddedJWK, calculateJwkThumbprint, decodeProtectedHeader, decodeJwt } from "jose";
-// The package to check: browser/pkg, or KEYBOUND_PKG (the xtask also checks a build with the
-// `software-key` feature, KEYBOUND_SOFTWARE_KEY=1).
-const pkg = process.env.KEYBOUND_PKG
-  ? pathToFileURL(process.env.KEYBOUND_PKG.replace(/\/?$/, "/"))
-  : new URL("../pkg/", import.meta.url);
+// The package to check: keybound-browser as installed from the tarball (`cargo xtask test`
+// installs it here), whose init() loads its own wasm under node; or the build in the directory
+// KEYBOUND_PKG (the xtask also checks a build with the `software-key` feature,
+// KEYBOUND_SOFTWARE_KEY=1), given its wasm explicitly.
 const withSoftwareKey = process.env.KEYBOUND_SOFTWARE_KEY === "1";
-const { default: init, DpopKey, isKeyboundError } = await import(new URL("keybound_browser.js", pkg).href);
-await init({ module_or_path: await readFile(new URL("keybound_browser_bg.wasm", pkg)) });
+let init, DpopKey, isKeyboundError;
+if (process.env.KEYBOUND_PKG) {
+  const pkg = pathToFileURL(process.env.KEYBOUND_PKG.replace(/\/?$/, "/"));
+  ({ default: init, DpopKey, isKeyboundError } = await import(new URL("keybound_browser.js", pkg).href));
+  await init({ module_or_path: await readFile(new URL("keybound_browser_bg.wasm", pkg)) });
+} else {
+  ({ default: init, DpopKey, isKeyboundError } = await import("keybound-browser"));
+  await init();
+}
 
 const sha256url = (s) => createHash("sha256").update(s).digest("base64url");
 

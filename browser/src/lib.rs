@@ -38,6 +38,7 @@ pub mod error;
 pub mod http;
 pub mod js;
 pub mod key;
+#[cfg(feature = "login")]
 pub mod login;
 
 use std::cell::{Cell, RefCell};

@@ -190,18 +190,17 @@ fn authz(root: &Path) -> Result<(), String> {
 }
 
 /// The browser benchmark (`bench/browser`): proof creation time of the keybound-browser npm
-/// package (`browser/pkg`, built by `cargo xtask test`) beside npm `dpop` in headless Chromium,
-/// and their sizes; results to `target/bench/browser.json`.
+/// package beside npm `dpop` in headless Chromium, and the sizes of both of its entries beside
+/// `dpop` and `oauth4webapi`; results to `target/bench/browser.json`. The package is built with
+/// `cargo xtask package npm`'s function and its tarball installed into `bench/browser`.
 fn browser(root: &Path) -> Result<(), String> {
-    println!("==> browser: keybound-browser beside the npm dpop package in headless Chromium");
-    // Always (re)build the package: a stale browser/pkg would measure old code.
-    let pkg = root.join("browser/pkg");
-    println!("browser/pkg: building the npm package");
-    npm_ci(root, "browser/js", "binaryen")?;
-    let wasm_bindgen = tools::wasm_bindgen_cli(root)?;
-    crate::browser::build_package(root, &tools::target_dir(root), &wasm_bindgen, &[], &pkg)?;
+    println!("==> browser: keybound-browser beside the npm dpop and oauth4webapi packages in headless Chromium");
+    // Always (re)build the package: a stale one would measure old code.
+    let pkg = crate::npm::build(root)?;
+    crate::npm::print_sizes(&pkg);
     tools::chromium()?;
-    npm_ci(root, "bench/browser", "dpop")?;
+    npm_ci(root, "bench/browser", "oauth4webapi")?;
+    crate::npm::install(&pkg, &root.join("bench/browser"))?;
     run(Command::new("node").current_dir(root).arg("bench/browser/run.mjs"))
 }
 

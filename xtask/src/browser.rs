@@ -1,13 +1,17 @@
 //! The browser module's step of `cargo xtask test`: installs what it needs (wasm-bindgen-cli
 //! matching Cargo.lock into `.tools/wasm-bindgen`, Debian's `chromium` and `chromium-driver`, the
-//! npm packages of `browser/js`), lints the crate for `wasm32-unknown-unknown`, runs its
-//! wasm-bindgen tests in headless Chromium against a local test server, builds the npm package
-//! into `browser/pkg/`, type-checks the TypeScript example against it, and verifies its proofs
-//! with an independent JOSE implementation (npm `jose`, under node). The lint, the browser tests,
-//! the build and the interop run twice: for the default build (the npm package) and for the build
-//! with the opt-in `software-key` feature (packaged into the target directory, not published).
-//! Last, the npm package is used cross-origin through the filter in a real Envoy without a CORS
-//! filter (`tests/tests/browser_cors.rs`, an ignored test run here with `KEYBOUND_BROWSER_PKG`).
+//! npm packages of `browser/js`), lints the crate for `wasm32-unknown-unknown` (default features,
+//! without `login`, with `software-key`), runs its wasm-bindgen tests in headless Chromium against a
+//! local test server (default build and software-key build), builds the npm package with the
+//! function `cargo xtask package npm` uses (`npm.rs`: both entries, the tarball), fails if
+//! `keybound-browser/dpop` is over its size budget, installs **the tarball** into `browser/js` and
+//! checks what got installed: the TypeScript example against its types (both entries), and under
+//! node (`node --test`): `init()` loading the package's own wasm, proofs verified by an independent
+//! JOSE implementation (npm `jose`) from both entries, and the npm README's example as written.
+//! The build with the opt-in `software-key` feature (not published) is built into the target
+//! directory and its proofs checked by jose too. Last, the installed package is used cross-origin
+//! through the filter in a real Envoy without a CORS filter (`tests/tests/browser_cors.rs`, an
+//! ignored test run here with `KEYBOUND_BROWSER_PKG`).
 //!
 //! Every action prints a line; everything already in place is left alone.
 
@@ -15,7 +19,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::{run, tools};
+use crate::{npm, run, tools};
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// wasm-opt's flags: optimise for size, with the wasm features rustc emits for this target.
@@ -36,8 +40,7 @@ pub fn test(root: &Path) -> Result<(), String> {
     tools::node()?;
     let target_dir = tools::target_dir(root);
 
-    // Each check runs for the default build and for the one with the opt-in software key.
-    for features in FEATURE_SETS {
+    for features in LINT_SETS {
         println!("browser: clippy for {WASM_TARGET}{}", describe(features));
         let mut args = vec![
             "clippy",
@@ -60,51 +63,49 @@ pub fn test(root: &Path) -> Result<(), String> {
     }
     drop(server);
 
+    // The npm package as shipped: the tarball of `cargo xtask package npm`, installed into
+    // browser/js (not saved to its package.json), where the checks import it by name.
     let js = root.join("browser/js");
-    let stamp = js.join("node_modules/.package-lock.json");
-    if stamp.exists() && modified(&stamp) >= modified(&js.join("package-lock.json")) {
-        println!("browser: npm packages of browser/js already installed");
-    } else {
-        println!("browser: npm ci in browser/js (typescript, jose, binaryen)");
-        run(Command::new("npm")
-            .current_dir(&js)
-            .args(["ci", "--no-audit", "--no-fund"]))?;
-    }
+    let pkg = npm::build(root)?;
+    npm::print_sizes(&pkg);
+    // Over its size budget, the dpop entry fails the step, after every other check has run.
+    let dpop_gzip = pkg.sizes.get(1).map_or(0, npm::EntrySizes::total_gzip);
+    let over_budget = (dpop_gzip > npm::DPOP_BUDGET_GZIP).then(|| npm::budget_note(dpop_gzip));
+    let installed = npm::install(&pkg, &js)?;
+    println!("browser: tsc --noEmit (browser/js/example.ts against the installed package's types, both entries)");
+    run(Command::new("node")
+        .current_dir(&js)
+        .args(["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"]))?;
+    println!(
+        "browser: under node, from the installed tarball: init() loads the package's own wasm, proofs verified by jose (both entries), the README's example"
+    );
+    run(Command::new("node")
+        .current_dir(&js)
+        .env("KEYBOUND_SOFTWARE_KEY", "0")
+        .args(["--test", "interop.test.mjs", "package.test.mjs"]))?;
 
-    for features in FEATURE_SETS {
-        // The npm package is the default build; the software-key build is checked beside it.
-        let pkg = if features.is_empty() {
-            root.join("browser/pkg")
-        } else {
-            target_dir.join("browser-pkg-software-key")
-        };
-        println!(
-            "browser: npm package into {} (release wasm, wasm-bindgen --target web, wasm-opt -Oz){}",
-            pkg.display(),
-            describe(features)
-        );
-        build_package(root, &target_dir, &wasm_bindgen_bin, features, &pkg)?;
-        report_sizes(&pkg)?;
-        if features.is_empty() {
-            println!("browser: tsc --noEmit (the .d.ts against browser/js/example.ts)");
-            run(Command::new("node").current_dir(&js).args([
-                "node_modules/typescript/bin/tsc",
-                "-p",
-                "tsconfig.json",
-            ]))?;
-        }
-        println!(
-            "browser: the package's proofs verified by jose under node{}",
-            describe(features)
-        );
-        run(Command::new("node")
-            .current_dir(&js)
-            .env("KEYBOUND_PKG", &pkg)
-            .env("KEYBOUND_SOFTWARE_KEY", if features.is_empty() { "0" } else { "1" })
-            .args(["--test", "interop.test.mjs"]))?;
-    }
+    // The software-key build (not published), checked beside it from its directory.
+    let software = target_dir.join("browser-pkg-software-key");
+    let features = FEATURE_SETS[1];
+    println!(
+        "browser: the software-key build into {} (release wasm, wasm-bindgen --target web, wasm-opt -Oz){}",
+        software.display(),
+        describe(features)
+    );
+    build_package(root, &target_dir, &wasm_bindgen_bin, features, &software)?;
+    report_sizes(&software)?;
+    println!(
+        "browser: the package's proofs verified by jose under node{}",
+        describe(features)
+    );
+    run(Command::new("node")
+        .current_dir(&js)
+        .env("KEYBOUND_PKG", &software)
+        .env("KEYBOUND_SOFTWARE_KEY", "1")
+        .args(["--test", "interop.test.mjs"]))?;
 
-    cors_through_envoy(root, &root.join("browser/pkg"))
+    cors_through_envoy(root, &installed)?;
+    over_budget.map_or(Ok(()), Err)
 }
 
 /// The npm package in `pkg` loaded by a page on another origin in headless Chromium, calling the
@@ -132,14 +133,18 @@ fn cors_through_envoy(root: &Path, pkg: &Path) -> Result<(), String> {
         ]))
 }
 
-/// The cargo feature flags of the builds checked: default, and with the software key.
+/// The cargo feature flags of the builds tested in Chromium: default, and with the software key.
 const FEATURE_SETS: [&[&str]; 2] = [&[], &["--features", "software-key"]];
 
+/// The feature flags the crate is linted with: the two above, and without login (the
+/// `keybound-browser/dpop` entry).
+const LINT_SETS: [&[&str]; 3] = [&[], &["--no-default-features"], &["--features", "software-key"]];
+
 fn describe(features: &[&str]) -> &'static str {
-    if features.is_empty() {
-        ""
-    } else {
-        " (feature software-key)"
+    match features {
+        [] => "",
+        ["--no-default-features"] => " (without login: the dpop entry)",
+        _ => " (feature software-key)",
     }
 }
 
@@ -248,7 +253,7 @@ fn browser_tests(
 }
 
 /// The workspace version (`[workspace.package] version` of the root Cargo.toml).
-fn workspace_version(root: &Path) -> Result<String, String> {
+pub fn workspace_version(root: &Path) -> Result<String, String> {
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).map_err(|e| format!("Cargo.toml: {e}"))?;
     let mut in_package = false;
     for line in manifest.lines() {
@@ -296,7 +301,8 @@ pub fn build_wasm(root: &Path, target_dir: &Path, features: &[&str]) -> Result<P
     Ok(target_dir.join(WASM_TARGET).join("wasm-release/keybound_browser.wasm"))
 }
 
-/// The npm package in `pkg`: [`build_wasm`], wasm-bindgen, wasm-opt, `package.json`.
+/// The software-key build checked beside the npm package, in `pkg` (not published): [`build_wasm`]
+/// with `features`, then [`bindgen`].
 pub fn build_package(
     root: &Path,
     target_dir: &Path,
@@ -305,64 +311,41 @@ pub fn build_package(
     pkg: &Path,
 ) -> Result<(), String> {
     let wasm = build_wasm(root, target_dir, features)?;
-    if pkg.exists() {
-        std::fs::remove_dir_all(pkg).map_err(|e| format!("{}: {e}", pkg.display()))?;
+    bindgen(
+        root,
+        &wasm_bindgen_bin.join("wasm-bindgen"),
+        &wasm,
+        pkg,
+        "keybound_browser",
+    )
+}
+
+/// wasm-bindgen `--target web` of `wasm` into a fresh `out_dir` (the glue `<name>.js`, the wasm
+/// `<name>_bg.wasm`, types and snippets), then `wasm-opt -Oz` on the wasm (binaryen from npm, in
+/// `browser/js/node_modules`).
+pub fn bindgen(root: &Path, wasm_bindgen: &Path, wasm: &Path, out_dir: &Path, name: &str) -> Result<(), String> {
+    if out_dir.exists() {
+        std::fs::remove_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     }
-    run(Command::new(wasm_bindgen_bin.join("wasm-bindgen"))
+    run(Command::new(wasm_bindgen)
         .args([
             "--target",
             "web",
             "--remove-name-section",
             "--remove-producers-section",
+            "--out-name",
+            name,
             "--out-dir",
         ])
-        .arg(pkg)
-        .arg(&wasm))?;
-    // Binaryen's wasm-opt, from npm (browser/js/node_modules/binaryen).
-    let bg = pkg.join("keybound_browser_bg.wasm");
+        .arg(out_dir)
+        .arg(wasm))?;
+    let bg = out_dir.join(format!("{name}_bg.wasm"));
     run(Command::new("node")
         .arg(root.join("browser/js/node_modules/binaryen/bin/wasm-opt"))
         .args(WASM_OPT_FLAGS)
         .arg(&bg)
         .arg("-o")
-        .arg(&bg))?;
-    let version = workspace_version(root)?;
-    let package_json = format!(
-        r#"{{
-  "name": "keybound-browser",
-  "version": "{version}",
-  "description": "DPoP (RFC 9449) keys and proofs for browsers: non-extractable WebCrypto keys, proofs built by keybound-core",
-  "license": "Apache-2.0 OR MIT",
-  "type": "module",
-  "main": "./keybound_browser.js",
-  "types": "./keybound_browser.d.ts",
-  "exports": {{
-    ".": {{
-      "types": "./keybound_browser.d.ts",
-      "default": "./keybound_browser.js"
-    }},
-    "./keybound_browser_bg.wasm": "./keybound_browser_bg.wasm"
-  }},
-  "files": [
-    "keybound_browser.js",
-    "keybound_browser.d.ts",
-    "keybound_browser_bg.wasm",
-    "keybound_browser_bg.wasm.d.ts",
-    "snippets/"
-  ],
-  "sideEffects": [
-    "./snippets/*"
-  ]
-}}
-"#
-    );
-    let path = pkg.join("package.json");
-    std::fs::write(&path, package_json).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(())
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+        .arg(&bg))
 }
 
 /// Prints the sizes README.md reports: the wasm and the JS glue, raw and `gzip -9`.

@@ -9,7 +9,7 @@
 //! - `cargo xtask demo`: builds and runs the whole system on 127.0.0.1 (see `demo.rs`, README).
 //! - `cargo xtask bench`: the benchmarks (see `bench.rs` and BENCHMARKS.md).
 //! - `cargo xtask package [TARGET...] [--pin]`: the artifacts keybound ships (the filter as an
-//!   OCI image for Istio; see `package.rs`).
+//!   OCI image for Istio, the browser module as an npm tarball; see `package.rs`, `npm.rs`).
 //!
 //! `cargo xtask test --only TEXT` runs only the steps whose name starts with TEXT (e.g. `package`;
 //! a step sets up what it needs itself, or fails saying what is missing): for working on one step.
@@ -21,6 +21,7 @@ use std::time::Instant;
 mod bench;
 mod browser;
 mod demo;
+mod npm;
 mod package;
 mod tools;
 

@@ -5,6 +5,10 @@
 //!   `WasmPlugin` pulls (`url: oci://…`), an OCI image layout in `<target>/package/filter-oci`
 //!   tagged with the workspace version. Prints the image's (manifest) digest and the sha256 of
 //!   `plugin.wasm`, and whether `envoy/istio/` pins this image; `--pin` rewrites those pins.
+//! - `npm`: the browser module as the npm package `keybound-browser`, the tarball
+//!   `<target>/package/keybound-browser-<version>.tgz` (`npm pack` of `<target>/package/npm`), with
+//!   its two entry points `keybound-browser` and `keybound-browser/dpop`; prints its path, sha256
+//!   and sizes (see `npm.rs`).
 //!
 //! # The image format
 //!
@@ -54,11 +58,18 @@ pub struct Target {
 }
 
 /// Every package target, in build order.
-pub const TARGETS: &[Target] = &[Target {
-    name: "filter-oci",
-    about: "the filter as an OCI image for Istio's WasmPlugin (target/package/filter-oci)",
-    build: filter_oci,
-}];
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "filter-oci",
+        about: "the filter as an OCI image for Istio's WasmPlugin (target/package/filter-oci)",
+        build: filter_oci,
+    },
+    Target {
+        name: "npm",
+        about: "the browser module as an npm tarball (target/package/keybound-browser-<version>.tgz)",
+        build: npm,
+    },
+];
 
 /// Flags of `cargo xtask package`.
 pub struct Options {
@@ -130,6 +141,11 @@ pub fn usage() -> String {
     }
     text.push_str("\n  --pin        rewrite the image pins in envoy/istio/*.yaml to the image just built");
     text
+}
+
+/// The `npm` target.
+fn npm(root: &Path, _options: &Options) -> Result<(), String> {
+    crate::npm::package(root)
 }
 
 /// The `filter-oci` target.

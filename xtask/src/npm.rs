@@ -1,0 +1,470 @@
+//! The npm package `keybound-browser`: built by `cargo xtask package npm` (no tests) and by the
+//! browser step of `cargo xtask test`, which installs the same tarball and tests it.
+//!
+//! The tarball `<target>/package/keybound-browser-<version>.tgz` (made by `npm pack` from the
+//! staged package `<target>/package/npm/`) has two entry points, each its own wasm-bindgen output
+//! (`--target web`, then `wasm-opt -Oz`) of keybound-browser built for `wasm32-unknown-unknown`:
+//!
+//! - `keybound-browser`: the default features (keys, proofs, the DPoP `fetch`, and login);
+//! - `keybound-browser/dpop` (in `dpop/`): built without the `login` feature: keys, proofs and the
+//!   DPoP `fetch` only, at most [`DPOP_BUDGET_GZIP`] bytes of wasm and JS gzipped.
+//!
+//! Both come from the same crate (the dpop entry is the same code with login left out). Each entry
+//! has a `node` export condition: `node.js`, the same module whose `init()` without arguments reads
+//! the package's own wasm with `fs/promises` (wasm-bindgen's loader would `fetch` a `file:` URL,
+//! which Node refuses).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{browser, run, tools};
+
+/// One entry point of the package.
+pub struct Entry {
+    /// The import specifier.
+    pub specifier: &'static str,
+    /// Its directory in the package (`""`: the root).
+    pub dir: &'static str,
+    /// wasm-bindgen's `--out-name`: the glue is `<name>.js`, the wasm `<name>_bg.wasm`.
+    pub name: &'static str,
+    /// The cargo feature flags of its build.
+    pub features: &'static [&'static str],
+}
+
+/// The package's entry points.
+pub const ENTRIES: [Entry; 2] = [
+    Entry {
+        specifier: "keybound-browser",
+        dir: "",
+        name: "keybound_browser",
+        features: &[],
+    },
+    Entry {
+        specifier: "keybound-browser/dpop",
+        dir: "dpop",
+        name: "keybound_dpop",
+        features: &["--no-default-features"],
+    },
+];
+
+/// What `keybound-browser/dpop` may weigh: its wasm and JS (glue and snippets), each `gzip -9`,
+/// together (20 KB).
+pub const DPOP_BUDGET_GZIP: u64 = 20_000;
+
+/// The built package.
+pub struct NpmPackage {
+    /// The tarball: `<target>/package/keybound-browser-<version>.tgz`.
+    pub tarball: PathBuf,
+    /// The staged package it was packed from: `<target>/package/npm`.
+    pub staged: PathBuf,
+    /// The sha256 of the tarball (hex).
+    pub sha256: String,
+    /// The sizes of each entry, in [`ENTRIES`] order.
+    pub sizes: Vec<EntrySizes>,
+}
+
+/// What the browser downloads for one entry, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntrySizes {
+    /// The wasm, raw.
+    pub wasm: u64,
+    /// The wasm, `gzip -9`.
+    pub wasm_gzip: u64,
+    /// The JS: the glue and its snippets, raw.
+    pub js: u64,
+    /// The JS, each file `gzip -9`.
+    pub js_gzip: u64,
+}
+
+impl EntrySizes {
+    /// wasm and JS gzipped, together.
+    pub fn total_gzip(&self) -> u64 {
+        self.wasm_gzip + self.js_gzip
+    }
+}
+
+/// `cargo xtask package npm`: builds the package and prints where it is, its sha256 and sizes.
+pub fn package(root: &Path) -> Result<(), String> {
+    let pkg = build(root)?;
+    println!("npm: {}", pkg.tarball.display());
+    println!("  sha256:  {}", pkg.sha256);
+    println!("  tarball: {} bytes", file_size(&pkg.tarball)?);
+    print_sizes(&pkg);
+    println!(
+        "  install: npm install {}   (unpacked: {})",
+        pkg.tarball.display(),
+        pkg.staged.display()
+    );
+    Ok(())
+}
+
+/// Prints the sizes of each entry, and the dpop entry's budget.
+pub fn print_sizes(pkg: &NpmPackage) {
+    for (entry, s) in ENTRIES.iter().zip(&pkg.sizes) {
+        println!(
+            "  {:<22} wasm {} bytes ({} gzipped) + JS {} bytes ({} gzipped) = {} bytes gzipped",
+            entry.specifier,
+            s.wasm,
+            s.wasm_gzip,
+            s.js,
+            s.js_gzip,
+            s.total_gzip()
+        );
+    }
+    if let Some(dpop) = pkg.sizes.get(1) {
+        println!("  {}", budget_note(dpop.total_gzip()));
+    }
+}
+
+/// Whether the dpop entry fits its budget, in words.
+pub fn budget_note(dpop_gzip: u64) -> String {
+    if dpop_gzip <= DPOP_BUDGET_GZIP {
+        format!("keybound-browser/dpop: {dpop_gzip} bytes gzipped, within its budget of {DPOP_BUDGET_GZIP}")
+    } else {
+        format!(
+            "keybound-browser/dpop: {dpop_gzip} bytes gzipped, OVER its budget of {DPOP_BUDGET_GZIP} by {}",
+            dpop_gzip - DPOP_BUDGET_GZIP
+        )
+    }
+}
+
+/// Installs what the build needs (wasm-bindgen-cli, node and npm, binaryen from `browser/js`),
+/// builds both entries into `<target>/package/npm` and packs the tarball beside it.
+///
+/// # Errors
+/// A tool missing or failing, naming it.
+pub fn build(root: &Path) -> Result<NpmPackage, String> {
+    let wasm_bindgen = tools::wasm_bindgen_cli(root)?;
+    tools::node()?;
+    js_tools(root)?;
+    let target = tools::target_dir(root);
+    let out = target.join("package");
+    let staged = out.join("npm");
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged).map_err(|e| format!("{}: {e}", staged.display()))?;
+    }
+    let mut sizes = Vec::new();
+    for entry in &ENTRIES {
+        let dir = staged.join(entry.dir);
+        println!(
+            "npm: building {} (release wasm {}, wasm-bindgen --target web, wasm-opt -Oz) into {}",
+            entry.specifier,
+            if entry.features.is_empty() {
+                "with the default features"
+            } else {
+                "without login"
+            },
+            dir.display()
+        );
+        let wasm = browser::build_wasm(root, &target, entry.features)?;
+        browser::bindgen(root, &wasm_bindgen.join("wasm-bindgen"), &wasm, &dir, entry.name)?;
+        write(&dir.join("node.js"), &node_module(entry.name))?;
+        sizes.push(entry_sizes(&dir, entry.name)?);
+    }
+    let version = browser::workspace_version(root)?;
+    write(&staged.join("package.json"), &package_json(&version))?;
+    copy(&root.join("browser/npm/README.md"), &staged.join("README.md"))?;
+    for license in ["LICENSE-APACHE", "LICENSE-MIT"] {
+        copy(&root.join(license), &staged.join(license))?;
+    }
+    let tarball = out.join(format!("keybound-browser-{version}.tgz"));
+    if tarball.exists() {
+        std::fs::remove_file(&tarball).map_err(|e| format!("{}: {e}", tarball.display()))?;
+    }
+    println!("npm: npm pack into {}", out.display());
+    let packed = capture(
+        Command::new("npm")
+            .current_dir(&staged)
+            .args(["pack", "--json", "--pack-destination"])
+            .arg(&out),
+    )?;
+    if !tarball.exists() {
+        return Err(format!("npm pack did not write {}: {packed}", tarball.display()));
+    }
+    let sha256 = capture(Command::new("sha256sum").arg(&tarball))?
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Ok(NpmPackage {
+        tarball,
+        staged,
+        sha256,
+        sizes,
+    })
+}
+
+/// The npm packages of `browser/js` (binaryen's wasm-opt, typescript, jose), with `npm ci` when
+/// `package-lock.json` is newer than what is installed.
+pub fn js_tools(root: &Path) -> Result<(), String> {
+    let js = root.join("browser/js");
+    let stamp = js.join("node_modules/.package-lock.json");
+    if stamp.exists() && modified(&stamp) >= modified(&js.join("package-lock.json")) {
+        println!("browser/js: npm packages installed");
+        Ok(())
+    } else {
+        println!("browser/js: npm ci (typescript, jose, binaryen)");
+        run(Command::new("npm")
+            .current_dir(&js)
+            .args(["ci", "--no-audit", "--no-fund"]))
+    }
+}
+
+/// Installs the tarball into `dir` (an npm project) without saving it to its `package.json`,
+/// and checks that the installed package is the tarball's (its wasm files equal the staged ones).
+/// Returns the installed package's directory (`dir/node_modules/keybound-browser`).
+///
+/// # Errors
+/// npm failing, or the installed files differing from the built ones.
+pub fn install(pkg: &NpmPackage, dir: &Path) -> Result<PathBuf, String> {
+    println!("npm: npm install {} in {}", pkg.tarball.display(), dir.display());
+    run(Command::new("npm")
+        .current_dir(dir)
+        .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefer-offline"])
+        .arg(&pkg.tarball))?;
+    let installed = dir.join("node_modules/keybound-browser");
+    for entry in &ENTRIES {
+        let wasm = Path::new(entry.dir).join(format!("{}_bg.wasm", entry.name));
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        if read(&installed.join(&wasm))? != read(&pkg.staged.join(&wasm))? {
+            return Err(format!(
+                "{} installed in {} differs from the one built",
+                wasm.display(),
+                installed.display()
+            ));
+        }
+    }
+    Ok(installed)
+}
+
+/// The `node` export condition's module for the entry whose glue is `<name>.js`.
+fn node_module(name: &str) -> String {
+    format!(
+        r#"// keybound-browser under Node 20+ (the `node` export condition): the module `{name}.js`,
+// whose `init()` without a wasm source reads the package's own `{name}_bg.wasm` with
+// fs/promises (its loader would fetch() a file: URL, which Node's fetch refuses).
+import initWasm from "./{name}.js";
+
+export * from "./{name}.js";
+
+/**
+ * Loads the wasm: `init()` reads it from this package; `init({{ module_or_path }})` loads the
+ * given source, as in browsers.
+ */
+export default async function init(options) {{
+  const plain = options !== null && typeof options === "object" && Object.getPrototypeOf(options) === Object.prototype;
+  if (options === undefined || (plain && options.module_or_path === undefined)) {{
+    const {{ readFile }} = await import("node:fs/promises");
+    const bytes = await readFile(new URL("./{name}_bg.wasm", import.meta.url));
+    return initWasm({{ ...options, module_or_path: bytes }});
+  }}
+  return initWasm(options);
+}}
+"#
+    )
+}
+
+/// The package's `package.json`.
+fn package_json(version: &str) -> String {
+    let mut exports = String::new();
+    let mut files = String::new();
+    for entry in &ENTRIES {
+        let (key, prefix) = if entry.dir.is_empty() {
+            (".".to_string(), "./".to_string())
+        } else {
+            (format!("./{}", entry.dir), format!("./{}/", entry.dir))
+        };
+        let name = entry.name;
+        exports.push_str(&format!(
+            r#"    "{key}": {{
+      "types": "{prefix}{name}.d.ts",
+      "node": "{prefix}node.js",
+      "default": "{prefix}{name}.js"
+    }},
+    "{prefix}{name}_bg.wasm": {{
+      "types": "{prefix}{name}_bg.wasm.d.ts",
+      "default": "{prefix}{name}_bg.wasm"
+    }},
+"#
+        ));
+        for file in [
+            format!("{name}.js"),
+            format!("{name}.d.ts"),
+            format!("{name}_bg.wasm"),
+            format!("{name}_bg.wasm.d.ts"),
+            "node.js".into(),
+            "snippets/".into(),
+        ] {
+            files.push_str(&format!("    \"{prefix}{file}\",\n").replacen("./", "", 1));
+        }
+    }
+    format!(
+        r#"{{
+  "name": "keybound-browser",
+  "version": "{version}",
+  "description": "DPoP (RFC 9449) for browsers: non-extractable WebCrypto keys, proofs, fetch with nonce retry, and OAuth login (PAR, PKCE)",
+  "keywords": ["dpop", "oauth", "rfc9449", "webcrypto", "wasm", "fapi"],
+  "license": "Apache-2.0 OR MIT",
+  "repository": {{
+    "type": "git",
+    "url": "git+https://github.com/keybound/keybound.git",
+    "directory": "browser"
+  }},
+  "type": "module",
+  "engines": {{
+    "node": ">=20"
+  }},
+  "main": "./keybound_browser.js",
+  "types": "./keybound_browser.d.ts",
+  "exports": {{
+{exports}    "./package.json": "./package.json"
+  }},
+  "files": [
+{files}    "LICENSE-APACHE",
+    "LICENSE-MIT"
+  ],
+  "sideEffects": false
+}}
+"#
+    )
+}
+
+/// The sizes of an entry's wasm and JS (glue and snippets) in `dir`.
+fn entry_sizes(dir: &Path, name: &str) -> Result<EntrySizes, String> {
+    let wasm = dir.join(format!("{name}_bg.wasm"));
+    let mut js = vec![dir.join(format!("{name}.js"))];
+    js.extend(
+        walk(&dir.join("snippets"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "js")),
+    );
+    let mut sizes = EntrySizes {
+        wasm: file_size(&wasm)?,
+        wasm_gzip: gzipped(&wasm)?,
+        js: 0,
+        js_gzip: 0,
+    };
+    for file in &js {
+        sizes.js += file_size(file)?;
+        sizes.js_gzip += gzipped(file)?;
+    }
+    Ok(sizes)
+}
+
+fn file_size(path: &Path) -> Result<u64, String> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The size of `gzip -9` of a file.
+fn gzipped(path: &Path) -> Result<u64, String> {
+    let out = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("gzip: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("gzip -9 {} failed", path.display()));
+    }
+    Ok(out.stdout.len() as u64)
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() { walk(&path) } else { vec![path] }
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("{} to {}: {e}", from.display(), to.display()))
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Runs a command and returns its stdout; an error carries its stderr.
+fn capture(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_package_json_exports_both_entries_with_types_first() {
+        let json = package_json("1.2.3");
+        assert!(json.contains(r#""version": "1.2.3""#), "{json}");
+        for (key, prefix, name) in [(".", "./", "keybound_browser"), ("./dpop", "./dpop/", "keybound_dpop")] {
+            let entry = format!(
+                "\"{key}\": {{\n      \"types\": \"{prefix}{name}.d.ts\",\n      \"node\": \"{prefix}node.js\",\n      \"default\": \"{prefix}{name}.js\"\n    }}"
+            );
+            assert!(json.contains(&entry), "{entry}\n{json}");
+            assert!(
+                json.contains(&format!("\"{prefix}{name}_bg.wasm\": {{\n      \"types\"")),
+                "{json}"
+            );
+        }
+        for file in [
+            "\"keybound_browser.js\"",
+            "\"dpop/keybound_dpop_bg.wasm\"",
+            "\"dpop/snippets/\"",
+            "\"LICENSE-MIT\"",
+        ] {
+            assert!(json.contains(file), "{file}\n{json}");
+        }
+        assert!(json.contains(r#""license": "Apache-2.0 OR MIT""#));
+        assert!(json.contains(r#""node": ">=20""#));
+        assert!(json.contains(r#""sideEffects": false"#));
+        assert!(
+            !json.contains(",\n  }") && !json.contains(",\n  ]"),
+            "no trailing commas: {json}"
+        );
+    }
+
+    #[test]
+    fn the_node_module_reads_its_own_wasm() {
+        let js = node_module("keybound_dpop");
+        assert!(js.contains(r#"import initWasm from "./keybound_dpop.js";"#), "{js}");
+        assert!(js.contains(r#"export * from "./keybound_dpop.js";"#), "{js}");
+        assert!(
+            js.contains(r#"new URL("./keybound_dpop_bg.wasm", import.meta.url)"#),
+            "{js}"
+        );
+    }
+
+    #[test]
+    fn the_budget_note_says_by_how_much() {
+        assert!(budget_note(DPOP_BUDGET_GZIP).contains("within"));
+        assert!(budget_note(DPOP_BUDGET_GZIP + 7).ends_with("OVER its budget of 20000 by 7"));
+    }
+}
