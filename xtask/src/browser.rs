@@ -7,7 +7,8 @@
 //! the build and the interop run twice: for the default build (the npm package) and for the build
 //! with the opt-in `software-key` feature (packaged into the target directory, not published).
 //! Last, the npm package is used cross-origin through the filter in a real Envoy without a CORS
-//! filter (`tests/tests/browser_cors.rs`, an ignored test run here with `KEYBOUND_BROWSER_PKG`).
+//! filter (`tests/tests/browser_cors.rs`, an ignored test run here with `KEYBOUND_BROWSER_PKG`),
+//! and its tarball in apps built with Vite and webpack and in a plain page (`bundlers.rs`).
 //!
 //! Every action prints a line; everything already in place is left alone.
 
@@ -104,7 +105,8 @@ pub fn test(root: &Path) -> Result<(), String> {
             .args(["--test", "interop.test.mjs"]))?;
     }
 
-    cors_through_envoy(root, &root.join("browser/pkg"))
+    cors_through_envoy(root, &root.join("browser/pkg"))?;
+    crate::bundlers::test(root, &root.join("browser/pkg"))
 }
 
 /// The npm package in `pkg` loaded by a page on another origin in headless Chromium, calling the

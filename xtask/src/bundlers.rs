@@ -1,0 +1,106 @@
+//! The last part of the browser step of `cargo xtask test` (issue 16, item 3): the npm package's
+//! tarball installed into the app projects of `browser/bundlers/` (Vite 8 with no configuration,
+//! Vite 7 with its one line, webpack 5 with none, a plain `<script type="module">` page) and used
+//! in headless Chromium through the filter in a real Envoy: the ignored test `keybound-e2e`'s
+//! `bundlers`, given the tarball with `KEYBOUND_BROWSER_TGZ`.
+//!
+//! Before it: `npm ci` in each project that has npm packages of its own (skipped when
+//! `node_modules/.package-lock.json` is newer than `package-lock.json`), and the tarball.
+//! Every action prints a line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{run, tools};
+
+/// Runs the bundler checks for the npm package built into `pkg`; see the module docs.
+pub fn test(root: &Path, pkg: &Path) -> Result<(), String> {
+    let projects = root.join("browser/bundlers");
+    for project in project_dirs(&projects)? {
+        install_project(root, &project)?;
+    }
+    let tgz = tarball(root, pkg)?;
+    tools::envoy(root)?;
+    tools::build_filter(root)?;
+    println!(
+        "browser: {} in apps built with Vite (dev server and build), webpack 5 and a plain module page, through Envoy (headless Chromium)",
+        tgz.display()
+    );
+    run(crate::cargo_cmd()
+        .current_dir(root)
+        .env("KEYBOUND_BROWSER_TGZ", &tgz)
+        .args([
+            "test",
+            "-p",
+            "keybound-e2e",
+            "--locked",
+            "--test",
+            "bundlers",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ]))
+}
+
+/// The folders of `browser/bundlers/` with a `package.json`, sorted.
+fn project_dirs(projects: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(projects)
+        .map_err(|e| format!("{}: {e}", projects.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("package.json").is_file())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// `npm ci` in a project, unless its packages are installed already or it has none.
+fn install_project(root: &Path, project: &Path) -> Result<(), String> {
+    let name = project.strip_prefix(root).unwrap_or(project).display().to_string();
+    let manifest = std::fs::read_to_string(project.join("package.json")).map_err(|e| format!("{name}: {e}"))?;
+    if !manifest.contains("\"devDependencies\"") && !manifest.contains("\"dependencies\"") {
+        println!("browser: {name} has no npm packages of its own");
+        return Ok(());
+    }
+    let stamp = project.join("node_modules/.package-lock.json");
+    if stamp.exists() && modified(&stamp) >= modified(&project.join("package-lock.json")) {
+        println!("browser: npm packages of {name} already installed");
+        return Ok(());
+    }
+    println!("browser: npm ci in {name}");
+    run(Command::new("npm")
+        .current_dir(project)
+        .args(["ci", "--no-audit", "--no-fund"]))
+}
+
+/// The package's tarball, `npm pack` of `pkg` into `<target>/bundlers/`.
+///
+/// A stand-in until `cargo xtask package npm` writes `target/package/keybound-browser-<version>.tgz`:
+/// then this step takes that file instead.
+fn tarball(root: &Path, pkg: &Path) -> Result<PathBuf, String> {
+    let dest = tools::target_dir(root).join("bundlers");
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    }
+    std::fs::create_dir_all(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    println!("browser: npm pack {} into {}", pkg.display(), dest.display());
+    run(Command::new("npm")
+        .current_dir(&dest)
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(&dest)
+        .arg(pkg))?;
+    let found: Vec<PathBuf> = std::fs::read_dir(&dest)
+        .map_err(|e| format!("{}: {e}", dest.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(format!("npm pack wrote {found:?} into {}", dest.display())),
+    }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
