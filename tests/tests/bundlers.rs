@@ -139,8 +139,12 @@ fn install(project: &Path, tgz: &Path) -> Result<Duration, String> {
     )
 }
 
-/// `npm run build` in the project.
+/// `npm run build` in the project, after removing its `dist/` (webpack keeps old files there).
 fn build(project: &Path) -> Result<Duration, String> {
+    let dist = project.join("dist");
+    if dist.exists() {
+        std::fs::remove_dir_all(&dist).map_err(|e| format!("{}: {e}", dist.display()))?;
+    }
     run(
         &format!("npm run build in {}", project.display()),
         Command::new("npm").current_dir(project).args(["run", "build"]),
