@@ -106,7 +106,8 @@ pub fn test(root: &Path) -> Result<(), String> {
     }
 
     cors_through_envoy(root, &root.join("browser/pkg"))?;
-    crate::bundlers::test(root, &root.join("browser/pkg"))
+    let tgz = crate::bundlers::stand_in_tarball(root, &root.join("browser/pkg"))?;
+    crate::bundlers::test(root, &tgz)
 }
 
 /// The npm package in `pkg` loaded by a page on another origin in headless Chromium, calling the

@@ -5,21 +5,20 @@
 //! `bundlers`, given the tarball with `KEYBOUND_BROWSER_TGZ`.
 //!
 //! Before it: `npm ci` in each project that has npm packages of its own (skipped when
-//! `node_modules/.package-lock.json` is newer than `package-lock.json`), and the tarball.
-//! Every action prints a line.
+//! `node_modules/.package-lock.json` is newer than `package-lock.json`). Every action prints a
+//! line.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::{run, tools};
 
-/// Runs the bundler checks for the npm package built into `pkg`; see the module docs.
-pub fn test(root: &Path, pkg: &Path) -> Result<(), String> {
+/// Runs the bundler checks on the npm tarball `tgz`; see the module docs.
+pub fn test(root: &Path, tgz: &Path) -> Result<(), String> {
     let projects = root.join("browser/bundlers");
     for project in project_dirs(&projects)? {
         install_project(root, &project)?;
     }
-    let tgz = tarball(root, pkg)?;
     tools::envoy(root)?;
     tools::build_filter(root)?;
     println!(
@@ -28,7 +27,7 @@ pub fn test(root: &Path, pkg: &Path) -> Result<(), String> {
     );
     run(crate::cargo_cmd()
         .current_dir(root)
-        .env("KEYBOUND_BROWSER_TGZ", &tgz)
+        .env("KEYBOUND_BROWSER_TGZ", tgz)
         .args([
             "test",
             "-p",
@@ -73,11 +72,12 @@ fn install_project(root: &Path, project: &Path) -> Result<(), String> {
         .args(["ci", "--no-audit", "--no-fund"]))
 }
 
-/// The package's tarball, `npm pack` of `pkg` into `<target>/bundlers/`.
+/// A tarball of the package built into `pkg`: `npm pack` into `<target>/bundlers/`.
 ///
-/// A stand-in until `cargo xtask package npm` writes `target/package/keybound-browser-<version>.tgz`:
-/// then this step takes that file instead.
-fn tarball(root: &Path, pkg: &Path) -> Result<PathBuf, String> {
+/// A stand-in until `cargo xtask package npm` (which writes
+/// `<target>/package/keybound-browser-<version>.tgz`) is in: the browser step then passes that
+/// file to [`test`] instead.
+pub fn stand_in_tarball(root: &Path, pkg: &Path) -> Result<PathBuf, String> {
     let dest = tools::target_dir(root).join("bundlers");
     if dest.exists() {
         std::fs::remove_dir_all(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
