@@ -2,15 +2,17 @@
 //!
 //! Runs the real thing: Envoy (from `.tools/envoy`, installed by `cargo xtask test`) with the
 //! release build of the keybound filter, an upstream that echoes the request headers it received
-//! as JSON (optionally doing its own CORS, like an application), a plain HTTP/1.1 client, and
-//! headless Chromium through WebDriver ([`webdriver`]). Processes are stopped when their handle
-//! drops.
+//! as JSON (optionally doing its own CORS, like an application), a plain HTTP/1.1 client, a
+//! static web site for browser pages ([`site`]), and headless Chromium through WebDriver
+//! ([`webdriver`]). Processes are stopped when their handle drops.
 
 pub mod tls;
 // lead's modules (e.g. `pub mod issuer;`) go here.
 pub mod issuer;
+pub mod site;
 pub mod webdriver;
 
+pub use site::{SiteContent, StaticSite};
 pub use tls::{Identity, Pki, request_tls};
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -22,19 +22,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
 
-use common::{sign_token, token_claims};
 use keybound_e2e::webdriver::Browser;
-use keybound_e2e::{Envoy, EnvoyOptions, Upstream};
+use keybound_e2e::{Envoy, SiteContent, StaticSite, Upstream};
 use serde_json::{Value, json};
-
-/// A fixed nonce secret (base64url of 32+ bytes), as in the other nonce tests.
-const NONCE_SECRET: &str = "ZTJlLW5vbmNlLXNlY3JldC1lMmUtbm9uY2Utc2VjcmV0LWUyZQ";
 
 /// The page: loads the package from `/pkg/`, opens a DPoP key, records every `fetch` the module
 /// makes after loading (method, URL, the proof's `nonce`, the status or the error), and offers
@@ -118,93 +110,20 @@ fn package_dir() -> PathBuf {
 }
 
 /// A static site on a free port of 127.0.0.1: [`PAGE`] at `/`, the package's files under
-/// `/pkg/`, 404 for anything else. Stopped on drop.
-struct Site {
-    port: u16,
-    stop: Arc<AtomicBool>,
-}
-
-impl Site {
-    fn start(pkg: &Path) -> Site {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let pkg = pkg.to_path_buf();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if flag.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Ok(c) = conn {
-                    let pkg = pkg.clone();
-                    std::thread::spawn(move || {
-                        let _ = serve_site(c, &pkg);
-                    });
-                }
-            }
-        });
-        Site { port, stop }
-    }
-
-    fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-/// Answers one GET (then closes the connection).
-fn serve_site(stream: TcpStream, pkg: &Path) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim_end().is_empty() {
-            break;
-        }
-    }
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    let (status, content_type, body) = if path == "/" {
-        ("200 OK", "text/html; charset=utf-8", PAGE.as_bytes().to_vec())
-    } else if let Some(file) = path
-        .strip_prefix("/pkg/")
-        .map(Path::new)
-        .filter(|f| f.components().all(|c| matches!(c, Component::Normal(_))))
-        && let Ok(bytes) = std::fs::read(pkg.join(file))
-    {
-        let content_type = match file.extension().and_then(|e| e.to_str()) {
-            Some("js") => "text/javascript",
-            Some("wasm") => "application/wasm",
-            Some("json") => "application/json",
-            _ => "application/octet-stream",
-        };
-        ("200 OK", content_type, bytes)
-    } else {
-        ("404 Not Found", "text/plain", b"not found".to_vec())
-    };
-    let mut out = stream;
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    response.extend_from_slice(&body);
-    out.write_all(&response)?;
-    out.flush()
+/// `/pkg/`, 404 for anything else.
+fn site(pkg: &Path) -> StaticSite {
+    StaticSite::start(SiteContent {
+        index: Some(PAGE.to_owned()),
+        mount: "/pkg/".into(),
+        dir: pkg.to_path_buf(),
+    })
+    .unwrap()
 }
 
 /// Loads the page from `site`, waits for its key, mints a token bound to that key (`cnf.jkt`)
 /// with the test issuer, and has the page call `url` with the module's `fetch`. Returns the
 /// key's thumbprint and what the page saw.
-fn call_from_page(browser: &Browser, site: &Site, url: &str) -> (String, Value) {
+fn call_from_page(browser: &Browser, site: &StaticSite, url: &str) -> (String, Value) {
     browser.go(&format!("{}/", site.origin())).unwrap();
     browser
         .wait_until("the page's key", || {
@@ -214,7 +133,7 @@ fn call_from_page(browser: &Browser, site: &Site, url: &str) -> (String, Value) 
     let jkt = browser.execute("return window.keybound.thumbprint;").unwrap();
     let jkt = jkt.as_str().expect("a thumbprint").to_owned();
     assert_eq!(jkt.len(), 43, "a base64url SHA-256 thumbprint: {jkt}");
-    let token = sign_token(&token_claims(Some(json!({ "jkt": jkt }))));
+    let token = common::jkt_token(&jkt);
     let result = browser
         .execute_with(
             "return window.keybound.call(arguments[0], arguments[1]);",
@@ -228,25 +147,11 @@ fn call_from_page(browser: &Browser, site: &Site, url: &str) -> (String, Value) 
 #[ignore = "needs Chromium, chromedriver, Envoy, the release filter and the browser package: run by `cargo xtask test` (browser step)"]
 fn a_page_on_an_allowed_origin_gets_its_nonce_from_envoy_without_a_cors_filter_and_another_origin_cannot() {
     let pkg = package_dir();
-    let allowed = Site::start(&pkg);
-    let other = Site::start(&pkg);
+    let allowed = site(&pkg);
+    let other = site(&pkg);
     // The application does CORS for both pages; only the filter's own replies tell them apart.
     let upstream = Upstream::start_cors(&[allowed.origin(), other.origin()]).unwrap();
-    let allowed_origin = allowed.origin();
-    let envoy = Envoy::start_with_port(
-        |port| {
-            common::config(json!({
-                "dpop": {
-                    "origins": [format!("http://127.0.0.1:{port}")],
-                    "nonce": {"mode": "required", "secrets": [NONCE_SECRET], "step_seconds": 60},
-                },
-                "cors": {"allowed_origins": [allowed_origin]},
-            }))
-        },
-        &upstream,
-        &EnvoyOptions::default(),
-    )
-    .unwrap();
+    let envoy = common::browser_gateway(&[allowed.origin()], &upstream);
     let api = format!("http://127.0.0.1:{}/api/accounts", envoy.port);
     let browser = Browser::start(&[]).unwrap();
 

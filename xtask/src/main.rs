@@ -20,6 +20,7 @@ use std::time::Instant;
 
 mod bench;
 mod browser;
+mod bundlers;
 mod demo;
 mod npm;
 mod package;

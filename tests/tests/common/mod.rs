@@ -172,6 +172,35 @@ pub fn jwks(keys: &[(u8, &str)]) -> String {
     json!({ "keys": keys }).to_string()
 }
 
+/// A fixed DPoP nonce secret (base64url of 32+ bytes), for gateways that require nonces.
+pub const NONCE_SECRET: &str = "ZTJlLW5vbmNlLXNlY3JldC1lMmUtbm9uY2Utc2VjcmV0LWUyZQ";
+
+/// The gateway a browser page calls: the filter in a real Envoy (no CORS filter) in front of
+/// `upstream`, `dpop.origins` = its own `http://127.0.0.1:PORT`, DPoP nonces required, and
+/// `cors.allowed_origins` = `allowed_origins` (the filter's refusals are readable by those pages).
+pub fn browser_gateway(allowed_origins: &[String], upstream: &Upstream) -> Envoy {
+    Envoy::start_with_port(
+        |port| {
+            config(json!({
+                "dpop": {
+                    "origins": [format!("http://127.0.0.1:{port}")],
+                    "nonce": {"mode": "required", "secrets": [NONCE_SECRET], "step_seconds": 60},
+                },
+                "cors": {"allowed_origins": allowed_origins},
+            }))
+        },
+        upstream,
+        &EnvoyOptions::default(),
+    )
+    .unwrap()
+}
+
+/// An access token from the test issuer bound to the DPoP key with this RFC 7638 thumbprint
+/// (`cnf.jkt`), e.g. a browser page's key.
+pub fn jkt_token(jkt: &str) -> String {
+    sign_token(&token_claims(Some(json!({ "jkt": jkt }))))
+}
+
 /// Polls `f` every 100 ms for up to `secs` seconds.
 pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
