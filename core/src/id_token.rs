@@ -240,7 +240,7 @@ fn check_claims(payload: &[u8], policy: &IdTokenPolicy, nonce: Option<&str>, now
         Some(Audience::Many(v)) if v.is_empty() => return Err(missing("aud")),
         Some(Audience::Many(v)) => v,
     };
-    if !aud.iter().any(|a| *a == policy.client_id) {
+    if !aud.contains(&policy.client_id) {
         return Err(Error::IdTokenAudienceMismatch);
     }
     match raw.azp.as_deref() {
