@@ -241,7 +241,7 @@ async fn start_login_pushes_pkce_state_and_dpop_jkt_and_keeps_them_in_session_st
     assert_ne!(again["state"], saved["state"]);
 
     // logout() forgets the pending login.
-    c.logout().unwrap();
+    c.logout(None).unwrap();
     assert!(pending(&id).is_none());
 }
 

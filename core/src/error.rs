@@ -31,6 +31,9 @@ pub enum Part {
     AccessToken,
     /// Any other signed object (a client assertion, a request object): `invalid_request`.
     Other,
+    /// An OpenID Connect ID token, checked by a client ([`crate::id_token`]): failures map to
+    /// `invalid_token`.
+    IdToken,
 }
 
 impl Part {
@@ -39,6 +42,7 @@ impl Part {
             Part::Proof => "proof",
             Part::AccessToken => "token",
             Part::Other => "jws",
+            Part::IdToken => "id_token",
         }
     }
 }
@@ -198,6 +202,22 @@ pub enum Error {
     /// The token lacks a scope the route requires.
     InsufficientScope,
 
+    // ---- ID token claims (OpenID Connect Core §3.1.3.7, checked by a client) ----
+    /// The ID token's `iss` is not the issuer the client talked to.
+    IdTokenIssuerMismatch,
+    /// The ID token's `aud` does not contain the client's id.
+    IdTokenAudienceMismatch,
+    /// The ID token's `azp` is not the client's id.
+    IdTokenAzpMismatch,
+    /// The ID token's `nonce` is not the one the client sent.
+    IdTokenNonceMismatch,
+    /// The ID token's `exp` is in the past (beyond leeway).
+    IdTokenExpired,
+    /// The ID token's `iat` is in the future (beyond leeway).
+    IdTokenIssuedInFuture,
+    /// The ID token's `iat` is older than the policy accepts for a token just received.
+    IdTokenTooOld,
+
     // ---- binding ----
     /// The token is DPoP-bound but was presented with the `Bearer` scheme.
     DpopBoundTokenAsBearer,
@@ -270,7 +290,7 @@ impl Error {
             | BadSignature { part }
             | MissingClaim { part, .. } => match part {
                 Part::Proof => ErrorCode::InvalidDpopProof,
-                Part::AccessToken => ErrorCode::InvalidToken,
+                Part::AccessToken | Part::IdToken => ErrorCode::InvalidToken,
                 Part::Other => ErrorCode::InvalidRequest,
             },
             IssuerMismatch
@@ -286,7 +306,14 @@ impl Error {
             | CertificateRequired
             | CertificateMismatch
             | UnboundToken
-            | BindingNotAccepted => ErrorCode::InvalidToken,
+            | BindingNotAccepted
+            | IdTokenIssuerMismatch
+            | IdTokenAudienceMismatch
+            | IdTokenAzpMismatch
+            | IdTokenNonceMismatch
+            | IdTokenExpired
+            | IdTokenIssuedInFuture
+            | IdTokenTooOld => ErrorCode::InvalidToken,
             InsufficientScope => ErrorCode::InsufficientScope,
             PkceMismatch => ErrorCode::InvalidGrant,
         })
@@ -314,11 +341,32 @@ impl Error {
             MissingProof => "missing_proof",
             PathNotCanonical { .. } => "path_not_canonical",
             UnknownOrigin => "unknown_origin",
-            Malformed { part, .. } => by_part(*part, ["proof_malformed", "token_malformed", "jws_malformed"]),
-            WrongType { part } => by_part(*part, ["proof_wrong_typ", "token_wrong_typ", "jws_wrong_typ"]),
+            Malformed { part, .. } => by_part(
+                *part,
+                [
+                    "proof_malformed",
+                    "token_malformed",
+                    "jws_malformed",
+                    "id_token_malformed",
+                ],
+            ),
+            WrongType { part } => by_part(
+                *part,
+                [
+                    "proof_wrong_typ",
+                    "token_wrong_typ",
+                    "jws_wrong_typ",
+                    "id_token_wrong_typ",
+                ],
+            ),
             AlgNotAllowed { part } => by_part(
                 *part,
-                ["proof_alg_not_allowed", "token_alg_not_allowed", "jws_alg_not_allowed"],
+                [
+                    "proof_alg_not_allowed",
+                    "token_alg_not_allowed",
+                    "jws_alg_not_allowed",
+                    "id_token_alg_not_allowed",
+                ],
             ),
             AlgKeyMismatch { part } => by_part(
                 *part,
@@ -326,25 +374,53 @@ impl Error {
                     "proof_alg_key_mismatch",
                     "token_alg_key_mismatch",
                     "jws_alg_key_mismatch",
+                    "id_token_alg_key_mismatch",
                 ],
             ),
-            InvalidKey { part, .. } => by_part(*part, ["proof_invalid_key", "token_invalid_key", "jws_invalid_key"]),
+            InvalidKey { part, .. } => by_part(
+                *part,
+                [
+                    "proof_invalid_key",
+                    "token_invalid_key",
+                    "jws_invalid_key",
+                    "id_token_invalid_key",
+                ],
+            ),
             PrivateKeyInJwk { part } => by_part(
                 *part,
                 [
                     "proof_private_key_in_jwk",
                     "token_private_key_in_jwk",
                     "jws_private_key_in_jwk",
+                    "id_token_private_key_in_jwk",
                 ],
             ),
-            UnknownKey { part } => by_part(*part, ["proof_unknown_key", "token_unknown_key", "jws_unknown_key"]),
+            UnknownKey { part } => by_part(
+                *part,
+                [
+                    "proof_unknown_key",
+                    "token_unknown_key",
+                    "jws_unknown_key",
+                    "id_token_unknown_key",
+                ],
+            ),
             BadSignature { part } => by_part(
                 *part,
-                ["proof_bad_signature", "token_bad_signature", "jws_bad_signature"],
+                [
+                    "proof_bad_signature",
+                    "token_bad_signature",
+                    "jws_bad_signature",
+                    "id_token_bad_signature",
+                ],
             ),
             MissingClaim { part, .. } => by_part(
                 *part,
-                ["proof_missing_claim", "token_missing_claim", "jws_missing_claim"],
+                [
+                    "proof_missing_claim",
+                    "token_missing_claim",
+                    "jws_missing_claim",
+                    "id_token_missing_claim",
+                ],
             ),
             HtmMismatch => "proof_htm_mismatch",
             HtuMismatch => "proof_htu_mismatch",
@@ -357,6 +433,13 @@ impl Error {
             IssuerMismatch => "token_issuer_mismatch",
             AudienceMismatch => "token_audience_mismatch",
             TokenExpired => "token_expired",
+            IdTokenIssuerMismatch => "id_token_issuer_mismatch",
+            IdTokenAudienceMismatch => "id_token_audience_mismatch",
+            IdTokenAzpMismatch => "id_token_azp_mismatch",
+            IdTokenNonceMismatch => "id_token_nonce_mismatch",
+            IdTokenExpired => "id_token_expired",
+            IdTokenIssuedInFuture => "id_token_issued_in_future",
+            IdTokenTooOld => "id_token_too_old",
             TokenNotYetValid => "token_not_yet_valid",
             TokenIssuedInFuture => "token_issued_in_future",
             TokenInactive => "token_inactive",
@@ -427,11 +510,12 @@ impl Error {
 }
 
 /// Picks the reason code for a JOSE failure by the object it concerns.
-fn by_part(part: Part, [proof, token, other]: [&'static str; 3]) -> &'static str {
+fn by_part(part: Part, [proof, token, other, id_token]: [&'static str; 4]) -> &'static str {
     match part {
         Part::Proof => proof,
         Part::AccessToken => token,
         Part::Other => other,
+        Part::IdToken => id_token,
     }
 }
 

@@ -24,6 +24,8 @@
 //! - [`cert`]: certificate thumbprints (`x5t#S256`) and the XFCC header.
 //! - [`request`]: the whole protected-resource request: headers, binding, scopes.
 //! - [`pkce`]: PKCE S256.
+//! - [`id_token`]: OpenID Connect ID tokens, validated by a client (signature from the issuer's
+//!   JWKS, `iss`, `aud`, `azp`, `nonce`, `exp`, `iat`).
 //! - [`error`]: the one error type and its mapping to the wire.
 //!
 //! Results that prove a check passed ([`dpop::VerifiedProof`], [`token::VerifiedToken`],
@@ -38,6 +40,7 @@ pub mod cert;
 pub mod dpop;
 pub mod error;
 pub mod htu;
+pub mod id_token;
 mod json;
 pub mod jwk;
 pub mod jws;

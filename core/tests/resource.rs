@@ -964,6 +964,80 @@ fn every_error_maps_to_code_status_and_reason() {
         (Error::PkceMalformed, Some(InvalidRequest), 400, "pkce_malformed"),
         (Error::PkceMismatch, Some(InvalidGrant), 400, "pkce_mismatch"),
         (
+            Error::Malformed {
+                part: Part::IdToken,
+                what: "x",
+            },
+            Some(InvalidToken),
+            401,
+            "id_token_malformed",
+        ),
+        (
+            Error::WrongType { part: Part::IdToken },
+            Some(InvalidToken),
+            401,
+            "id_token_wrong_typ",
+        ),
+        (
+            Error::AlgNotAllowed { part: Part::IdToken },
+            Some(InvalidToken),
+            401,
+            "id_token_alg_not_allowed",
+        ),
+        (
+            Error::UnknownKey { part: Part::IdToken },
+            Some(InvalidToken),
+            401,
+            "id_token_unknown_key",
+        ),
+        (
+            Error::BadSignature { part: Part::IdToken },
+            Some(InvalidToken),
+            401,
+            "id_token_bad_signature",
+        ),
+        (
+            Error::MissingClaim {
+                part: Part::IdToken,
+                claim: "nonce",
+            },
+            Some(InvalidToken),
+            401,
+            "id_token_missing_claim",
+        ),
+        (
+            Error::IdTokenIssuerMismatch,
+            Some(InvalidToken),
+            401,
+            "id_token_issuer_mismatch",
+        ),
+        (
+            Error::IdTokenAudienceMismatch,
+            Some(InvalidToken),
+            401,
+            "id_token_audience_mismatch",
+        ),
+        (
+            Error::IdTokenAzpMismatch,
+            Some(InvalidToken),
+            401,
+            "id_token_azp_mismatch",
+        ),
+        (
+            Error::IdTokenNonceMismatch,
+            Some(InvalidToken),
+            401,
+            "id_token_nonce_mismatch",
+        ),
+        (Error::IdTokenExpired, Some(InvalidToken), 401, "id_token_expired"),
+        (
+            Error::IdTokenIssuedInFuture,
+            Some(InvalidToken),
+            401,
+            "id_token_issued_in_future",
+        ),
+        (Error::IdTokenTooOld, Some(InvalidToken), 401, "id_token_too_old"),
+        (
             Error::Config {
                 field: "f".into(),
                 reason: "r".into(),

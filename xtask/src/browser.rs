@@ -12,8 +12,9 @@
 //! The build with the opt-in `software-key` feature (not published) is built into the target
 //! directory and its proofs checked by jose too. Last, the installed package is used cross-origin
 //! through the filter in a real Envoy without a CORS filter (`tests/tests/browser_cors.rs`, an
-//! ignored test run here with `KEYBOUND_BROWSER_PKG`), and the tarball in apps built with Vite and
-//! webpack and in a plain page (`bundlers.rs`).
+//! ignored test run here with `KEYBOUND_BROWSER_PKG`), its login against node-oidc-provider with
+//! PAR on and off (`tests/tests/browser_oidc_provider.rs`), and the tarball in apps built with Vite
+//! and webpack and in a plain page (`bundlers.rs`).
 //!
 //! Every action prints a line; everything already in place is left alone.
 
@@ -107,12 +108,43 @@ pub fn test(root: &Path) -> Result<(), String> {
         .args(["--test", "interop.test.mjs"]))?;
 
     cors_through_envoy(root, &installed)?;
+    against_oidc_provider(root, &installed)?;
     crate::bundlers::test(root, &pkg.tarball)?;
     // The size budget of keybound-browser/dpop (issue 16) is not met yet: reported, not enforced.
     if let Some(note) = over_budget {
         println!("browser: NOTE: {note}");
     }
     Ok(())
+}
+
+/// The package's login against a foreign authorization server, node-oidc-provider (npm, in
+/// `tests/oidc-provider`), with PAR on and off, DPoP calls through Envoy with the filter, refresh
+/// and logout: the ignored test `keybound-e2e`'s `browser_oidc_provider`, after `npm ci` there
+/// (skipped when installed). Envoy and the filter were made sure of by [`cors_through_envoy`].
+fn against_oidc_provider(root: &Path, pkg: &Path) -> Result<(), String> {
+    let dir = root.join("tests/oidc-provider");
+    if dir.join("node_modules/oidc-provider").exists() {
+        println!("browser: npm packages of tests/oidc-provider already installed");
+    } else {
+        println!("browser: npm ci in tests/oidc-provider (oidc-provider)");
+        run(Command::new("npm")
+            .current_dir(&dir)
+            .args(["ci", "--no-audit", "--no-fund"]))?;
+    }
+    println!("browser: the login against node-oidc-provider, PAR on and off (headless Chromium, Envoy)");
+    run(crate::cargo_cmd()
+        .current_dir(root)
+        .env("KEYBOUND_BROWSER_PKG", pkg)
+        .args([
+            "test",
+            "-p",
+            "keybound-e2e",
+            "--locked",
+            "--test",
+            "browser_oidc_provider",
+            "--",
+            "--ignored",
+        ]))
 }
 
 /// The npm package in `pkg` loaded by a page on another origin in headless Chromium, calling the
