@@ -46,6 +46,16 @@ test("keybound-browser has login; keybound-browser/dpop does not", () => {
   );
 });
 
+test("the repository's browser/README.md starts as the npm README does", async () => {
+  const npm = await readFile(
+    new URL("./README.md", import.meta.resolve("keybound-browser/package.json")),
+    "utf8",
+  );
+  const repo = await readFile(new URL("../README.md", import.meta.url), "utf8");
+  const opening = npm.slice(0, npm.indexOf("```", npm.indexOf("```js") + 5) + 3);
+  assert.ok(repo.startsWith(opening), "browser/README.md starts with npm install and the same example");
+});
+
 test("the npm README's first example runs as written", async () => {
   const readme = await readFile(
     new URL("./README.md", import.meta.resolve("keybound-browser/package.json")),
