@@ -4,7 +4,7 @@
 //! Envoy 1.40): the same JSON configuration and the same decision ([`keybound_filter::gate::Gate`],
 //! keybound-core) as the proxy-wasm filter, without the VM.
 //!
-//! - [`ffi`] (private) is the only code that touches Envoy: our own bindings for the part of the
+//! - `ffi` (private) is the only code that touches Envoy: our own bindings for the part of the
 //!   dynamic-module C ABI the module uses, and the event hooks Envoy calls.
 //! - [`Host`] is what a request needs from Envoy (headers in and out, local replies, counters,
 //!   logs, the clock); [`on_request_headers`] decides a request through it, so the decision flow
@@ -103,7 +103,7 @@ pub struct ModuleConfig {
 /// not support yet, naming the field.
 ///
 /// # Errors
-/// The message to log: `invalid configuration `<field>`: <reason>`.
+/// The message to log, naming the field: ``invalid configuration `FIELD`: REASON``.
 pub fn load_config(json: &[u8]) -> Result<ModuleConfig, String> {
     let config = Config::parse(json).map_err(|e| e.to_string())?;
     let unsupported = |field: &str, what: &str| {
