@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use keybound_core::jwk::PublicKey;
 use keybound_core::jws::{Alg, P256Signer, RustCrypto, Signer, Verifier};
@@ -12,6 +12,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
 
+use crate::adapter::{self, Edit, UNAVAILABLE};
 use crate::config::{CertSource, Config, VerifierChoice};
 use crate::envoy_crypto::{es256_verify_args, result_is_valid};
 use crate::gate::{DecisionLog, Fetch, Gate, Outcome, Request};
@@ -105,14 +106,8 @@ impl Metrics {
         if let Some(id) = id {
             let _ = hostcalls::increment_metric(id, 1);
         }
-        if log.token_cache_hit {
-            self.inc("keybound.token_cache_hits");
-        }
-        if log.nonce_challenge {
-            self.inc("keybound.nonce_challenges");
-        }
-        if log.reason == "proof_replayed" {
-            self.inc("keybound.replays");
+        for name in adapter::extra_counters(log) {
+            self.inc(name);
         }
     }
 }
@@ -183,7 +178,7 @@ fn host_verifier_works() -> bool {
 }
 
 fn now_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    adapter::unix_secs(t)
 }
 
 /// Makes the HTTP call for a fetch from `ctx`; returns the call's token.
@@ -365,8 +360,6 @@ fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
-const UNAVAILABLE: &[u8] = br#"{"error":"temporarily_unavailable"}"#;
-
 impl Http {
     /// Decides the request (again, after a fetch, if `resumed`) and acts on the outcome.
     fn run(&mut self, resumed: bool) -> Action {
@@ -376,13 +369,6 @@ impl Http {
             return Action::Pause;
         };
         let headers = self.get_http_request_headers();
-        let pseudo = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
         // The client certificate's digest, only when the configuration reads it (a property read
         // is a call into Envoy).
         let digest = if gate.borrow().config().cert_source == CertSource::Connection {
@@ -427,16 +413,11 @@ impl Http {
         };
         let now = now_secs(self.get_current_time());
         let req = Request {
-            method: pseudo(":method"),
-            scheme: pseudo(":scheme"),
-            authority: pseudo(":authority"),
-            path: pseudo(":path"),
-            headers: &headers,
             peer_cert_digest: digest.as_deref(),
             peer_uri_san: uri_san.as_deref(),
             route_name: route_name.as_deref(),
             route_requirement: route_requirement.as_deref(),
-            now,
+            ..adapter::request(&headers, now)
         };
         let outcome = if resumed {
             gate.borrow_mut().decide_again(&req, &Shared, &self.verifier)
@@ -452,20 +433,16 @@ impl Http {
                 fresh_nonce,
                 log: l,
             } => {
-                // Remove only what is there (in every spelling): each removal is a call into Envoy.
-                for name in gate.borrow().strip_names(strip, &headers) {
-                    self.set_http_request_header(name, None);
-                }
-                if let Some(path) = &path {
-                    self.set_http_request_header(":path", Some(path));
-                }
-                for (name, value) in &set {
-                    self.set_http_request_header(name, Some(value));
+                for edit in adapter::allow_edits(&gate.borrow(), strip, path.as_deref(), &set, &headers) {
+                    match edit {
+                        Edit::Remove(name) => self.set_http_request_header(name, None),
+                        Edit::Set(name, value) => self.set_http_request_header(name, Some(value)),
+                    }
                 }
                 self.fresh_nonce = fresh_nonce;
                 self.metrics.borrow_mut().record(&l, &gate.borrow());
                 self.filter_state(&gate.borrow(), &l);
-                if !matches!(l.reason, "no_auth" | "cors_preflight") && self.metrics.borrow_mut().info_enabled(now) {
+                if adapter::logs_allow(&l) && self.metrics.borrow_mut().info_enabled(now) {
                     log(LogLevel::Info, &l.to_json());
                 }
                 if resumed {
@@ -481,7 +458,7 @@ impl Http {
             } => {
                 self.metrics.borrow_mut().record(&l, &gate.borrow());
                 self.filter_state(&gate.borrow(), &l);
-                if l.decision != "serve" && self.metrics.borrow_mut().info_enabled(now) {
+                if adapter::logs_reply(&l) && self.metrics.borrow_mut().info_enabled(now) {
                     log(LogLevel::Info, &l.to_json());
                 }
                 let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -576,7 +553,7 @@ impl HttpContext for Http {
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         if let Some(nonce) = self.fresh_nonce.take() {
-            self.set_http_response_header("dpop-nonce", Some(&nonce));
+            self.set_http_response_header(adapter::NONCE_HEADER, Some(&nonce));
         }
         Action::Continue
     }

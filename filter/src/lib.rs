@@ -20,6 +20,7 @@
 //! [`config`] documents the plugin configuration; [`gate`] the per-request decision;
 //! [`replay`] the shared replay cache.
 
+pub mod adapter;
 pub mod config;
 pub mod envoy_crypto;
 pub mod gate;

@@ -21,8 +21,13 @@ pub fn decision_counter(decision: &str, reason: &str, requirement: &str, mode: &
 }
 
 /// The label values of a decision counter's name as `/stats` shows it (with or without Envoy's
-/// `wasmcustom.` prefix): `[decision, reason, requirement, mode]`.
+/// `wasmcustom.` prefix): `[decision, reason, requirement, mode]`. The native module's counter
+/// (`dynamicmodulescustom.keybound.requests_total.decision.allow.reason.ok.requirement.default.mode.enforce`,
+/// real Envoy tags) reads back the same way.
 pub fn parse_decision_counter(name: &str) -> Option<[&str; 4]> {
+    if let Some(rest) = name.strip_prefix("dynamicmodulescustom.keybound.requests_total.") {
+        return parse_module_decision_counter(rest);
+    }
     let rest = name.strip_prefix("wasmcustom.").unwrap_or(name);
     let mut rest = rest.strip_prefix("keybound.requests_total.")?;
     let mut out = [""; 4];
@@ -33,6 +38,15 @@ pub fn parse_decision_counter(name: &str) -> Option<[&str; 4]> {
         rest = tail;
     }
     rest.is_empty().then_some(out)
+}
+
+/// `decision.<d>.reason.<r>.requirement.<q>.mode.<m>`, the native module's tagged name.
+fn parse_module_decision_counter(rest: &str) -> Option<[&str; 4]> {
+    let rest = rest.strip_prefix("decision.")?;
+    let (decision, rest) = rest.split_once(".reason.")?;
+    let (reason, rest) = rest.split_once(".requirement.")?;
+    let (requirement, mode) = rest.rsplit_once(".mode.")?;
+    Some([decision, reason, requirement, mode])
 }
 
 /// The `stats_tags` that turn the labels into Prometheus labels, as Envoy bootstrap YAML
@@ -62,6 +76,12 @@ mod tests {
             Some(["deny", "jkt_mismatch", "payments", "report"])
         );
         assert_eq!(parse_decision_counter("wasmcustom.keybound.replays"), None);
+        assert_eq!(
+            parse_decision_counter(
+                "dynamicmodulescustom.keybound.requests_total.decision.deny.reason.jkt_mismatch.requirement.payments.mode.report"
+            ),
+            Some(["deny", "jkt_mismatch", "payments", "report"])
+        );
         assert_eq!(parse_decision_counter(&format!("{n}x")), None);
         assert!(stats_tags_yaml().contains(r#"regex: "(reason=\\.=(.*?);\\.;)""#));
     }

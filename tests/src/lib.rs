@@ -61,6 +61,64 @@ pub fn filter_wasm() -> Result<PathBuf, String> {
     }
 }
 
+/// The native Envoy module built by `cargo xtask test` (`cargo build --release -p
+/// keybound-envoy-module`).
+///
+/// # Errors
+/// A message saying how to build it.
+pub fn envoy_module() -> Result<PathBuf, String> {
+    let p = root().join("target/release/libkeybound_envoy_module.so");
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: run `cargo build --release -p keybound-envoy-module` (or `cargo xtask test`)",
+            p.display()
+        ))
+    }
+}
+
+/// Which keybound adapter an Envoy runs: the proxy-wasm filter or the native dynamic module.
+/// The same tests run against both (see [`Adapter::from_env`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Adapter {
+    /// The proxy-wasm filter (`envoy.filters.http.wasm`, V8).
+    #[default]
+    Wasm,
+    /// The native module (`envoy.filters.http.dynamic_modules`).
+    Module,
+}
+
+impl Adapter {
+    /// `KEYBOUND_ADAPTER=module` selects the module; anything else (or unset), the wasm filter.
+    pub fn from_env() -> Adapter {
+        match std::env::var("KEYBOUND_ADAPTER").as_deref() {
+            Ok("module") => Adapter::Module,
+            _ => Adapter::Wasm,
+        }
+    }
+
+    /// The built filter for this adapter ([`filter_wasm`] or [`envoy_module`]).
+    ///
+    /// # Errors
+    /// As those.
+    pub fn artifact(self) -> Result<PathBuf, String> {
+        match self {
+            Adapter::Wasm => filter_wasm(),
+            Adapter::Module => envoy_module(),
+        }
+    }
+
+    /// The prefix Envoy gives the filter's custom stats: `wasmcustom.` for the wasm filter, the
+    /// module's `metrics_namespace` for the module.
+    pub fn stats_prefix(self) -> &'static str {
+        match self {
+            Adapter::Wasm => "wasmcustom.",
+            Adapter::Module => "dynamicmodulescustom.",
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 ///
 /// # Errors
@@ -367,6 +425,8 @@ pub struct Envoy {
     child: Child,
     /// Where its log goes.
     pub log: PathBuf,
+    /// The adapter it runs (for the stats prefix).
+    adapter: Adapter,
     _dir: TempDir,
 }
 
@@ -454,6 +514,15 @@ pub struct EnvoyOptions {
     pub access_log: Option<(std::path::PathBuf, String)>,
     /// Environment variables of the filter's VM (`vm_config.environment_variables.key_values`).
     pub vm_env: Vec<(String, String)>,
+    /// The adapter (`None`: [`Adapter::from_env`]).
+    pub adapter: Option<Adapter>,
+}
+
+impl EnvoyOptions {
+    /// The adapter these options choose.
+    pub fn adapter(&self) -> Adapter {
+        self.adapter.unwrap_or_else(Adapter::from_env)
+    }
 }
 
 /// `s` as a YAML scalar (a JSON string, which YAML reads as the same string).
@@ -538,6 +607,26 @@ pub fn wasm_filter_yaml_env(wasm: &str, config: &str, env: &[(String, String)]) 
     )
 }
 
+/// The keybound module as an entry of an HTTP connection manager's `http_filters` (indented for
+/// it, ending with a newline): the shared object at `module` with the JSON configuration
+/// `config` (the wasm filter's), its stats under `dynamicmodulescustom.`.
+pub fn module_filter_yaml(module: &str, config: &str) -> String {
+    format!(
+        r#"          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config:
+                module: {{ local: {{ filename: {module} }} }}
+              filter_name: keybound
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: {config}
+"#,
+        config = yaml_str(config),
+        module = yaml_str(module)
+    )
+}
+
 /// What every HTTP connection manager we ship sets (see README, "Deploying safely"): paths
 /// normalised (RFC 3986 dot segments, merged slashes) before routing and filters, an encoded `/`
 /// or `\` refused, header names with underscores refused.
@@ -549,7 +638,7 @@ pub const HARDENED_HCM: &str = "          normalize_path: true
 ";
 
 /// The Envoy bootstrap: a listener on `port` (plaintext or TLS per `opts`), the keybound filter
-/// with `filter` = `(wasm path, JSON configuration)` if given (none: a plain proxy, e.g. a front
+/// of `opts.adapter()` with `filter` = `(wasm or module path, JSON configuration)` if given (none: a plain proxy, e.g. a front
 /// hop), a route for everything to the `upstream` cluster at `upstream_port`, the extra clusters,
 /// and the admin interface on `admin`.
 pub fn bootstrap(
@@ -559,8 +648,9 @@ pub fn bootstrap(
     filter: Option<(&str, &str)>,
     opts: &EnvoyOptions,
 ) -> String {
-    let wasm_filter = filter.map_or_else(String::new, |(wasm, config)| {
-        wasm_filter_yaml_env(wasm, config, &opts.vm_env)
+    let wasm_filter = filter.map_or_else(String::new, |(artifact, config)| match opts.adapter() {
+        Adapter::Wasm => wasm_filter_yaml_env(artifact, config, &opts.vm_env),
+        Adapter::Module => module_filter_yaml(artifact, config),
     });
     let listener_tls = match &opts.tls {
         None => String::new(),
@@ -708,10 +798,12 @@ impl Envoy {
     /// # Errors
     /// As [`Envoy::start`].
     pub fn start_with(filter_config: &str, upstream: &Upstream, opts: &EnvoyOptions) -> Result<Envoy, String> {
-        let wasm = filter_wasm()?.display().to_string();
-        Envoy::start_on_free_ports(|port, admin| {
-            bootstrap(port, admin, upstream.port, Some((&wasm, filter_config)), opts)
-        })
+        let filter = opts.adapter().artifact()?.display().to_string();
+        let mut envoy = Envoy::start_on_free_ports(|port, admin| {
+            bootstrap(port, admin, upstream.port, Some((&filter, filter_config)), opts)
+        })?;
+        envoy.adapter = opts.adapter();
+        Ok(envoy)
     }
 
     /// As [`Envoy::start_with`], with the filter configuration made for the listener's port
@@ -725,10 +817,12 @@ impl Envoy {
         upstream: &Upstream,
         opts: &EnvoyOptions,
     ) -> Result<Envoy, String> {
-        let wasm = filter_wasm()?.display().to_string();
-        Envoy::start_on_free_ports(|port, admin| {
-            bootstrap(port, admin, upstream.port, Some((&wasm, &filter_config(port))), opts)
-        })
+        let filter = opts.adapter().artifact()?.display().to_string();
+        let mut envoy = Envoy::start_on_free_ports(|port, admin| {
+            bootstrap(port, admin, upstream.port, Some((&filter, &filter_config(port))), opts)
+        })?;
+        envoy.adapter = opts.adapter();
+        Ok(envoy)
     }
 
     /// An Envoy WITHOUT the keybound filter (a front hop) that routes everything to
@@ -796,6 +890,7 @@ impl Envoy {
             admin,
             child,
             log,
+            adapter: Adapter::Wasm,
             _dir: dir,
         };
         let start = Instant::now();
@@ -850,8 +945,14 @@ impl Envoy {
             .unwrap_or(0)
     }
 
-    /// The value of a counter in `/stats` (0 if absent), e.g. `wasmcustom.keybound.replays`.
+    /// The value of a counter in `/stats` (0 if absent), e.g. `wasmcustom.keybound.replays`
+    /// (with the module, `wasmcustom.` stands for its stats prefix, so one test reads both).
     pub fn counter(&self, name: &str) -> u64 {
+        let name = match name.strip_prefix("wasmcustom.") {
+            Some(rest) => format!("{}{rest}", self.adapter.stats_prefix()),
+            None => name.to_owned(),
+        };
+        let name = name.as_str();
         let Ok(r) = request(self.admin, "GET", "/stats?format=json", &[]) else {
             return 0;
         };
@@ -894,12 +995,12 @@ pub fn validate(filter_config: &str) -> Result<(bool, String), String> {
 /// # Errors
 /// If Envoy or the filter is missing.
 pub fn validate_with(filter_config: &str, opts: &EnvoyOptions) -> Result<(bool, String), String> {
-    let wasm = filter_wasm()?.display().to_string();
+    let filter = opts.adapter().artifact()?.display().to_string();
     validate_yaml(&bootstrap(
         free_port()?,
         free_port()?,
         free_port()?,
-        Some((&wasm, filter_config)),
+        Some((&filter, filter_config)),
         opts,
     ))
 }

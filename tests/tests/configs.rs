@@ -19,8 +19,8 @@ use keybound_core::jws::{self, Signer};
 use keybound_e2e::issuer::IssuerServer;
 use keybound_e2e::tls::FRONT_URI;
 use keybound_e2e::{
-    Envoy, EnvoyOptions, Identity, Pki, Response, TempDir, Upstream, filter_wasm, free_port, request, request_tls,
-    root, validate_with, validate_yaml,
+    Envoy, EnvoyOptions, Identity, Pki, Response, TempDir, Upstream, envoy_module, filter_wasm, free_port, request,
+    request_tls, root, validate_with, validate_yaml,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -51,6 +51,7 @@ fn placeholder_files(pki: &Pki) -> TempDir {
     pair("mesh/front", &pki.mesh_front);
     pair("mesh/gateway", &pki.mesh_gateway);
     std::os::unix::fs::symlink(filter_wasm().unwrap(), dir.0.join("keybound_filter.wasm")).unwrap();
+    std::os::unix::fs::symlink(envoy_module().unwrap(), dir.0.join("libkeybound_envoy_module.so")).unwrap();
     dir
 }
 
@@ -146,11 +147,12 @@ fn every_committed_envoy_config_passes_envoy_validate() {
                 let filled = fill(&std::fs::read_to_string(path).unwrap(), &files, &pki);
                 // A broken filter configuration in the same file must be refused, naming the field;
                 // in the front tier (no filter), a broken hash policy.
-                let (from, to, name) = if filled.contains("keybound_filter.wasm") {
-                    ("\"rules\": [", "\"rulez\": [", "rulez")
-                } else {
-                    ("header_name: authorization", "header_nam: authorization", "header_nam")
-                };
+                let (from, to, name) =
+                    if filled.contains("keybound_filter.wasm") || filled.contains("libkeybound_envoy_module.so") {
+                        ("\"rules\": [", "\"rulez\": [", "rulez")
+                    } else {
+                        ("header_name: authorization", "header_nam: authorization", "header_nam")
+                    };
                 let broken = filled.replacen(from, to, 1);
                 assert_ne!(filled, broken);
                 let good = s.spawn(move || validate_yaml(&filled).unwrap());
@@ -174,7 +176,15 @@ fn every_committed_envoy_config_passes_envoy_validate() {
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     seen.sort();
-    assert_eq!(seen, ["behind-proxy.yaml", "front-tier.yaml", "gateway.yaml"]);
+    assert_eq!(
+        seen,
+        [
+            "behind-proxy.yaml",
+            "front-tier.yaml",
+            "gateway-module.yaml",
+            "gateway.yaml"
+        ]
+    );
 }
 
 #[test]

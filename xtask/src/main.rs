@@ -70,6 +70,20 @@ struct Outcome {
     seconds: f64,
 }
 
+/// The e2e tests that also run against the native module (`KEYBOUND_ADAPTER=module`): the
+/// test files whose every case the module's first slice supports (inline keys, DPoP and
+/// Bearer, replays, nonces, configuration refusals).
+const MODULE_E2E: [&str; 8] = [
+    "test",
+    "-p",
+    "keybound-e2e",
+    "--locked",
+    "--test",
+    "envoy",
+    "--test",
+    "module",
+];
+
 fn test(root: &Path, flags: &[String]) -> ExitCode {
     let skip_interop = flags.iter().any(|f| f == "--skip-interop");
     let only = match only_flag(flags) {
@@ -169,12 +183,25 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
         },
     );
     step(
+        "build the native Envoy module (release, keybound-envoy-module)",
+        &mut || cargo(root, &["build", "-p", "keybound-envoy-module", "--release", "--locked"]),
+    );
+    step(
         "package: the filter's OCI image for Istio, through a local registry, in Envoy, pinned",
         &mut || package::test(root),
     );
     step(
         "cargo test --workspace (unit, RFC, property, interop fixtures, real Envoy)",
         &mut || cargo(root, &["test", "--workspace", "--locked"]),
+    );
+    step(
+        "e2e against the native module (KEYBOUND_ADAPTER=module): tests/tests/envoy.rs, module.rs",
+        &mut || {
+            run(cargo_cmd()
+                .current_dir(root)
+                .env("KEYBOUND_ADAPTER", "module")
+                .args(MODULE_E2E))
+        },
     );
     if skip_interop {
         println!("\n(skipping interop: --skip-interop)");

@@ -1,0 +1,607 @@
+//! Our bindings for the part of Envoy's dynamic-module C ABI this module uses
+//! (`source/extensions/dynamic_modules/abi/abi.h` in envoyproxy/envoy), and the event hooks
+//! Envoy calls. The only `unsafe` of the crate is here.
+//!
+//! Types: C enums are `int` (passed as `u32`); `envoy_dynamic_module_type_{envoy,module}_buffer`
+//! is `{ const char* ptr; size_t length; }` passed by value; headers are
+//! `{ key_ptr, key_length, value_ptr, value_length }`.
+//!
+//! Every callback imported below is checked by name against the `nm -D` table of the Envoy the
+//! project installs (tests/tests/module.rs), and the module is linked with `-z now`, so a
+//! missing one fails the load with "undefined symbol", never a call at runtime.
+#![allow(
+    unsafe_code,
+    reason = "the C ABI of Envoy's dynamic modules; each block has a SAFETY comment"
+)]
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+use std::time::SystemTime;
+
+use keybound_filter::adapter;
+use keybound_filter::metrics::LABELS;
+
+use crate::{ABI_VERSION, Action, COUNTERS, DECISION_COUNTER, Host, Level, ModuleConfig, Stream};
+
+/// `envoy_dynamic_module_type_envoy_buffer`: bytes owned by Envoy.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EnvoyBuffer {
+    ptr: *const c_char,
+    length: usize,
+}
+
+/// `envoy_dynamic_module_type_module_buffer`: bytes owned by the module.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ModuleBuffer {
+    ptr: *const c_char,
+    length: usize,
+}
+
+/// `envoy_dynamic_module_type_envoy_http_header`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EnvoyHeader {
+    key_ptr: *const c_char,
+    key_length: usize,
+    value_ptr: *const c_char,
+    value_length: usize,
+}
+
+/// `envoy_dynamic_module_type_module_http_header`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ModuleHeader {
+    key_ptr: *const c_char,
+    key_length: usize,
+    value_ptr: *const c_char,
+    value_length: usize,
+}
+
+impl ModuleBuffer {
+    fn of(s: &[u8]) -> Self {
+        ModuleBuffer {
+            ptr: s.as_ptr().cast(),
+            length: s.len(),
+        }
+    }
+
+    /// The null buffer (for `set_header`: remove the header; for `details`: none).
+    fn null() -> Self {
+        ModuleBuffer {
+            ptr: ptr::null(),
+            length: 0,
+        }
+    }
+}
+
+impl EnvoyBuffer {
+    /// The bytes, valid for as long as Envoy keeps them (the current event hook).
+    ///
+    /// # Safety
+    /// `ptr` must be null or point to `length` readable bytes that outlive `'a`.
+    unsafe fn bytes<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() || self.length == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null, and the caller vouches for `length` bytes living for `'a`.
+            unsafe { std::slice::from_raw_parts(self.ptr.cast(), self.length) }
+        }
+    }
+}
+
+// `envoy_dynamic_module_type_http_header_type`.
+const REQUEST_HEADER: u32 = 0;
+const RESPONSE_HEADER: u32 = 2;
+
+// `envoy_dynamic_module_type_log_level`: Trace, Debug, Info, Warn, Error, Critical, Off.
+fn level(l: Level) -> u32 {
+    match l {
+        Level::Debug => 1,
+        Level::Info => 2,
+        Level::Warn => 3,
+        Level::Critical => 5,
+    }
+}
+
+// `envoy_dynamic_module_type_on_http_filter_*_status`: Continue = 0, StopIteration = 1.
+const CONTINUE: u32 = 0;
+const STOP_ITERATION: u32 = 1;
+
+// `envoy_dynamic_module_type_metrics_result`: Success = 0.
+const METRICS_SUCCESS: u32 = 0;
+
+unsafe extern "C" {
+    fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
+    fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config_envoy: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_length: usize,
+        counter_id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter_envoy: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_get_headers_size(filter_envoy: *mut c_void, header_type: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(
+        filter_envoy: *mut c_void,
+        header_type: u32,
+        result_headers: *mut EnvoyHeader,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_set_header(
+        filter_envoy: *mut c_void,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_send_response(
+        filter_envoy: *mut c_void,
+        status_code: u32,
+        headers: *const ModuleHeader,
+        headers_length: usize,
+        body: ModuleBuffer,
+        details: ModuleBuffer,
+    );
+}
+
+fn log(l: Level, message: &str) {
+    // SAFETY: the buffer points into `message`, alive for the call; Envoy copies it.
+    unsafe { envoy_dynamic_module_callback_log(level(l), ModuleBuffer::of(message.as_bytes())) }
+}
+
+/// A loaded configuration and the ids of its counters.
+struct Loaded {
+    config: ModuleConfig,
+    counters: HashMap<&'static str, usize>,
+    decisions: Option<usize>,
+}
+
+/// The per-request object handed to Envoy.
+struct Filter {
+    loaded: *const Loaded,
+    stream: Stream,
+}
+
+/// The [`Host`] of one event: the Envoy filter pointer and the configuration's counters.
+struct Envoy<'a> {
+    filter: *mut c_void,
+    loaded: &'a Loaded,
+}
+
+impl Host for Envoy<'_> {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        // SAFETY: `filter` is the live filter pointer of the current event hook.
+        let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.filter, REQUEST_HEADER) };
+        let mut raw = vec![
+            EnvoyHeader {
+                key_ptr: ptr::null(),
+                key_length: 0,
+                value_ptr: ptr::null(),
+                value_length: 0,
+            };
+            n
+        ];
+        // SAFETY: `raw` has room for the `n` headers Envoy just counted; Envoy fills it with
+        // pointers into its header map, valid until the end of this hook or a header change, and
+        // we copy them out below before changing anything.
+        let ok =
+            unsafe { envoy_dynamic_module_callback_http_get_headers(self.filter, REQUEST_HEADER, raw.as_mut_ptr()) };
+        if !ok {
+            return Vec::new();
+        }
+        raw.iter()
+            .map(|h| {
+                // SAFETY: as above: Envoy's buffers, alive for this hook.
+                let (k, v) = unsafe {
+                    (
+                        EnvoyBuffer {
+                            ptr: h.key_ptr,
+                            length: h.key_length,
+                        }
+                        .bytes(),
+                        EnvoyBuffer {
+                            ptr: h.value_ptr,
+                            length: h.value_length,
+                        }
+                        .bytes(),
+                    )
+                };
+                (
+                    String::from_utf8_lossy(k).to_ascii_lowercase(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        let value = value.map_or_else(ModuleBuffer::null, |v| ModuleBuffer::of(v.as_bytes()));
+        // SAFETY: live filter pointer; the buffers point into `name`/`value`, alive for the call
+        // (Envoy copies them); a null value removes the header.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                REQUEST_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                value,
+            );
+        }
+    }
+
+    fn set_response_header(&self, name: &str, value: &str) {
+        // SAFETY: as `set_request_header`.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                RESPONSE_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+        let hs: Vec<ModuleHeader> = headers
+            .iter()
+            .map(|(k, v)| ModuleHeader {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        let details = b"keybound";
+        // SAFETY: live filter pointer; `hs` points into `headers`, and both, `body` and
+        // `details` outlive the call (Envoy copies them into the reply).
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response(
+                self.filter,
+                u32::from(status),
+                hs.as_ptr(),
+                hs.len(),
+                ModuleBuffer::of(body),
+                ModuleBuffer::of(details),
+            );
+        }
+    }
+
+    fn count(&self, name: &str) {
+        if let Some(id) = self.loaded.counters.get(name) {
+            // SAFETY: live filter pointer of a filter made from the configuration that defined
+            // `id`; no labels.
+            unsafe {
+                envoy_dynamic_module_callback_http_filter_increment_counter(self.filter, *id, ptr::null(), 0, 1);
+            }
+        }
+    }
+
+    fn count_decision(&self, labels: [&str; 4]) {
+        if let Some(id) = self.loaded.decisions {
+            let values = labels.map(|l| ModuleBuffer::of(l.as_bytes()));
+            // SAFETY: as `count`; four label values for the four label names of the definition,
+            // pointing into `labels`, alive for the call.
+            unsafe {
+                envoy_dynamic_module_callback_http_filter_increment_counter(
+                    self.filter,
+                    id,
+                    values.as_ptr(),
+                    values.len(),
+                    1,
+                );
+            }
+        }
+    }
+
+    fn log_enabled(&self, l: Level) -> bool {
+        // SAFETY: a plain query.
+        unsafe { envoy_dynamic_module_callback_log_enabled(level(l)) }
+    }
+
+    fn log(&self, l: Level, message: &str) {
+        log(l, message);
+    }
+
+    fn now(&self) -> u64 {
+        adapter::unix_secs(SystemTime::now())
+    }
+}
+
+/// The ABI version, NUL-terminated, for `envoy_dynamic_module_on_program_init`.
+static ABI_VERSION_C: &str = "v0.2.0\0";
+
+/// Called once when Envoy loads the module: reports the ABI version we were built for.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    debug_assert_eq!(ABI_VERSION_C.trim_end_matches('\0'), ABI_VERSION);
+    ABI_VERSION_C.as_ptr().cast()
+}
+
+/// A filter configuration: parse, refuse with the field named, define the counters.
+///
+/// # Safety
+/// Called by Envoy on the main thread with its configuration pointer and two buffers it owns
+/// for the duration of the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_envoy: *mut c_void,
+    _name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    // SAFETY: Envoy's buffer, valid for this call; it is parsed (copied) before we return.
+    let json = unsafe { config.bytes() };
+    let loaded = catch_unwind(|| crate::load_config(json));
+    let config = match loaded {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            log(Level::Critical, &format!("keybound: refusing configuration: {e}"));
+            return ptr::null();
+        }
+        Err(_) => {
+            log(Level::Critical, "keybound: refusing configuration: internal error");
+            return ptr::null();
+        }
+    };
+    let define = |name: &str, labels: &[&str]| -> Option<usize> {
+        let names: Vec<ModuleBuffer> = labels.iter().map(|l| ModuleBuffer::of(l.as_bytes())).collect();
+        let mut id = 0usize;
+        // SAFETY: Envoy's live configuration pointer (we are inside config_new, before stat
+        // creation is frozen); the buffers point into `name` and `labels`, alive for the call;
+        // `id` is a valid out-pointer.
+        let r = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_define_counter(
+                config_envoy,
+                ModuleBuffer::of(name.as_bytes()),
+                if names.is_empty() { ptr::null() } else { names.as_ptr() },
+                names.len(),
+                &mut id,
+            )
+        };
+        (r == METRICS_SUCCESS).then_some(id)
+    };
+    let counters = COUNTERS
+        .iter()
+        .filter_map(|n| define(n, &[]).map(|id| (*n, id)))
+        .collect();
+    let decisions = define(DECISION_COUNTER, &LABELS);
+    log(Level::Info, &config.summary());
+    let loaded = Box::new(Loaded {
+        config,
+        counters,
+        decisions,
+    });
+    Box::into_raw(loaded).cast_const().cast()
+}
+
+/// Frees a configuration.
+///
+/// # Safety
+/// `config` is a pointer returned by `envoy_dynamic_module_on_http_filter_config_new`, destroyed
+/// once, after every filter made from it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    if !config.is_null() {
+        // SAFETY: made by `Box::into_raw` in config_new and destroyed once.
+        drop(unsafe { Box::from_raw(config.cast_mut().cast::<Loaded>()) });
+    }
+}
+
+/// A filter for one HTTP stream.
+///
+/// # Safety
+/// `config` is a live pointer from `envoy_dynamic_module_on_http_filter_config_new`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    _filter_envoy: *mut c_void,
+) -> *const c_void {
+    let filter = Box::new(Filter {
+        loaded: config.cast(),
+        stream: Stream::default(),
+    });
+    Box::into_raw(filter).cast_const().cast()
+}
+
+/// Frees a filter.
+///
+/// # Safety
+/// `filter` is a pointer from `envoy_dynamic_module_on_http_filter_new`, destroyed once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_void) {
+    if !filter.is_null() {
+        // SAFETY: made by `Box::into_raw` in filter_new and destroyed once.
+        drop(unsafe { Box::from_raw(filter.cast_mut().cast::<Filter>()) });
+    }
+}
+
+/// The filter and its configuration behind Envoy's pointers.
+///
+/// # Safety
+/// `filter` comes from filter_new and is alive (Envoy calls hooks only between new and destroy,
+/// on the stream's worker), and its configuration outlives it.
+unsafe fn parts<'a>(filter: *const c_void) -> Option<(&'a mut Filter, &'a Loaded)> {
+    // SAFETY: per the function's contract; the filter is only touched from its own worker.
+    let f = unsafe { filter.cast_mut().cast::<Filter>().as_mut()? };
+    // SAFETY: the configuration outlives its filters.
+    let l = unsafe { f.loaded.as_ref()? };
+    Some((f, l))
+}
+
+/// The request headers: the decision.
+///
+/// # Safety
+/// Envoy's live filter pointer and our filter pointer for the same stream.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    // SAFETY: per this hook's contract.
+    let Some((f, loaded)) = (unsafe { parts(filter) }) else {
+        return STOP_ITERATION;
+    };
+    let host = Envoy {
+        filter: filter_envoy,
+        loaded,
+    };
+    let action = catch_unwind(AssertUnwindSafe(|| {
+        crate::on_request_headers(&loaded.config, &mut f.stream, &host)
+    }));
+    match action {
+        Ok(Action::Continue) => CONTINUE,
+        Ok(Action::Stop) => STOP_ITERATION,
+        Err(_) => {
+            // Fail closed, without taking Envoy down.
+            log(Level::Critical, "keybound: internal error deciding a request; refused");
+            host.send_response(
+                503,
+                &[("content-type".to_owned(), "application/json".to_owned())],
+                adapter::UNAVAILABLE,
+            );
+            STOP_ITERATION
+        }
+    }
+}
+
+/// The response headers: a fresh nonce, if the decision made one.
+///
+/// # Safety
+/// As `envoy_dynamic_module_on_http_filter_request_headers`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    // SAFETY: per this hook's contract.
+    if let Some((f, loaded)) = unsafe { parts(filter) } {
+        let host = Envoy {
+            filter: filter_envoy,
+            loaded,
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| crate::on_response_headers(&mut f.stream, &host)));
+    }
+    CONTINUE
+}
+
+// The hooks Envoy 1.40 requires of every HTTP filter module; this one has nothing to do in them.
+
+/// Request body: continue.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(_: *mut c_void, _: *const c_void, _: bool) -> u32 {
+    CONTINUE
+}
+
+/// Request trailers: continue.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(_: *mut c_void, _: *const c_void) -> u32 {
+    CONTINUE
+}
+
+/// Response body: continue.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(_: *mut c_void, _: *const c_void, _: bool) -> u32 {
+    CONTINUE
+}
+
+/// Response trailers: continue.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(_: *mut c_void, _: *const c_void) -> u32 {
+    CONTINUE
+}
+
+/// Stream complete: nothing to flush.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(_: *mut c_void, _: *const c_void) {}
+
+/// One-shot HTTP callout done: the module makes none yet.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: u32,
+    _: *mut EnvoyHeader,
+    _: usize,
+    _: *mut EnvoyBuffer,
+    _: usize,
+) {
+}
+
+/// Streamed callout headers: none made.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: *mut EnvoyHeader,
+    _: usize,
+    _: bool,
+) {
+}
+
+/// Streamed callout data: none made.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: *const EnvoyBuffer,
+    _: usize,
+    _: bool,
+) {
+}
+
+/// Streamed callout trailers: none made.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: *mut EnvoyHeader,
+    _: usize,
+) {
+}
+
+/// Streamed callout complete: none made.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(_: *mut c_void, _: *const c_void, _: u64) {}
+
+/// Streamed callout reset: none made.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _: *mut c_void,
+    _: *const c_void,
+    _: u64,
+    _: u32,
+) {
+}
+
+/// Scheduled event: none scheduled.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(_: *mut c_void, _: *const c_void, _: u64) {}
+
+/// Downstream write buffer above its high watermark: not a terminal filter.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _: *mut c_void,
+    _: *const c_void,
+) {
+}
+
+/// Downstream write buffer below its low watermark: not a terminal filter.
+#[unsafe(no_mangle)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _: *mut c_void,
+    _: *const c_void,
+) {
+}
