@@ -1,4 +1,5 @@
-// Writes src/keybound-entries.js for the test app in the current directory: one static import of
+// Writes src/index.js (a copy of ../app.js, the one test app all projects share) and
+// src/keybound-entries.js for the test app in the current directory: one static import of
 // each JavaScript entry point that the installed keybound-browser package exports (its
 // package.json "exports": ".", and "./dpop" when the package has it), by the package's name
 // ("keybound-browser", "keybound-browser/dpop"), as an app imports it. With --files (the plain
@@ -6,7 +7,7 @@
 // node_modules instead.
 //
 // Run by the projects' npm scripts (`npm run dev`, `npm run build`) and by tests/tests/bundlers.rs.
-import { readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 
 const NAME = "keybound-browser";
 const CONDITIONS = ["browser", "import", "module", "default"];
@@ -51,5 +52,8 @@ entries.forEach(({ specifier, file }, i) => {
 lines.push("", "export default {");
 entries.forEach(({ specifier }, i) => lines.push(`  ${JSON.stringify(specifier)}: { init: init${i}, DpopKey: DpopKey${i} },`));
 lines.push("};", "");
+mkdirSync("src", { recursive: true });
 writeFileSync("src/keybound-entries.js", lines.join("\n"));
 console.log(`src/keybound-entries.js: ${entries.map((e) => e.specifier).join(", ")}`);
+copyFileSync(new URL("./app.js", import.meta.url), "src/index.js");
+console.log("src/index.js: ../app.js");

@@ -15,8 +15,8 @@
 //! - `plain`: no bundler, a page whose `<script type="module">` imports the package's files from
 //!   `node_modules/keybound-browser/` (served by the test).
 //!
-//! Each app's `src/index.js` loads every JavaScript entry point the package exports (the full
-//! entry and, when the tarball has it, `keybound-browser/dpop`), each with its own `init()`
+//! Each app's `src/index.js` (`browser/bundlers/app.js`, copied there by `entries.mjs`) loads
+//! every JavaScript entry point the package exports (the full entry and, when the tarball has it, `keybound-browser/dpop`), each with its own `init()`
 //! without arguments (so the wasm is found where the bundler put it), and opens a DPoP key per
 //! entry. For each entry the test reads the key's thumbprint, mints a token bound to it, has the
 //! page call the gateway with the module's `fetch` (a `401 use_dpop_nonce`, then the retry), and

@@ -132,19 +132,7 @@ fn against_oidc_provider(root: &Path, pkg: &Path) -> Result<(), String> {
             .args(["ci", "--no-audit", "--no-fund"]))?;
     }
     println!("browser: the login against node-oidc-provider, PAR on and off (headless Chromium, Envoy)");
-    run(crate::cargo_cmd()
-        .current_dir(root)
-        .env("KEYBOUND_BROWSER_PKG", pkg)
-        .args([
-            "test",
-            "-p",
-            "keybound-e2e",
-            "--locked",
-            "--test",
-            "browser_oidc_provider",
-            "--",
-            "--ignored",
-        ]))
+    crate::e2e_ignored(root, "browser_oidc_provider", &[("KEYBOUND_BROWSER_PKG", pkg)], false)
 }
 
 /// The npm package in `pkg` loaded by a page on another origin in headless Chromium, calling the
@@ -157,19 +145,7 @@ fn cors_through_envoy(root: &Path, pkg: &Path) -> Result<(), String> {
     println!(
         "browser: the package from a page on another origin, through Envoy with no CORS filter (headless Chromium)"
     );
-    run(crate::cargo_cmd()
-        .current_dir(root)
-        .env("KEYBOUND_BROWSER_PKG", pkg)
-        .args([
-            "test",
-            "-p",
-            "keybound-e2e",
-            "--locked",
-            "--test",
-            "browser_cors",
-            "--",
-            "--ignored",
-        ]))
+    crate::e2e_ignored(root, "browser_cors", &[("KEYBOUND_BROWSER_PKG", pkg)], false)
 }
 
 /// The cargo feature flags of the builds tested in Chromium: default, and with the software key.

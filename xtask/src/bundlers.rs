@@ -25,20 +25,7 @@ pub fn test(root: &Path, tgz: &Path) -> Result<(), String> {
         "browser: {} in apps built with Vite (dev server and build), webpack 5 and a plain module page, through Envoy (headless Chromium)",
         tgz.display()
     );
-    run(crate::cargo_cmd()
-        .current_dir(root)
-        .env("KEYBOUND_BROWSER_TGZ", tgz)
-        .args([
-            "test",
-            "-p",
-            "keybound-e2e",
-            "--locked",
-            "--test",
-            "bundlers",
-            "--",
-            "--ignored",
-            "--nocapture",
-        ]))
+    crate::e2e_ignored(root, "bundlers", &[("KEYBOUND_BROWSER_TGZ", tgz)], true)
 }
 
 /// The folders of `browser/bundlers/` with a `package.json`, sorted.
@@ -62,7 +49,7 @@ fn install_project(root: &Path, project: &Path) -> Result<(), String> {
         return Ok(());
     }
     let stamp = project.join("node_modules/.package-lock.json");
-    if stamp.exists() && modified(&stamp) >= modified(&project.join("package-lock.json")) {
+    if stamp.exists() && tools::modified(&stamp) >= tools::modified(&project.join("package-lock.json")) {
         println!("browser: npm packages of {name} already installed");
         return Ok(());
     }
@@ -70,8 +57,4 @@ fn install_project(root: &Path, project: &Path) -> Result<(), String> {
     run(Command::new("npm")
         .current_dir(project)
         .args(["ci", "--no-audit", "--no-fund"]))
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

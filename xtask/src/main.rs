@@ -340,6 +340,30 @@ pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
     run(cargo_cmd().current_dir(root).args(args))
 }
 
+/// Runs the ignored tests of the `keybound-e2e` test file `test`, with `env` set: the checks that
+/// need what a plain `cargo test` lacks (Chromium, a built package, a pulled-back image).
+pub(crate) fn e2e_ignored(root: &Path, test: &str, env: &[(&str, &Path)], nocapture: bool) -> Result<(), String> {
+    let mut cmd = cargo_cmd();
+    cmd.current_dir(root);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    cmd.args([
+        "test",
+        "-p",
+        "keybound-e2e",
+        "--locked",
+        "--test",
+        test,
+        "--",
+        "--ignored",
+    ]);
+    if nocapture {
+        cmd.arg("--nocapture");
+    }
+    run(&mut cmd)
+}
+
 /// Runs a command, inheriting stdio; an error names the command and its status.
 fn run(cmd: &mut Command) -> Result<(), String> {
     let status = cmd.status().map_err(|e| format!("could not start {cmd:?}: {e}"))?;

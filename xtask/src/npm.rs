@@ -172,7 +172,7 @@ pub fn build(root: &Path) -> Result<NpmPackage, String> {
         std::fs::remove_file(&tarball).map_err(|e| format!("{}: {e}", tarball.display()))?;
     }
     println!("npm: npm pack into {}", out.display());
-    let packed = capture(
+    let packed = tools::capture(
         Command::new("npm")
             .current_dir(&staged)
             .args(["pack", "--json", "--pack-destination"])
@@ -181,7 +181,7 @@ pub fn build(root: &Path) -> Result<NpmPackage, String> {
     if !tarball.exists() {
         return Err(format!("npm pack did not write {}: {packed}", tarball.display()));
     }
-    let sha256 = capture(Command::new("sha256sum").arg(&tarball))?
+    let sha256 = tools::capture(Command::new("sha256sum").arg(&tarball))?
         .split_whitespace()
         .next()
         .unwrap_or_default()
@@ -199,7 +199,7 @@ pub fn build(root: &Path) -> Result<NpmPackage, String> {
 pub fn js_tools(root: &Path) -> Result<(), String> {
     let js = root.join("browser/js");
     let stamp = js.join("node_modules/.package-lock.json");
-    if stamp.exists() && modified(&stamp) >= modified(&js.join("package-lock.json")) {
+    if stamp.exists() && tools::modified(&stamp) >= tools::modified(&js.join("package-lock.json")) {
         println!("browser/js: npm packages installed");
         Ok(())
     } else {
@@ -397,23 +397,6 @@ fn copy(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::copy(from, to)
         .map(|_| ())
         .map_err(|e| format!("{} to {}: {e}", from.display(), to.display()))
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// Runs a command and returns its stdout; an error carries its stderr.
-fn capture(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("could not start {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

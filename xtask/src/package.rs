@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::{run, tools};
+use crate::tools;
 
 /// A package target: its name on the command line, what it builds, and how.
 pub struct Target {
@@ -268,7 +268,7 @@ fn make_image(wasm: &Path, layout: &Path, stage: &Path) -> Result<Digest, String
 /// umoci's flags for the owner of the inserted file: uid and gid 0 in the layer whoever builds
 /// (as root the file is root's; otherwise umoci's rootless mode maps our ids to 0).
 fn owner_flags() -> Result<Vec<String>, String> {
-    let id = |flag: &str| capture(Command::new("id").arg(flag)).map(|s| s.trim().to_string());
+    let id = |flag: &str| tools::capture(Command::new("id").arg(flag)).map(|s| s.trim().to_string());
     let (uid, gid) = (id("-u")?, id("-g")?);
     let mut flags = vec![
         "--uid-map".to_string(),
@@ -284,7 +284,7 @@ fn owner_flags() -> Result<Vec<String>, String> {
 
 /// The manifest digest of the image tagged [`IMAGE_TAG`] in the OCI layout `layout`.
 fn oci_digest(layout: &Path) -> Result<Digest, String> {
-    let out = capture(
+    let out = tools::capture(
         Command::new(tools::SKOPEO)
             .args(["inspect", "--format", "{{.Digest}}"])
             .arg(format!("oci:{}:{IMAGE_TAG}", layout.display())),
@@ -294,7 +294,7 @@ fn oci_digest(layout: &Path) -> Result<Digest, String> {
 
 /// The sha256 of a file, by `sha256sum`.
 fn sha256_file(path: &Path) -> Result<Digest, String> {
-    parse_sha256sum(&capture(Command::new("sha256sum").arg(path))?)
+    parse_sha256sum(&tools::capture(Command::new("sha256sum").arg(path))?)
 }
 
 /// The digest in `sha256sum`'s output (`<hex>  <file>`).
@@ -597,18 +597,7 @@ pub fn test(root: &Path) -> Result<(), String> {
     let plugin = result?;
 
     println!("package: the pulled-back plugin.wasm in Envoy (--mode validate), each WasmPlugin's config");
-    run(crate::cargo_cmd()
-        .current_dir(root)
-        .env("KEYBOUND_OCI_PLUGIN_WASM", &plugin)
-        .args([
-            "test",
-            "--workspace",
-            "--locked",
-            "--test",
-            "oci_image",
-            "--",
-            "--ignored",
-        ]))?;
+    crate::e2e_ignored(root, "oci_image", &[("KEYBOUND_OCI_PLUGIN_WASM", &plugin)], false)?;
 
     check_pins(&istio_manifests(root)?, &image.digest)?;
     println!("package: envoy/istio pins {}", image.digest);
@@ -630,7 +619,7 @@ fn push_and_pull(image: &FilterImage, repo: &str, tmp: &Path) -> Result<PathBuf,
     )?;
     let pushed = std::fs::read_to_string(&pushed_file).map_err(|e| format!("{}: {e}", pushed_file.display()))?;
     expect_digest("skopeo pushed", &Digest::parse(pushed.trim())?, &image.digest)?;
-    let tagged = capture(
+    let tagged = tools::capture(
         Command::new(tools::SKOPEO)
             .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
             .arg(format!("docker://{repo}:{IMAGE_TAG}")),
@@ -655,7 +644,7 @@ fn push_and_pull(image: &FilterImage, repo: &str, tmp: &Path) -> Result<PathBuf,
             .arg(format!("oci:{}:{IMAGE_TAG}", pulled.display())),
     )?;
     expect_digest("the pulled-back image", &oci_digest(&pulled)?, &image.digest)?;
-    let manifest = capture(
+    let manifest = tools::capture(
         Command::new(tools::SKOPEO)
             .args(["inspect", "--raw"])
             .arg(format!("oci:{}:{IMAGE_TAG}", pulled.display())),
@@ -877,19 +866,6 @@ fn quiet(cmd: &mut Command) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
-}
-
-/// Runs a command and returns its stdout; an error carries its stderr.
-fn capture(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("could not start {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

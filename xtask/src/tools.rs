@@ -105,12 +105,23 @@ fn find_python() -> Result<String, String> {
     Err("no python3 found: install Python 3 (with venv and pip), e.g. `apt-get install -y python3-venv`".into())
 }
 
-fn capture(cmd: &mut Command) -> Result<String, String> {
+/// Runs a command and returns its stdout; an error names the command, its status and stderr.
+pub(crate) fn capture(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("could not start {cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{cmd:?} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// When `path` was last modified (`None` if it does not exist), for "installed after its lock
+/// file" checks.
+pub(crate) fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Free space, in bytes, on the filesystem that holds `path`, as `df` reports it; `None` when

@@ -1,4 +1,4 @@
-// The test app: for each entry point of keybound-browser (src/keybound-entries.js, written by
+// The test app (copied into each project's src/index.js by entries.mjs): for each entry point of keybound-browser (src/keybound-entries.js, written by
 // ../entries.mjs from the installed package's exports), loads the module with its default `init()`
 // (no arguments: the wasm is found where the bundler put it), opens a DPoP key, and offers
 // `window.keybound.entries[name].call(url, token)`, which calls the URL with the module's `fetch`
