@@ -174,9 +174,8 @@ async function main() {
   key = await DpopKey.open({ clientId: cfg.client_id });
   $("key-jkt").textContent = key.thumbprint();
   $("key-storage").textContent = key.storage + (key.fallbackReason ? ` (${key.fallbackReason})` : "");
-  // keybound-authz serves its metadata without CORS, so the page passes it (from config.json)
-  // instead of letting the module fetch /.well-known/oauth-authorization-server; the module
-  // checks its issuer either way.
+  // The page passes the authorization server's metadata (from config.json) instead of letting the
+  // module fetch /.well-known/oauth-authorization-server; the module checks its issuer either way.
   client = await OAuthClient.create(key, {
     issuer: cfg.issuer,
     clientId: cfg.client_id,
@@ -187,6 +186,9 @@ async function main() {
       pushed_authorization_request_endpoint: cfg.par_endpoint,
       authorization_endpoint: cfg.authorization_endpoint,
       token_endpoint: cfg.token_endpoint,
+      // ID tokens are validated (signature, iss, aud, azp, nonce, exp, iat) with the issuer's
+      // keys, which keybound-authz serves with CORS.
+      jwks_uri: `${cfg.issuer}/jwks`,
     },
   });
   $("login").disabled = false;
