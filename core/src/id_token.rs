@@ -41,6 +41,7 @@ use crate::error::{Error, Part, Result};
 use crate::jwk::{Jwk, Jwks};
 use crate::jws::{Alg, AlgSet, Jws, Verifier};
 use crate::time::{NumericDate, UnixTime};
+use crate::token::{Audience, within};
 
 const P: Part = Part::IdToken;
 
@@ -103,13 +104,6 @@ pub struct IdTokenClaims {
     pub sid: Option<String>,
     /// Every claim of the payload, as JSON (an object).
     pub all: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -234,12 +228,10 @@ fn check_claims(payload: &[u8], policy: &IdTokenPolicy, nonce: Option<&str>, now
         return Err(Error::IdTokenIssuerMismatch);
     }
     let sub = raw.sub.filter(|s| !s.is_empty()).ok_or(missing("sub"))?;
-    let aud = match raw.aud {
-        None => return Err(missing("aud")),
-        Some(Audience::One(a)) => alloc::vec![a],
-        Some(Audience::Many(v)) if v.is_empty() => return Err(missing("aud")),
-        Some(Audience::Many(v)) => v,
-    };
+    let aud = raw.aud.map(Audience::into_vec).unwrap_or_default();
+    if aud.is_empty() {
+        return Err(missing("aud"));
+    }
     if !aud.contains(&policy.client_id) {
         return Err(Error::IdTokenAudienceMismatch);
     }
@@ -250,10 +242,11 @@ fn check_claims(payload: &[u8], policy: &IdTokenPolicy, nonce: Option<&str>, now
     }
     let exp = raw.exp.ok_or(missing("exp"))?.0;
     let iat = raw.iat.ok_or(missing("iat"))?.0;
+    let now_unix = now;
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     let leeway = i64::try_from(policy.leeway).unwrap_or(i64::MAX);
     let max_age = i64::try_from(policy.max_iat_age).unwrap_or(i64::MAX);
-    if exp.saturating_add(leeway) <= now {
+    if !within(exp, policy.leeway, now_unix) {
         return Err(Error::IdTokenExpired);
     }
     if iat > now.saturating_add(leeway) {

@@ -43,6 +43,35 @@ pub enum Scheme {
     DPoP,
 }
 
+impl Scheme {
+    /// The scheme a name stands for, in any letter case (`None` for any other scheme).
+    pub fn from_name(name: &str) -> Option<Scheme> {
+        if name.eq_ignore_ascii_case("dpop") {
+            Some(Scheme::DPoP)
+        } else if name.eq_ignore_ascii_case("bearer") {
+            Some(Scheme::Bearer)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether a request presents any credential keybound checks: an `Authorization` value with
+/// the `Bearer` or `DPoP` scheme (well-formed or not), or a `DPoP` header. A request without one
+/// may be let through by a route that allows it (Envoy jwt_authn's `allow_missing`); one with a
+/// credential must have a valid one.
+pub fn presents_credentials(authorization: &[&str], dpop: &[&str]) -> bool {
+    !dpop.is_empty()
+        || authorization.iter().any(|v| {
+            let scheme = v
+                .trim_matches([' ', '\t'])
+                .split([' ', '\t'])
+                .next()
+                .unwrap_or_default();
+            Scheme::from_name(scheme).is_some()
+        })
+}
+
 /// The credentials from the `Authorization` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Credentials<'a> {
@@ -66,13 +95,7 @@ pub fn parse_authorization<'a>(values: &[&'a str]) -> Result<Credentials<'a>> {
     };
     let value = value.trim_matches([' ', '\t']);
     let (scheme, token) = value.split_once([' ', '\t']).ok_or(Error::MalformedAuthorization)?;
-    let scheme = if scheme.eq_ignore_ascii_case("dpop") {
-        Scheme::DPoP
-    } else if scheme.eq_ignore_ascii_case("bearer") {
-        Scheme::Bearer
-    } else {
-        return Err(Error::UnsupportedScheme);
-    };
+    let scheme = Scheme::from_name(scheme).ok_or(Error::UnsupportedScheme)?;
     let token = token.trim_start_matches([' ', '\t']);
     if token.is_empty() || token.len() > MAX_TOKEN_LEN || !is_token68(token) {
         return Err(Error::MalformedAuthorization);

@@ -150,16 +150,29 @@ impl VerifiedToken {
     }
 }
 
-fn within(exp: i64, leeway: u64, now: UnixTime) -> bool {
+/// Whether `exp` (with `leeway`) is still ahead of `now`: the one expiry rule of access and ID
+/// tokens.
+pub(crate) fn within(exp: i64, leeway: u64, now: UnixTime) -> bool {
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     exp.saturating_add(i64::try_from(leeway).unwrap_or(i64::MAX)) > now
 }
 
+/// An `aud` claim: one string or a list (RFC 7519 §4.1.3).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
+}
+
+impl Audience {
+    /// The audiences as a list.
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            Audience::One(a) => alloc::vec![a],
+            Audience::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -207,11 +220,7 @@ impl RawClaims {
         Ok(TokenClaims {
             iss: self.iss,
             sub: self.sub,
-            aud: match self.aud {
-                None => Vec::new(),
-                Some(Audience::One(a)) => alloc::vec![a],
-                Some(Audience::Many(v)) => v,
-            },
+            aud: self.aud.map(Audience::into_vec).unwrap_or_default(),
             exp: self.exp.map(|d| d.0),
             iat: self.iat.map(|d| d.0),
             nbf: self.nbf.map(|d| d.0),

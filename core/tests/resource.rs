@@ -651,6 +651,23 @@ fn a_token_bound_to_both_needs_both() {
 }
 
 #[test]
+fn credentials_are_present_when_any_bearer_or_dpop_credential_is_sent() {
+    use keybound_core::request::presents_credentials;
+    assert!(!presents_credentials(&[], &[]));
+    assert!(!presents_credentials(&["Basic dTpw"], &[]), "not an OAuth credential");
+    assert!(presents_credentials(&["Bearer x"], &[]));
+    assert!(presents_credentials(&["  dpop\tx"], &[]));
+    assert!(
+        presents_credentials(&["Bearer"], &[]),
+        "malformed, but present: it must be valid"
+    );
+    assert!(presents_credentials(&["Basic a", "Bearer b"], &[]), "one of several");
+    assert!(presents_credentials(&[], &["proof"]), "a DPoP header alone");
+    assert_eq!(Scheme::from_name("DPOP"), Some(Scheme::DPoP));
+    assert_eq!(Scheme::from_name("Basic"), None);
+}
+
+#[test]
 fn a_route_can_accept_only_dpop_or_only_certificates() {
     let key = p256(1);
     let cert = X5tS256::from_der(b"cert");

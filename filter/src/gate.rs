@@ -610,7 +610,7 @@ impl Gate {
         if requirement.disabled {
             return allow("no_auth", Some(i), requirement.mode);
         }
-        if requirement.allow_missing && !has_credentials(req) {
+        if requirement.allow_missing && !request::presents_credentials(&req.all("authorization"), &req.all("dpop")) {
             return allow("no_credentials", Some(i), requirement.mode);
         }
         let mut log = DecisionLog {
@@ -624,7 +624,7 @@ impl Gate {
                 log.reason = "ok";
                 Outcome::Allow {
                     strip: Strip::ClaimHeadersAndDpop,
-                    path: rewrite,
+                    path: rewrite.clone(),
                     set,
                     fresh_nonce,
                     log,
@@ -642,7 +642,7 @@ impl Gate {
                 self.deny(req, Some(&path), &e, Some(&requirement), log)
             }
         };
-        self.in_mode(outcome, rewrite_of(&path, req.path))
+        self.in_mode(outcome, rewrite)
     }
 
     fn global_mode(&self) -> Mode {
@@ -1115,23 +1115,6 @@ impl Gate {
         }
         Ok((set, fresh_nonce))
     }
-}
-
-/// Whether a request carries any credential: an `Authorization` header with the `Bearer` or
-/// `DPoP` scheme, or a `DPoP` header.
-fn has_credentials(req: &Request<'_>) -> bool {
-    req.headers.iter().any(|(k, v)| {
-        k == "dpop"
-            || (k == "authorization" && {
-                let scheme = v.trim_start().split([' ', '\t']).next().unwrap_or_default();
-                scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop")
-            })
-    })
-}
-
-/// The canonical request target when it differs from `raw`.
-fn rewrite_of(path: &CanonicalPath, raw: &str) -> Option<String> {
-    path.rewritten(raw)
 }
 
 /// The headers of `forward.claims` (each claim by its JSON pointer, when present) and

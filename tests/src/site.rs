@@ -5,8 +5,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// A static site; stopped on drop.
 ///
@@ -19,13 +19,17 @@ pub struct StaticSite {
     /// Its port.
     pub port: u16,
     stop: Arc<AtomicBool>,
+    index: Arc<RwLock<Option<String>>>,
 }
 
 /// What a [`StaticSite`] serves.
 #[derive(Clone, Debug, Default)]
 pub struct SiteContent {
-    /// Served at `/` instead of the directory's `index.html` (as `text/html`).
+    /// Served at `/` (and at `index_paths`) instead of the directory's `index.html` (as
+    /// `text/html`); [`StaticSite::set_index`] replaces it.
     pub index: Option<String>,
+    /// More paths that serve `index` (e.g. an OAuth redirect URI's path).
+    pub index_paths: Vec<String>,
     /// The URL path prefix the directory is served under, e.g. `/` or `/pkg/` (starts and ends
     /// with `/`).
     pub mount: String,
@@ -40,9 +44,9 @@ impl StaticSite {
     /// If it cannot bind.
     pub fn dir(dir: &Path) -> Result<StaticSite, String> {
         StaticSite::start(SiteContent {
-            index: None,
             mount: "/".into(),
             dir: dir.to_path_buf(),
+            ..SiteContent::default()
         })
     }
 
@@ -58,6 +62,8 @@ impl StaticSite {
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let index = Arc::new(RwLock::new(content.index.clone()));
+        let shared = index.clone();
         let content = Arc::new(content);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -65,14 +71,22 @@ impl StaticSite {
                     break;
                 }
                 if let Ok(c) = conn {
-                    let content = content.clone();
+                    let (content, index) = (content.clone(), shared.clone());
                     std::thread::spawn(move || {
-                        let _ = serve(c, &content);
+                        let _ = serve(c, &content, &index);
                     });
                 }
             }
         });
-        Ok(StaticSite { port, stop })
+        Ok(StaticSite { port, stop, index })
+    }
+
+    /// Replaces the page served at `/` and the `index_paths` (for a page that needs to know
+    /// something only known after the site runs, e.g. an issuer registered with its origin).
+    pub fn set_index(&self, html: String) {
+        if let Ok(mut index) = self.index.write() {
+            *index = Some(html);
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -117,7 +131,7 @@ fn file_for(content: &SiteContent, path: &str) -> Option<PathBuf> {
 }
 
 /// Answers one GET (then closes the connection).
-fn serve(stream: TcpStream, content: &SiteContent) -> std::io::Result<()> {
+fn serve(stream: TcpStream, content: &SiteContent, index: &RwLock<Option<String>>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -129,10 +143,11 @@ fn serve(stream: TcpStream, content: &SiteContent) -> std::io::Result<()> {
         }
     }
     let path = target.split(['?', '#']).next().unwrap_or("/");
-    let found = if path == "/"
-        && let Some(index) = &content.index
-    {
-        Some(("text/html; charset=utf-8", index.as_bytes().to_vec()))
+    let page = (path == "/" || content.index_paths.iter().any(|p| p == path))
+        .then(|| index.read().ok().and_then(|i| i.clone()))
+        .flatten();
+    let found = if let Some(page) = page {
+        Some(("text/html; charset=utf-8", page.into_bytes()))
     } else {
         file_for(content, path).and_then(|file| std::fs::read(&file).ok().map(|bytes| (content_type(&file), bytes)))
     };

@@ -22,7 +22,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use keybound_e2e::webdriver::Browser;
 use keybound_e2e::{Envoy, SiteContent, StaticSite, Upstream};
@@ -97,18 +97,6 @@ try {
 </html>
 "#;
 
-/// The built npm package (`KEYBOUND_BROWSER_PKG`, else `browser/pkg`).
-fn package_dir() -> PathBuf {
-    let dir = std::env::var_os("KEYBOUND_BROWSER_PKG")
-        .map_or_else(|| keybound_e2e::root().join("browser/pkg"), PathBuf::from);
-    assert!(
-        dir.join("keybound_browser.js").exists(),
-        "no keybound-browser package in {} (`cargo xtask test` builds it; or set KEYBOUND_BROWSER_PKG)",
-        dir.display()
-    );
-    dir
-}
-
 /// A static site on a free port of 127.0.0.1: [`PAGE`] at `/`, the package's files under
 /// `/pkg/`, 404 for anything else.
 fn site(pkg: &Path) -> StaticSite {
@@ -116,6 +104,7 @@ fn site(pkg: &Path) -> StaticSite {
         index: Some(PAGE.to_owned()),
         mount: "/pkg/".into(),
         dir: pkg.to_path_buf(),
+        ..SiteContent::default()
     })
     .unwrap()
 }
@@ -146,7 +135,7 @@ fn call_from_page(browser: &Browser, site: &StaticSite, url: &str) -> (String, V
 #[test]
 #[ignore = "needs Chromium, chromedriver, Envoy, the release filter and the browser package: run by `cargo xtask test` (browser step)"]
 fn a_page_on_an_allowed_origin_gets_its_nonce_from_envoy_without_a_cors_filter_and_another_origin_cannot() {
-    let pkg = package_dir();
+    let pkg = common::browser_package();
     let allowed = site(&pkg);
     let other = site(&pkg);
     // The application does CORS for both pages; only the filter's own replies tell them apart.

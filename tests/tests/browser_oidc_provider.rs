@@ -24,16 +24,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Component, Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use keybound_e2e::webdriver::Browser;
-use keybound_e2e::{Envoy, EnvoyOptions, Upstream};
+use keybound_e2e::{Envoy, EnvoyOptions, SiteContent, StaticSite, Upstream};
 use serde_json::{Value, json};
 
 const CLIENT_ID: &str = "keybound-spa";
@@ -130,104 +127,21 @@ try {
 </html>
 "#;
 
-/// The built npm package (`KEYBOUND_BROWSER_PKG`, else `browser/pkg`).
-fn package_dir() -> PathBuf {
-    let dir = std::env::var_os("KEYBOUND_BROWSER_PKG")
-        .map_or_else(|| keybound_e2e::root().join("browser/pkg"), PathBuf::from);
-    assert!(
-        dir.join("keybound_browser.js").exists(),
-        "no keybound-browser package in {} (`cargo xtask test` builds it; or set KEYBOUND_BROWSER_PKG)",
-        dir.display()
-    );
-    dir
+/// The page's site on a free port of 127.0.0.1: the package under `/pkg/`, and once the provider
+/// runs (it needs the site's redirect URI first), [`PAGE`] at `/` and `/cb` ([`set_page`]).
+fn site(pkg: &Path) -> StaticSite {
+    StaticSite::start(SiteContent {
+        index_paths: vec!["/cb".into()],
+        mount: "/pkg/".into(),
+        dir: pkg.to_path_buf(),
+        ..SiteContent::default()
+    })
+    .unwrap()
 }
 
-/// The page's site on a free port of 127.0.0.1: [`PAGE`] at `/` and `/cb`, the package under
-/// `/pkg/`. The issuer is set once the provider runs (it needs the site's redirect URI first).
-struct Site {
-    port: u16,
-    issuer: Arc<std::sync::Mutex<String>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Site {
-    fn start(pkg: &Path) -> Site {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let issuer = Arc::new(std::sync::Mutex::new(String::new()));
-        let (flag, shared) = (stop.clone(), issuer.clone());
-        let pkg = pkg.to_path_buf();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if flag.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Ok(c) = conn {
-                    let pkg = pkg.clone();
-                    let page = PAGE
-                        .replace("__ISSUER__", &shared.lock().unwrap())
-                        .replace("__CLIENT_ID__", CLIENT_ID);
-                    std::thread::spawn(move || {
-                        let _ = serve(c, &pkg, &page);
-                    });
-                }
-            }
-        });
-        Site { port, issuer, stop }
-    }
-
-    fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-/// Answers one GET (then closes the connection).
-fn serve(stream: TcpStream, pkg: &Path, page: &str) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim_end().is_empty() {
-            break;
-        }
-    }
-    let path = target.split(['?', '#']).next().unwrap_or("/");
-    let (status, content_type, body) = if path == "/" || path == "/cb" {
-        ("200 OK", "text/html; charset=utf-8", page.as_bytes().to_vec())
-    } else if let Some(file) = path
-        .strip_prefix("/pkg/")
-        .map(Path::new)
-        .filter(|f| f.components().all(|c| matches!(c, Component::Normal(_))))
-        && let Ok(bytes) = std::fs::read(pkg.join(file))
-    {
-        let content_type = match file.extension().and_then(|e| e.to_str()) {
-            Some("js") => "text/javascript",
-            Some("wasm") => "application/wasm",
-            _ => "application/octet-stream",
-        };
-        ("200 OK", content_type, bytes)
-    } else {
-        ("404 Not Found", "text/plain", b"not found".to_vec())
-    };
-    let mut out = stream;
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    response.extend_from_slice(&body);
-    out.write_all(&response)?;
-    out.flush()
+/// [`PAGE`] for this provider's issuer.
+fn set_page(site: &StaticSite, issuer: &str) {
+    site.set_index(PAGE.replace("__ISSUER__", issuer).replace("__CLIENT_ID__", CLIENT_ID));
 }
 
 /// node-oidc-provider (`tests/oidc-provider/server.mjs`), killed on drop.
@@ -238,7 +152,7 @@ struct Provider {
 }
 
 impl Provider {
-    fn start(site: &Site, par: bool) -> Provider {
+    fn start(site: &StaticSite, par: bool) -> Provider {
         let script_dir = keybound_e2e::root().join("tests/oidc-provider");
         assert!(
             script_dir.join("node_modules/oidc-provider").exists(),
@@ -351,10 +265,10 @@ fn call(browser: &Browser, url: &str) -> Value {
 
 /// The whole run against one provider: login, API call, refresh on 401, refresh by timer, logout.
 fn run(par: bool) {
-    let pkg = package_dir();
-    let site = Site::start(&pkg);
+    let pkg = common::browser_package();
+    let site = site(&pkg);
     let provider = Provider::start(&site, par);
-    *site.issuer.lock().unwrap() = provider.issuer.clone();
+    set_page(&site, &provider.issuer);
     let mut key = provider.access_token_key();
     key.as_object_mut()
         .unwrap()

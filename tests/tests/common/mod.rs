@@ -281,3 +281,18 @@ pub fn wasmplugin_vm_env(spec: &serde_yaml::Value) -> Vec<(String, String)> {
         })
         .unwrap_or_default()
 }
+
+/// The npm package of keybound-browser as installed for the tests (`KEYBOUND_BROWSER_PKG`; else
+/// what `cargo xtask package npm` staged, `target/package/npm`).
+pub fn browser_package() -> std::path::PathBuf {
+    let dir = std::env::var_os("KEYBOUND_BROWSER_PKG").map_or_else(
+        || keybound_e2e::root().join("target/package/npm"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        dir.join("keybound_browser.js").exists(),
+        "no keybound-browser package in {} (`cargo xtask package npm` builds it; or set KEYBOUND_BROWSER_PKG)",
+        dir.display()
+    );
+    dir
+}
