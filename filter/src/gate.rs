@@ -673,7 +673,7 @@ impl Gate {
                     log,
                 }
             }
-            Outcome::Deny { headers, log, .. } if log.mode == Mode::Report && log.decision != "serve" => {
+            Outcome::Deny { headers, log, .. } if log.mode == Mode::Report => {
                 let fresh_nonce = headers.into_iter().find(|(k, _)| k == "dpop-nonce").map(|(_, v)| v);
                 Outcome::Allow {
                     strip: Strip::ClaimHeaders,

@@ -786,6 +786,13 @@ fn report_mode_forwards_with_the_decision_it_would_have_had() {
         (Some("deny"), Some("proof_replayed"))
     );
     assert_eq!(header(&o, "x-keybound-sub"), None);
+    // A path the filter cannot read safely follows the global mode: forwarded as it came, marked.
+    let o = decide_req(&mut g, &store, &Req::path("/a%2Fb"), &[]);
+    assert!(matches!(&o, Outcome::Allow { path: None, .. }), "{o:?}");
+    assert_eq!(
+        (header(&o, "x-keybound-decision"), header(&o, "x-keybound-reason")),
+        (Some("deny"), Some("path_not_canonical"))
+    );
     // A client cannot forge the marks: they are stripped like claim headers.
     let forged = owned(&[("X-Keybound-Decision", "allow"), ("x_keybound_reason", "ok")]);
     assert_eq!(
