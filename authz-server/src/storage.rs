@@ -148,6 +148,12 @@ pub struct ThrottleRecord {
 
 /// Everything the server persists.
 pub trait Storage: Send + Sync {
+    /// Checks that the database answers (the readiness probe).
+    ///
+    /// # Errors
+    /// [`StorageError`] if it does not.
+    fn ping(&self) -> StoreResult<()>;
+
     /// Stores or replaces a registered client.
     ///
     /// # Errors
@@ -511,6 +517,12 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
 }
 
 impl Storage for SqliteStorage {
+    fn ping(&self) -> StoreResult<()> {
+        let conn = self.lock()?;
+        conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn put_client(&self, client: &RegisteredClient) -> StoreResult<()> {
         self.lock()?.execute(
             "INSERT OR REPLACE INTO registered_clients (client_id, metadata, registration_token_hash, created_at)
