@@ -23,12 +23,17 @@
 //!   client address kept in storage ([`throttle`]); CORS
 //!   on the token and PAR endpoints ([`cors`]); dynamic client registration and management
 //!   (RFC 7591/7592, [`registration`]).
+//! - Operations ([`ops`]): `/healthz`, `/readyz`, Prometheus metrics ([`metrics`]) on an admin
+//!   listener, structured logs with levels ([`log`]), `KEYBOUND_AUTHZ_*` overrides and secrets
+//!   from files ([`overrides`]), a graceful stop on SIGTERM ([`server::run`]), and a plain-HTTP
+//!   listener for a trusted TLS-terminating proxy that forwards the client certificate
+//!   ([`proxy`]).
 //!
 //! ## What it does not do
 //! Request objects (JAR), `jwks_uri` for clients, `client_secret_*`, plain authorization requests
 //! without PAR, and a PostgreSQL backend (the [`storage::Storage`] trait is ready for one).
 //!
-//! The binary is `keybound-authz` (`init`, `serve`, `hash-password`, `keys rotate`).
+//! The binary is `keybound-authz` (`init`, `serve`, `check`, `hash-password`, `keys rotate`).
 
 pub mod authorize;
 pub mod client_auth;

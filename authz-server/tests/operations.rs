@@ -274,3 +274,29 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     );
     assert_eq!(shutdown.last().map(String::as_str), Some("done"), "{log}");
 }
+
+/// The container image definition builds this binary from this workspace, runs it unprivileged
+/// with the documented config path, and copies only what the build stage produced. (No container
+/// engine runs here: this checks the definition against the repository.)
+#[test]
+fn the_container_image_definition_matches_the_workspace() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = std::fs::read_to_string(root.join("Containerfile")).unwrap();
+    let instructions: Vec<&str> = file
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.starts_with(' '))
+        .collect();
+    let from: Vec<&&str> = instructions.iter().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(from.len(), 2, "a build stage and a runtime stage");
+    assert!(from[0].ends_with(" AS build"));
+    assert!(file.contains("cargo build --locked --release -p keybound-authz"));
+    assert!(file.contains(&format!("--from=build /out/{0} /usr/local/bin/{0}", "keybound-authz")));
+    assert!(instructions.contains(&"USER nonroot"), "runs unprivileged");
+    assert!(instructions.contains(&r#"ENTRYPOINT ["/usr/local/bin/keybound-authz"]"#));
+    assert!(instructions.contains(&r#"CMD ["serve", "--config", "/etc/keybound/authz.toml"]"#));
+    // The binary the image runs answers the image's command line.
+    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+    // `cargo build --locked` needs the lock file in the build context.
+    assert!(root.join("../Cargo.lock").is_file());
+}
