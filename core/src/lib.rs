@@ -21,7 +21,10 @@
 //! - [`htu`]: the normalised request URI of a proof.
 //! - [`nonce`]: stateless server nonces shared by every instance holding the secret.
 //! - [`token`]: RFC 9068 JWT access tokens and RFC 7662 introspection results.
-//! - [`cert`]: certificate thumbprints (`x5t#S256`) and the XFCC header.
+//! - [`cert`]: certificate thumbprints (`x5t#S256`), PEM chains, the XFCC header and RFC 9440
+//!   `Client-Cert` headers.
+//! - [`qc`]: PSD2 roles, competent authority and organisation identifier of a qualified
+//!   certificate (ETSI TS 119 495 QCStatements).
 //! - [`request`]: the whole protected-resource request: headers, binding, scopes.
 //! - [`pkce`]: PKCE S256.
 //! - [`id_token`]: OpenID Connect ID tokens, validated by a client (signature from the issuer's
@@ -47,6 +50,7 @@ pub mod jws;
 pub mod nonce;
 pub mod path;
 pub mod pkce;
+pub mod qc;
 pub mod request;
 pub mod time;
 pub mod token;
