@@ -240,6 +240,14 @@ pub enum Error {
         what: &'static str,
     },
 
+    // ---- request objects (RFC 9101, checked by an authorization server) ----
+    /// A claim of a signed request object fails a check ([`crate::jar`]); an authorization
+    /// server answers `invalid_request_object`.
+    RequestObjectInvalid {
+        /// Which check (for logs only).
+        what: &'static str,
+    },
+
     // ---- PKCE (RFC 7636) ----
     /// `code_challenge_method=plain` or an unknown method.
     PkceMethodNotAllowed,
@@ -274,6 +282,7 @@ impl Error {
             | InvalidCertificate { .. }
             | PkceMethodNotAllowed
             | PkceMalformed
+            | RequestObjectInvalid { .. }
             | Config { .. } => ErrorCode::InvalidRequest,
             MissingProof | HtmMismatch | HtuMismatch | InvalidHtu | IatOutOfWindow | AthMismatch | ProofReplayed => {
                 ErrorCode::InvalidDpopProof
@@ -455,6 +464,7 @@ impl Error {
             InvalidCertificate { .. } => "invalid_certificate",
             PkceMethodNotAllowed => "pkce_method_not_allowed",
             PkceMalformed => "pkce_malformed",
+            RequestObjectInvalid { .. } => "request_object_invalid",
             PkceMismatch => "pkce_mismatch",
             Config { .. } => "config",
         }

@@ -29,6 +29,8 @@
 //! - [`pkce`]: PKCE S256.
 //! - [`id_token`]: OpenID Connect ID tokens, validated by a client (signature from the issuer's
 //!   JWKS, `iss`, `aud`, `azp`, `nonce`, `exp`, `iat`).
+//! - [`jar`]: signed request objects (RFC 9101) as FAPI 2.0 Message Signing requires them,
+//!   verified by an authorization server.
 //! - [`error`]: the one error type and its mapping to the wire.
 //!
 //! Results that prove a check passed ([`dpop::VerifiedProof`], [`token::VerifiedToken`],
@@ -44,6 +46,7 @@ pub mod dpop;
 pub mod error;
 pub mod htu;
 pub mod id_token;
+pub mod jar;
 mod json;
 pub mod jwk;
 pub mod jws;
