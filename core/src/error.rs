@@ -248,6 +248,16 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// An `authorization_details` value (RFC 9396) is malformed or not what its registered type
+    /// allows ([`crate::rar`]); an authorization server answers `invalid_authorization_details`.
+    AuthorizationDetailsInvalid {
+        /// The JSON pointer of the offending value (`/0/instructedAmount/currency`; empty for
+        /// the whole value).
+        at: String,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+
     // ---- PKCE (RFC 7636) ----
     /// `code_challenge_method=plain` or an unknown method.
     PkceMethodNotAllowed,
@@ -283,6 +293,7 @@ impl Error {
             | PkceMethodNotAllowed
             | PkceMalformed
             | RequestObjectInvalid { .. }
+            | AuthorizationDetailsInvalid { .. }
             | Config { .. } => ErrorCode::InvalidRequest,
             MissingProof | HtmMismatch | HtuMismatch | InvalidHtu | IatOutOfWindow | AthMismatch | ProofReplayed => {
                 ErrorCode::InvalidDpopProof
@@ -465,6 +476,7 @@ impl Error {
             PkceMethodNotAllowed => "pkce_method_not_allowed",
             PkceMalformed => "pkce_malformed",
             RequestObjectInvalid { .. } => "request_object_invalid",
+            AuthorizationDetailsInvalid { .. } => "authorization_details_invalid",
             PkceMismatch => "pkce_mismatch",
             Config { .. } => "config",
         }

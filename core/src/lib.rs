@@ -31,6 +31,8 @@
 //!   JWKS, `iss`, `aud`, `azp`, `nonce`, `exp`, `iat`).
 //! - [`jar`]: signed request objects (RFC 9101) as FAPI 2.0 Message Signing requires them,
 //!   verified by an authorization server.
+//! - [`rar`]: Rich Authorization Requests (RFC 9396): `authorization_details` checked against
+//!   registered types, and their consent text.
 //! - [`error`]: the one error type and its mapping to the wire.
 //!
 //! Results that prove a check passed ([`dpop::VerifiedProof`], [`token::VerifiedToken`],
@@ -54,6 +56,7 @@ pub mod nonce;
 pub mod path;
 pub mod pkce;
 pub mod qc;
+pub mod rar;
 pub mod request;
 pub mod time;
 pub mod token;
