@@ -201,6 +201,11 @@ pub enum Error {
     NotAnAccessToken,
     /// The token lacks a scope the route requires.
     InsufficientScope,
+    /// The token's `authorization_details` (RFC 9396) lack a type the route requires.
+    AuthorizationDetailsMissing,
+    /// The client certificate lacks a PSD2 role the route requires (ETSI TS 119 495), or
+    /// carries no PSD2 statement at all.
+    Psd2RoleMissing,
 
     // ---- ID token claims (OpenID Connect Core §3.1.3.7, checked by a client) ----
     /// The ID token's `iss` is not the issuer the client talked to.
@@ -334,7 +339,7 @@ impl Error {
             | IdTokenExpired
             | IdTokenIssuedInFuture
             | IdTokenTooOld => ErrorCode::InvalidToken,
-            InsufficientScope => ErrorCode::InsufficientScope,
+            InsufficientScope | AuthorizationDetailsMissing | Psd2RoleMissing => ErrorCode::InsufficientScope,
             PkceMismatch => ErrorCode::InvalidGrant,
         })
     }
@@ -465,6 +470,8 @@ impl Error {
             TokenInactive => "token_inactive",
             NotAnAccessToken => "token_not_access_token",
             InsufficientScope => "insufficient_scope",
+            AuthorizationDetailsMissing => "authorization_details_missing",
+            Psd2RoleMissing => "psd2_role_missing",
             DpopBoundTokenAsBearer => "dpop_bound_token_as_bearer",
             TokenNotDpopBound => "token_not_dpop_bound",
             JktMismatch => "jkt_mismatch",
