@@ -5,6 +5,7 @@
 //! keybound-authz serve --config FILE
 //! keybound-authz hash-password            (reads a password from stdin, prints an argon2 hash)
 //! keybound-authz keys rotate --config FILE
+//! keybound-authz migrate --config FILE
 //! ```
 
 use std::path::PathBuf;
@@ -16,7 +17,8 @@ const USAGE: &str = "usage:
   keybound-authz init [--dir DIR] [--issuer URL] [--listen ADDR] [--force]
   keybound-authz serve --config FILE
   keybound-authz hash-password   (password on stdin)
-  keybound-authz keys rotate --config FILE";
+  keybound-authz keys rotate --config FILE
+  keybound-authz migrate --config FILE";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -30,15 +32,26 @@ fn load(args: &[String]) -> Result<Config, String> {
     Config::load(&PathBuf::from(path)).map_err(|e| e.to_string())
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("serve") => {
             let config = load(args)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
+            runtime()?.block_on(keybound_authz::server::run(config))
+        }
+        Some("migrate") => {
+            let config = load(args)?;
+            let m = runtime()?
+                .block_on(keybound_authz::storage::migrate(&config.storage))
                 .map_err(|e| e.to_string())?;
-            rt.block_on(keybound_authz::server::run(config))
+            println!("{}: schema at version {} (was {})", m.backend, m.to, m.from);
+            Ok(())
         }
         Some("init") => {
             let dir = PathBuf::from(flag(args, "--dir").unwrap_or_else(|| "keybound-dev".into()));
@@ -68,13 +81,17 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         Some("keys") if args.get(1).map(String::as_str) == Some("rotate") => {
             let config = load(args)?;
-            let app = keybound_authz::server::App::new(config)?;
-            let kid = keybound_authz::keys::KeyRing::rotate(
-                app.store.as_ref(),
-                keybound_authz::random::now(),
-                app.key_retention(),
-            )
-            .map_err(|e| e.to_string())?;
+            let (app, kid) = runtime()?.block_on(async {
+                let app = keybound_authz::server::App::new(config).await?;
+                let kid = keybound_authz::keys::KeyRing::rotate(
+                    app.store.as_ref(),
+                    keybound_authz::random::now(),
+                    app.key_retention(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok::<_, String>((app, kid))
+            })?;
             println!(
                 "new signing key {kid}; previous keys stay published for {} s",
                 app.key_retention()

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::keys::KeyRing;
-use crate::storage::{SqliteStorage, Storage, StorageError};
+use crate::storage::{Storage, StorageError};
 use crate::tls::{CaVerifier, PeerCerts};
 
 /// The endpoint paths, under the issuer.
@@ -165,13 +165,16 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Opens storage, loads keys and builds the state.
+    /// Opens storage (the configured backend, migrated unless `storage.auto_migrate` is off),
+    /// loads keys and builds the state.
     ///
     /// # Errors
     /// A message if storage, keys or the CA file fail.
-    pub fn new(config: Config) -> Result<App, String> {
-        let store: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&config.database).map_err(|e| e.to_string())?);
-        let keys = KeyRing::load_or_create(store.as_ref(), crate::random::now()).map_err(|e| e.to_string())?;
+    pub async fn new(config: Config) -> Result<App, String> {
+        let store = crate::storage::open(&config.storage).await.map_err(|e| e.to_string())?;
+        let keys = KeyRing::load_or_create(store.as_ref(), crate::random::now())
+            .await
+            .map_err(|e| e.to_string())?;
         let ca = config
             .tls
             .client_ca
@@ -193,11 +196,11 @@ impl App {
     ///
     /// # Errors
     /// `server_error` if storage fails.
-    pub fn client(&self, id: &str) -> Result<Option<Arc<crate::config::Client>>, OAuthError> {
+    pub async fn client(&self, id: &str) -> Result<Option<Arc<crate::config::Client>>, OAuthError> {
         if let Some(c) = self.config.clients.get(id) {
             return Ok(Some(Arc::new(c.clone())));
         }
-        let Some(rec) = self.store.client(id)? else {
+        let Some(rec) = self.store.client(id).await? else {
             return Ok(None);
         };
         let meta: serde_json::Value =
@@ -233,9 +236,10 @@ impl App {
         l.access_token.max(l.id_token).saturating_add(60)
     }
 
-    /// Reloads the signing keys from storage (picks up `keybound-authz keys rotate`).
-    pub fn reload_keys(&self) {
-        match KeyRing::load_or_create(self.store.as_ref(), crate::random::now()) {
+    /// Reloads the signing keys from storage (picks up `keybound-authz keys rotate` and a
+    /// rotation by another instance sharing the database).
+    pub async fn reload_keys(&self) {
+        match KeyRing::load_or_create(self.store.as_ref(), crate::random::now()).await {
             Ok(ring) => match self.keys.write() {
                 Ok(mut k) => *k = ring,
                 Err(p) => *p.into_inner() = ring,
@@ -440,8 +444,8 @@ impl Params {
 /// How many argon2 password checks may run at once.
 pub const PASSWORD_SLOTS: usize = 4;
 
-/// How often a running server reloads its signing keys from storage (seconds).
-pub const KEY_RELOAD_SECONDS: u64 = 10;
+/// How often a running server deletes expired records from storage (seconds).
+pub const PURGE_SECONDS: u64 = 60;
 
 /// The shared state type of the router.
 pub type AppState = Arc<App>;
@@ -483,7 +487,7 @@ pub fn router(app: AppState) -> Router {
 pub async fn run(config: Config) -> Result<(), String> {
     let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key)?;
     let listen = config.listen;
-    let app = Arc::new(App::new(config)?);
+    let app = Arc::new(App::new(config).await?);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("listen {listen}: {e}"))?;
@@ -498,15 +502,16 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: AppState) 
     let routes = router(app.clone());
     let bg = app.clone();
     tokio::spawn(async move {
-        let mut ticks: u64 = 0;
+        let reload = std::time::Duration::from_secs(bg.config.storage.key_reload_seconds);
+        let mut last_purge = std::time::Instant::now();
         loop {
-            tokio::time::sleep(std::time::Duration::from_secs(KEY_RELOAD_SECONDS)).await;
-            ticks = ticks.wrapping_add(1);
-            bg.reload_keys();
-            if ticks.is_multiple_of(6)
-                && let Err(e) = bg.store.purge_expired(crate::random::now())
-            {
-                log_line("error", "purge_failed", &e.to_string());
+            tokio::time::sleep(reload).await;
+            bg.reload_keys().await;
+            if last_purge.elapsed().as_secs() >= PURGE_SECONDS {
+                last_purge = std::time::Instant::now();
+                if let Err(e) = bg.store.purge_expired(crate::random::now()).await {
+                    log_line("error", "purge_failed", &e.to_string());
+                }
             }
         }
     });
