@@ -136,7 +136,12 @@ pub async fn authenticate(
     })
 }
 
-async fn private_key_jwt(app: &App, params: &Params, assertion: &str, now: u64) -> Result<AuthenticatedClient, OAuthError> {
+async fn private_key_jwt(
+    app: &App,
+    params: &Params,
+    assertion: &str,
+    now: u64,
+) -> Result<AuthenticatedClient, OAuthError> {
     let bad = |why: &str| OAuthError::invalid_client(format!("client assertion: {why}"));
     let jws = Jws::parse(assertion, Part::Other, assertion_algs()).map_err(|e| bad(e.reason()))?;
     let iss = unverified_iss(jws.payload()).ok_or_else(|| bad("no iss"))?;

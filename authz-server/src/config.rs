@@ -454,11 +454,11 @@ impl StorageUrl {
     pub fn parse(text: &str, base: &Path) -> Result<StorageUrl, String> {
         let text = text.trim();
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            let pg: tokio_postgres::Config = text
-                .parse()
-                .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            let pg: tokio_postgres::Config = text.parse().map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
             if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-                return Err("sslmode=require is not supported: connections to PostgreSQL are plain TCP or a Unix socket".into());
+                return Err(
+                    "sslmode=require is not supported: connections to PostgreSQL are plain TCP or a Unix socket".into(),
+                );
             }
             return Ok(StorageUrl::Postgres(text.to_string()));
         }
@@ -828,7 +828,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     })
 }
 
-fn validate_storage(database: Option<&str>, raw: Option<&RawStorage>, base: &Path) -> Result<StorageSettings, ConfigError> {
+fn validate_storage(
+    database: Option<&str>,
+    raw: Option<&RawStorage>,
+    base: &Path,
+) -> Result<StorageSettings, ConfigError> {
     let url = raw.and_then(|s| s.url.as_deref());
     let (field, text) = match (database, url) {
         (Some(_), Some(_)) => return Err(err("storage.url", "give either storage.url or database, not both")),

@@ -91,7 +91,12 @@ pub async fn introspect(
     }
 }
 
-async fn introspect_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+async fn introspect_inner(
+    app: &App,
+    peer: &PeerCerts,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
     let now = crate::random::now();
     let params = Params::from_form(headers, body)?;
     let client =
@@ -103,7 +108,9 @@ async fn introspect_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body
     crate::client_auth::record_assertion(app, &client, now).await?;
     // Only access tokens are ever active here: the callers are resource servers, and a refresh
     // token must never be accepted by one (RFC 6749 §1.5, RFC 7662 §2.2).
-    let record = find(app, token, now).await?.filter(|r| r.kind == ACCESS && !r.revoked && r.expires_at > now);
+    let record = find(app, token, now)
+        .await?
+        .filter(|r| r.kind == ACCESS && !r.revoked && r.expires_at > now);
     let answer = match record {
         Some(r) => active_answer(&r)?,
         None => serde_json::json!({ "active": false }),

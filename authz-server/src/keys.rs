@@ -115,9 +115,7 @@ impl KeyRing {
     /// [`KeyError`] if storage or randomness fails.
     pub async fn rotate(store: &dyn Storage, now: u64, retention: u64) -> Result<String, KeyError> {
         let rec = generate(now)?;
-        store
-            .rotate_signing_key(&rec, now.saturating_sub(retention))
-            .await?;
+        store.rotate_signing_key(&rec, now.saturating_sub(retention)).await?;
         Ok(rec.kid)
     }
 
@@ -172,7 +170,13 @@ mod tests {
     #[tokio::test]
     async fn rotation_switches_the_signer_and_keeps_the_old_key_published_for_the_retention() {
         let s = SqliteStorage::open(":memory:").await.unwrap();
-        let old = KeyRing::load_or_create(&s, 100).await.unwrap().active().unwrap().kid.clone();
+        let old = KeyRing::load_or_create(&s, 100)
+            .await
+            .unwrap()
+            .active()
+            .unwrap()
+            .kid
+            .clone();
         let new = KeyRing::rotate(&s, 1000, 300).await.unwrap();
         assert_ne!(old, new);
         let ring = KeyRing::load_or_create(&s, 1000).await.unwrap();

@@ -164,14 +164,15 @@ async fn push_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8
     let id = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
     let request_uri = format!("{REQUEST_URI_PREFIX}{id}");
     let lifetime = app.config.lifetimes.par;
-    app.store.put_par(&ParRecord {
-        request_uri: request_uri.clone(),
-        client_id: client.client.id.clone(),
-        params: serde_json::to_string(&request).map_err(|e| OAuthError::server(e.to_string()))?,
-        expires_at: now.saturating_add(lifetime),
-        consumed: false,
-    })
-    .await?;
+    app.store
+        .put_par(&ParRecord {
+            request_uri: request_uri.clone(),
+            client_id: client.client.id.clone(),
+            params: serde_json::to_string(&request).map_err(|e| OAuthError::server(e.to_string()))?,
+            expires_at: now.saturating_add(lifetime),
+            consumed: false,
+        })
+        .await?;
     let mut res = json_no_store(
         StatusCode::CREATED,
         &serde_json::json!({ "request_uri": request_uri, "expires_in": lifetime }),

@@ -285,7 +285,11 @@ fn answer(
 }
 
 /// Checks the registration access token of `client_id`.
-async fn registered(app: &crate::server::App, headers: &HeaderMap, client_id: &str) -> Result<RegisteredClient, OAuthError> {
+async fn registered(
+    app: &crate::server::App,
+    headers: &HeaderMap,
+    client_id: &str,
+) -> Result<RegisteredClient, OAuthError> {
     let given = bearer(headers).ok_or_else(|| invalid_token("no registration access token"))?;
     let rec = app
         .store

@@ -127,16 +127,17 @@ pub async fn issue_access_token(app: &App, grant: &Grant<'_>, now: u64) -> Resul
     if let Some(o) = record.as_object_mut() {
         o.insert("token_type".into(), grant.binding.token_type().into());
     }
-    app.store.put_token(&TokenRecord {
-        id: jti.clone(),
-        kind: "access".into(),
-        grant_id: grant.grant_id.to_string(),
-        client_id: grant.client_id.to_string(),
-        data: record.to_string(),
-        expires_at: exp,
-        revoked: false,
-    })
-    .await?;
+    app.store
+        .put_token(&TokenRecord {
+            id: jti.clone(),
+            kind: "access".into(),
+            grant_id: grant.grant_id.to_string(),
+            client_id: grant.client_id.to_string(),
+            data: record.to_string(),
+            expires_at: exp,
+            revoked: false,
+        })
+        .await?;
     Ok(IssuedToken { jwt, jti, claims, exp })
 }
 
@@ -186,16 +187,17 @@ pub async fn issue_refresh_token(app: &App, grant: &Grant<'_>, now: u64) -> Resu
     if let Some(o) = claims.as_object_mut() {
         o.insert("refresh".into(), serde_json::to_value(&data).map_err(server_err)?);
     }
-    app.store.put_token(&TokenRecord {
-        id: refresh_id(&token),
-        kind: "refresh".into(),
-        grant_id: grant.grant_id.to_string(),
-        client_id: grant.client_id.to_string(),
-        data: claims.to_string(),
-        expires_at: now.saturating_add(app.config.lifetimes.refresh_token),
-        revoked: false,
-    })
-    .await?;
+    app.store
+        .put_token(&TokenRecord {
+            id: refresh_id(&token),
+            kind: "refresh".into(),
+            grant_id: grant.grant_id.to_string(),
+            client_id: grant.client_id.to_string(),
+            data: claims.to_string(),
+            expires_at: now.saturating_add(app.config.lifetimes.refresh_token),
+            revoked: false,
+        })
+        .await?;
     Ok(token)
 }
 
@@ -369,7 +371,10 @@ async fn authorization_code(
             o.insert("id_token".into(), issue_id_token(app, &data, &sub, now)?.into());
         }
         if client.client.grant_types.contains(&GrantType::RefreshToken) {
-            o.insert("refresh_token".into(), issue_refresh_token(app, &grant, now).await?.into());
+            o.insert(
+                "refresh_token".into(),
+                issue_refresh_token(app, &grant, now).await?.into(),
+            );
         }
     }
     Ok(json_no_store(StatusCode::OK, &body))

@@ -132,7 +132,11 @@ pub async fn userinfo(
         Err(e) => return challenge_error(&app, &e, &auth, now),
     };
     if let Some(p) = verified.proof() {
-        match app.store.remember_once(&p.replay_key(), p.replay_expires_at(), now).await {
+        match app
+            .store
+            .remember_once(&p.replay_key(), p.replay_expires_at(), now)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return challenge_error(&app, &keybound_core::Error::ProofReplayed, &auth, now),
             Err(e) => {

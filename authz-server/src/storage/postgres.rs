@@ -185,9 +185,7 @@ impl PostgresStorage {
     /// # Errors
     /// [`StorageError`] if the URL is not a valid connection string.
     pub fn connect(url: &str, pool_size: usize) -> StoreResult<Self> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StorageError(format!("postgres URL: {e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StorageError(format!("postgres URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(POOL_WAIT);
         }
@@ -222,7 +220,8 @@ impl PostgresStorage {
         let mut from = None;
         loop {
             let tx = client.transaction().await?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
             tx.batch_execute(
                 "CREATE TABLE IF NOT EXISTS keybound_schema (
                     version INTEGER PRIMARY KEY,
@@ -280,7 +279,12 @@ impl PostgresStorage {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let select = tx.prepare_cached(&format!("{SELECT_THROTTLE} FOR UPDATE")).await?;
-        let before = tx.query_opt(&select, &[&key]).await?.as_ref().map(row_throttle).transpose()?;
+        let before = tx
+            .query_opt(&select, &[&key])
+            .await?
+            .as_ref()
+            .map(row_throttle)
+            .transpose()?;
         let after = next(before);
         match (before, after) {
             (_, Some(rec)) => {
@@ -431,7 +435,12 @@ impl Storage for PostgresStorage {
                     "INSERT INTO signing_keys (kid, secret, created_at, retired_at)
                      SELECT $1, $2, $3, $4
                      WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL)",
-                    &[&key.kid, &key.secret, &to_i64(key.created_at), &key.retired_at.map(to_i64)],
+                    &[
+                        &key.kid,
+                        &key.secret,
+                        &to_i64(key.created_at),
+                        &key.retired_at.map(to_i64),
+                    ],
                 )
                 .await?;
             tx.commit().await?;
@@ -446,7 +455,12 @@ impl Storage for PostgresStorage {
             tx.batch_execute(LOCK_KEYS).await?;
             tx.execute(
                 INSERT_KEY,
-                &[&key.kid, &key.secret, &to_i64(key.created_at), &key.retired_at.map(to_i64)],
+                &[
+                    &key.kid,
+                    &key.secret,
+                    &to_i64(key.created_at),
+                    &key.retired_at.map(to_i64),
+                ],
             )
             .await?;
             tx.execute(
@@ -716,9 +730,11 @@ impl Storage for PostgresStorage {
             // Used codes are kept an hour longer, so a late reuse still revokes what they issued.
             self.execute("DELETE FROM codes WHERE expires_at <= $1", &[&codes_before])
                 .await?;
-            self.execute("DELETE FROM tokens WHERE expires_at <= $1", &[&now]).await?;
+            self.execute("DELETE FROM tokens WHERE expires_at <= $1", &[&now])
+                .await?;
             // Exactly the records that are no longer live (`replay_record_live` is `now < expires_at`).
-            self.execute("DELETE FROM replay WHERE expires_at <= $1", &[&now]).await?;
+            self.execute("DELETE FROM replay WHERE expires_at <= $1", &[&now])
+                .await?;
             self.execute("DELETE FROM login_throttle WHERE expires_at <= $1", &[&now])
                 .await?;
             Ok(())

@@ -132,25 +132,30 @@ impl SqliteStorage {
     /// [`StorageError`] if one fails, or the schema is newer than this binary.
     pub async fn migrate(&self) -> StoreResult<Migrated> {
         self.run(|conn| {
-            let current: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            let from = usize::try_from(current).unwrap_or(usize::MAX);
             let latest = u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX);
-            if from > MIGRATIONS.len() {
-                return Err(StorageError(format!(
-                    "database schema version {current} is newer than this binary ({latest})"
-                )));
-            }
-            for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
-                let tx = conn.transaction()?;
+            let mut from = None;
+            loop {
+                // IMMEDIATE: the version is read under the write lock, so handles migrating at
+                // once (several processes on one file) apply each migration once.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let current: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+                let from = *from.get_or_insert(current);
+                if current > latest {
+                    return Err(StorageError(format!(
+                        "database schema version {current} is newer than this binary ({latest})"
+                    )));
+                }
+                let Some(sql) = usize::try_from(current).ok().and_then(|i| MIGRATIONS.get(i)) else {
+                    return Ok(Migrated {
+                        backend: "sqlite",
+                        from,
+                        to: latest,
+                    });
+                };
                 tx.execute_batch(sql)?;
-                tx.pragma_update(None, "user_version", i + 1)?;
+                tx.pragma_update(None, "user_version", current + 1)?;
                 tx.commit()?;
             }
-            Ok(Migrated {
-                backend: "sqlite",
-                from: current,
-                to: latest,
-            })
         })
         .await
     }
@@ -363,11 +368,9 @@ impl Storage for SqliteStorage {
             // IMMEDIATE: the write lock is taken before the read, so two processes sharing the
             // file cannot both see no key.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let active: i64 = tx.query_row(
-                "SELECT count(*) FROM signing_keys WHERE retired_at IS NULL",
-                [],
-                |r| r.get(0),
-            )?;
+            let active: i64 = tx.query_row("SELECT count(*) FROM signing_keys WHERE retired_at IS NULL", [], |r| {
+                r.get(0)
+            })?;
             if active > 0 {
                 return Ok(false);
             }
