@@ -136,6 +136,8 @@ pub struct Env {
     pub port: u16,
     pub issuer: String,
     pub config: PathBuf,
+    /// Whether the state is in PostgreSQL (else in `test.sqlite` in `dir`).
+    pub postgres: bool,
 }
 
 /// The client keys of the test config.
@@ -334,6 +336,7 @@ totp_secret = "{TOTP_SECRET}"
             port,
             issuer,
             config: config_path,
+            postgres: opts.postgres,
         }
     }
 
