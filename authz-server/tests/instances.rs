@@ -316,3 +316,39 @@ async fn an_account_locked_at_one_instance_is_locked_at_the_other() {
     // Another account is not affected.
     assert_eq!(login_attempt(&p, &p.b, "bob", PASSWORD).await.status, 200);
 }
+
+/// `keybound-authz migrate` brings a new PostgreSQL database to the current schema; with
+/// `storage.auto_migrate = false`, `serve` refuses the database until then.
+#[tokio::test]
+async fn migrate_prepares_the_database_that_serve_refuses_before() {
+    let env = Env::new(&on_postgres(no_nonce()));
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("key_reload_seconds = 1", "key_reload_seconds = 1\nauto_migrate = false");
+    std::fs::write(&env.config, text).unwrap();
+    let serve = std::process::Command::new(BIN)
+        .args(["serve", "--config", env.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(err.contains("schema is at version 0") && err.contains("keybound-authz migrate"), "{err}");
+
+    let migrate = || {
+        let out = std::process::Command::new(BIN)
+            .args(["migrate", "--config", env.config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let latest = keybound_authz::storage::postgres::MIGRATIONS.len();
+    assert_eq!(migrate().trim(), format!("postgres: schema at version {latest} (was 0)"));
+    assert_eq!(
+        migrate().trim(),
+        format!("postgres: schema at version {latest} (was {latest})")
+    );
+    let _server = env.start();
+    let r = Https::new(&env, None).get("/jwks").await;
+    assert_eq!(r.status, 200);
+}
