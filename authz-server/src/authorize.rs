@@ -162,7 +162,7 @@ pub async fn start(State(app): State<AppState>, RawQuery(query): RawQuery) -> Re
     if !request_uri.starts_with(REQUEST_URI_PREFIX) {
         return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "not a PAR request_uri");
     }
-    let par = match app.store.par(request_uri) {
+    let par = match app.store.par(request_uri).await {
         Ok(Some(p)) => p,
         Ok(None) => return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "unknown request_uri"),
         Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
@@ -301,14 +301,14 @@ fn log_failure(app: &App, event: &str, username: &str, addr: ClientAddr, reason:
 
 /// Starts a throttled attempt ([`crate::throttle::begin`]): the attempt, or the page to answer
 /// when the account or address is locked (nothing is checked then).
-fn begin_attempt(
+async fn begin_attempt(
     app: &App,
     username: &str,
     addr: ClientAddr,
     now: u64,
     form: &str,
 ) -> Result<crate::throttle::Attempt, Box<Response>> {
-    match crate::throttle::begin(app, username, addr.0, now) {
+    match crate::throttle::begin(app, username, addr.0, now).await {
         Ok(Ok(attempt)) => Ok(attempt),
         Ok(Err(seconds)) => {
             log_failure(app, "login_throttled", username, addr, "locked");
@@ -356,7 +356,7 @@ pub async fn login(
     let username = params.get("username").unwrap_or("").to_string();
     let password = params.get("password").unwrap_or("").to_string();
     let form = login_form(&txn_id, None);
-    let attempt = match begin_attempt(&app, &username, addr, now, &form) {
+    let attempt = match begin_attempt(&app, &username, addr, now, &form).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -389,7 +389,7 @@ pub async fn login(
     let needs_totp = app.config.users.get(&username).is_some_and(|u| u.totp_secret.is_some());
     // The password was right: its count is taken back; a login without a second factor is
     // complete and forgets the account's failures.
-    if let Err(e) = attempt.succeeded(&app, !needs_totp) {
+    if let Err(e) = attempt.succeeded(&app, !needs_totp).await {
         return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string());
     }
     update(&app, &txn_id, |t| {
@@ -403,7 +403,7 @@ pub async fn login(
     if needs_totp {
         return page(StatusCode::OK, "One-time code", &totp_form(&txn_id, None));
     }
-    consent_page(&app, &txn_id, &txn, &username)
+    consent_page(&app, &txn_id, &txn, &username).await
 }
 
 /// Records a failed attempt; `true` (and the transaction is dropped) after [`MAX_FAILURES`].
@@ -470,13 +470,13 @@ pub async fn totp(
         return error_page(StatusCode::BAD_REQUEST, "invalid_request", "user has no TOTP");
     };
     let form = totp_form(&txn_id, None);
-    let attempt = match begin_attempt(&app, &username, addr, now, &form) {
+    let attempt = match begin_attempt(&app, &username, addr, now, &form).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
     let given = params.get("code").unwrap_or("");
     let failure = match crate::totp::verify(&secret, given, now) {
-        Some(step) => match app.store.accept_totp_step(&username, step) {
+        Some(step) => match app.store.accept_totp_step(&username, step).await {
             Ok(true) => None,
             Ok(false) => Some("code already used"),
             Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
@@ -493,7 +493,7 @@ pub async fn totp(
             )
         });
     }
-    if let Err(e) = attempt.succeeded(&app, true) {
+    if let Err(e) = attempt.succeeded(&app, true).await {
         return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string());
     }
     update(&app, &txn_id, |t| {
@@ -501,11 +501,11 @@ pub async fn totp(
         t.user = Some(username.clone());
         t.auth_time = Some(now);
     });
-    consent_page(&app, &txn_id, &txn, &username)
+    consent_page(&app, &txn_id, &txn, &username).await
 }
 
-fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str) -> Response {
-    let par = match app.store.par(&txn.request_uri) {
+async fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str) -> Response {
+    let par = match app.store.par(&txn.request_uri).await {
         Ok(Some(p)) => p,
         _ => return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "request_uri vanished"),
     };
@@ -518,6 +518,7 @@ fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str) -> R
     };
     let client_name = app
         .client(&txn.client_id)
+        .await
         .ok()
         .flatten()
         .map_or(txn.client_id.clone(), |c| c.name.clone());
@@ -567,7 +568,7 @@ pub async fn consent(State(app): State<AppState>, headers: HeaderMap, body: Byte
         };
         txns.remove(&txn_id);
     }
-    let par = match app.store.par(&txn.request_uri) {
+    let par = match app.store.par(&txn.request_uri).await {
         Ok(Some(p)) => p,
         Ok(None) => return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "request_uri vanished"),
         Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
@@ -580,7 +581,7 @@ pub async fn consent(State(app): State<AppState>, headers: HeaderMap, body: Byte
         );
     };
     // One use: the first completed authorization consumes the request_uri.
-    match app.store.consume_par(&txn.request_uri, txn.started_at) {
+    match app.store.consume_par(&txn.request_uri, txn.started_at).await {
         Ok(true) => {}
         Ok(false) => {
             return error_page(
@@ -594,7 +595,7 @@ pub async fn consent(State(app): State<AppState>, headers: HeaderMap, body: Byte
     let outcome = if decision == "deny" {
         Err("access_denied")
     } else {
-        issue_code(&app, &request, &user, auth_time, now).map_err(|e| {
+        issue_code(&app, &request, &user, auth_time, now).await.map_err(|e| {
             log_line("error", "server_error", &e);
             "server_error"
         })
@@ -646,7 +647,7 @@ fn authorization_response(app: &App, request: &AuthzRequest, params: &[(&str, &s
 pub const JARM_LIFETIME: u64 = 60;
 
 /// Records the signed consent and stores a new code; returns the code.
-fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now: u64) -> Result<String, String> {
+async fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now: u64) -> Result<String, String> {
     let consent_id = crate::random::token().map_err(|e| e.to_string())?;
     let scope = request.scopes.join(" ");
     let keys = app.keyring();
@@ -676,6 +677,7 @@ fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now
             jwt: consent_jwt,
             created_at: now,
         })
+        .await
         .map_err(|e| e.to_string())?;
     let code = crate::random::token().map_err(|e| e.to_string())?;
     let grant_id = crate::random::token().map_err(|e| e.to_string())?;
@@ -694,6 +696,7 @@ fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u64, now
             used: false,
             redeemed_jkt: None,
         })
+        .await
         .map_err(|e| e.to_string())?;
     Ok(code)
 }
@@ -710,7 +713,7 @@ mod tests {
     use tower::ServiceExt;
 
     /// A pushed request of the public client `spa`, stored directly.
-    pub(crate) fn push(app: &App, now: u64) -> String {
+    pub(crate) async fn push(app: &App, now: u64) -> String {
         let request_uri = format!("{REQUEST_URI_PREFIX}{}", crate::random::token().unwrap());
         let request = AuthzRequest {
             client_id: "spa".into(),
@@ -731,6 +734,7 @@ mod tests {
                 expires_at: now + 90,
                 consumed: false,
             })
+            .await
             .unwrap();
         request_uri
     }
@@ -780,8 +784,8 @@ mod tests {
     /// the in-memory transactions at their bound, and a login right after it completes.
     #[tokio::test]
     async fn a_flood_of_authorization_requests_stays_bounded_and_login_still_works() {
-        let app = Arc::new(test_support::app());
-        let uri = push(&app, crate::random::now());
+        let app = Arc::new(test_support::app().await);
+        let uri = push(&app, crate::random::now()).await;
         for _ in 0..25_000 {
             let (status, _, _) = call(&app, open(&uri)).await;
             assert_eq!(status, StatusCode::OK);

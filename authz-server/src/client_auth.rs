@@ -79,7 +79,7 @@ fn assertion_algs() -> AlgSet {
 ///
 /// # Errors
 /// `invalid_client` (401) for every failure; `invalid_request` if the request mixes methods.
-pub fn authenticate(
+pub async fn authenticate(
     app: &App,
     params: &Params,
     peer: &PeerCerts,
@@ -97,7 +97,7 @@ pub fn authenticate(
     }
     match (params.get("client_assertion_type"), params.get("client_assertion")) {
         (None, None) => {}
-        (Some(JWT_BEARER), Some(assertion)) => return private_key_jwt(app, params, assertion, now),
+        (Some(JWT_BEARER), Some(assertion)) => return private_key_jwt(app, params, assertion, now).await,
         (Some(_), Some(_)) => return Err(OAuthError::invalid_client("unsupported client_assertion_type")),
         _ => {
             return Err(OAuthError::invalid_client(
@@ -109,7 +109,8 @@ pub fn authenticate(
         .get("client_id")
         .ok_or_else(|| OAuthError::invalid_client("no client_id"))?;
     let client = app
-        .client(client_id)?
+        .client(client_id)
+        .await?
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
     let ok = match client.auth_method {
         AuthMethod::PrivateKeyJwt => false,
@@ -135,14 +136,19 @@ pub fn authenticate(
     })
 }
 
-fn private_key_jwt(app: &App, params: &Params, assertion: &str, now: u64) -> Result<AuthenticatedClient, OAuthError> {
+async fn private_key_jwt(
+    app: &App,
+    params: &Params,
+    assertion: &str,
+    now: u64,
+) -> Result<AuthenticatedClient, OAuthError> {
     let bad = |why: &str| OAuthError::invalid_client(format!("client assertion: {why}"));
     let jws = Jws::parse(assertion, Part::Other, assertion_algs()).map_err(|e| bad(e.reason()))?;
     let iss = unverified_iss(jws.payload()).ok_or_else(|| bad("no iss"))?;
     if params.get("client_id").is_some_and(|id| id != iss) {
         return Err(bad("client_id differs from iss"));
     }
-    let client = app.client(&iss)?.ok_or_else(|| bad("unknown client"))?;
+    let client = app.client(&iss).await?.ok_or_else(|| bad("unknown client"))?;
     if client.auth_method != AuthMethod::PrivateKeyJwt {
         return Err(bad("client is not registered for private_key_jwt"));
     }
@@ -213,9 +219,9 @@ fn assertion_replay_expires_at(exp: u64) -> u64 {
 ///
 /// # Errors
 /// `invalid_client` if the assertion was used before; `server_error` on storage failure.
-pub fn record_assertion(app: &App, client: &AuthenticatedClient, now: u64) -> Result<(), OAuthError> {
+pub async fn record_assertion(app: &App, client: &AuthenticatedClient, now: u64) -> Result<(), OAuthError> {
     if let Some((key, exp)) = client.assertion_replay
-        && !app.store.remember_once(&key, exp, now)?
+        && !app.store.remember_once(&key, exp, now).await?
     {
         return Err(OAuthError::invalid_client("client assertion replayed"));
     }
@@ -246,27 +252,27 @@ mod tests {
         p
     }
 
-    fn present(app: &App, params: &Params, now: u64) -> Result<(), OAuthError> {
-        let client = authenticate(app, params, &PeerCerts(None), false, now)?;
-        record_assertion(app, &client, now)
+    async fn present(app: &App, params: &Params, now: u64) -> Result<(), OAuthError> {
+        let client = authenticate(app, params, &PeerCerts(None), false, now).await?;
+        record_assertion(app, &client, now).await
     }
 
     /// An assertion is accepted through the second before its `exp`; its `jti` record must be
     /// live through that second too (and through a purge), so a second use then is a replay.
-    #[test]
-    fn a_client_assertion_in_its_last_second_is_accepted_once() {
-        let app = test_support::app();
+    #[tokio::test]
+    async fn a_client_assertion_in_its_last_second_is_accepted_once() {
+        let app = test_support::app().await;
         let now = 1_800_000_000;
         let params = assertion(now + 1, "last-second");
-        present(&app, &params, now).unwrap();
-        app.store.purge_expired(now).unwrap();
-        let err = present(&app, &params, now).unwrap_err();
+        present(&app, &params, now).await.unwrap();
+        app.store.purge_expired(now).await.unwrap();
+        let err = present(&app, &params, now).await.unwrap_err();
         assert_eq!(
             (err.code, err.reason.as_str()),
             ("invalid_client", "client assertion replayed")
         );
         // At `exp` it is refused as expired.
-        let err = present(&app, &assertion(now + 1, "other"), now + 1).unwrap_err();
+        let err = present(&app, &assertion(now + 1, "other"), now + 1).await.unwrap_err();
         assert_eq!(
             (err.code, err.reason.as_str()),
             ("invalid_client", "client assertion: expired")

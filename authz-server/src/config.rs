@@ -47,7 +47,11 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 struct RawConfig {
     issuer: String,
     listen: String,
-    database: String,
+    /// The SQLite file (older configs; `storage.url` is the same and more).
+    #[serde(default)]
+    database: Option<String>,
+    #[serde(default)]
+    storage: Option<RawStorage>,
     tls: RawTls,
     #[serde(default)]
     tokens: RawTokens,
@@ -133,6 +137,19 @@ impl Default for RawLogin {
             max_lockout: d.max_lockout,
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    pool_size: Option<usize>,
+    #[serde(default)]
+    auto_migrate: Option<bool>,
+    #[serde(default)]
+    key_reload_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -450,6 +467,91 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// The storage backend, from `storage.url` (or the older `database`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum StorageUrl {
+    /// An SQLite file (resolved against the config's directory), or `:memory:`.
+    Sqlite(String),
+    /// A PostgreSQL connection URL (`postgres://user:password@host:port/database?...`).
+    Postgres(String),
+}
+
+impl fmt::Debug for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageUrl::Sqlite(path) => write!(f, "Sqlite({path:?})"),
+            // The URL may hold a password.
+            StorageUrl::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
+}
+
+impl StorageUrl {
+    /// Parses `storage.url`: `postgres://` or `postgresql://` (checked as a connection string),
+    /// `sqlite:PATH` / `sqlite://PATH`, or a plain path or `:memory:`; a relative SQLite path is
+    /// resolved against `base`.
+    ///
+    /// # Errors
+    /// A message saying what is wrong (an unknown scheme, an invalid PostgreSQL URL).
+    pub fn parse(text: &str, base: &Path) -> Result<StorageUrl, String> {
+        let text = text.trim();
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            let pg: tokio_postgres::Config = text.parse().map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+                return Err(
+                    "sslmode=require is not supported: connections to PostgreSQL are plain TCP or a Unix socket".into(),
+                );
+            }
+            return Ok(StorageUrl::Postgres(text.to_string()));
+        }
+        let path = match text.strip_prefix("sqlite:") {
+            Some(rest) => rest.strip_prefix("//").unwrap_or(rest),
+            None if text.contains("://") => {
+                let scheme = text.split("://").next().unwrap_or_default();
+                return Err(format!(
+                    "unsupported scheme {scheme}: use postgres://..., sqlite:PATH or a file path"
+                ));
+            }
+            None => text,
+        };
+        if path.is_empty() {
+            return Err("must be a postgres:// URL, sqlite:PATH, a file path or :memory:".into());
+        }
+        if path == ":memory:" {
+            return Ok(StorageUrl::Sqlite(path.into()));
+        }
+        Ok(StorageUrl::Sqlite(
+            resolve(base, Path::new(path)).to_string_lossy().into_owned(),
+        ))
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            StorageUrl::Sqlite(_) => "sqlite",
+            StorageUrl::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// The `[storage]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSettings {
+    /// The backend and where it is.
+    pub url: StorageUrl,
+    /// PostgreSQL: the most connections this instance opens (default 16).
+    pub pool_size: usize,
+    /// Whether `serve` applies pending migrations at start (default `true`); when `false`, it
+    /// refuses a database that `keybound-authz migrate` has not brought up to date.
+    pub auto_migrate: bool,
+    /// How often a running server re-reads its signing keys from storage, picking up a rotation
+    /// made elsewhere (default 10 s).
+    pub key_reload_seconds: u64,
+}
+
+/// The default PostgreSQL pool size.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -457,8 +559,8 @@ pub struct Config {
     pub issuer: String,
     /// The listen address.
     pub listen: SocketAddr,
-    /// The SQLite file, or `:memory:`.
-    pub database: String,
+    /// Where the server's state is kept.
+    pub storage: StorageSettings,
     /// TLS files.
     pub tls: TlsFiles,
     /// Lifetimes.
@@ -617,14 +719,7 @@ fn validate(mut raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         .take()
         .map(|p| validate_trusted_proxy(p, listen))
         .transpose()?;
-    if raw.database.is_empty() {
-        return Err(err("database", "must be a file path or :memory:"));
-    }
-    let database = if raw.database == ":memory:" {
-        raw.database
-    } else {
-        resolve(base, Path::new(&raw.database)).to_string_lossy().into_owned()
-    };
+    let storage = validate_storage(raw.database.as_deref(), raw.storage.as_ref(), base)?;
     let tls = TlsFiles {
         cert: check_file(base, &raw.tls.cert, "tls.cert")?,
         key: check_file(base, &raw.tls.key, "tls.key")?,
@@ -802,7 +897,7 @@ fn validate(mut raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         issuer,
         listen,
-        database,
+        storage,
         tls,
         lifetimes,
         dpop,
@@ -848,6 +943,40 @@ fn validate_trusted_proxy(raw: RawTrustedProxy, listen: SocketAddr) -> Result<Tr
         listen: proxy_listen,
         addresses,
         client_cert_header: raw.client_cert_header,
+    })
+}
+
+fn validate_storage(
+    database: Option<&str>,
+    raw: Option<&RawStorage>,
+    base: &Path,
+) -> Result<StorageSettings, ConfigError> {
+    let url = raw.and_then(|s| s.url.as_deref());
+    let (field, text) = match (database, url) {
+        (Some(_), Some(_)) => return Err(err("storage.url", "give either storage.url or database, not both")),
+        (Some(d), None) => ("database", d),
+        (None, Some(u)) => ("storage.url", u),
+        (None, None) => {
+            return Err(err(
+                "storage.url",
+                "required: a SQLite file path (or sqlite:PATH, :memory:) or a postgres:// URL",
+            ));
+        }
+    };
+    let url = StorageUrl::parse(text, base).map_err(|reason| err(field, reason))?;
+    let pool_size = raw.and_then(|s| s.pool_size).unwrap_or(DEFAULT_POOL_SIZE);
+    if !(1..=1000).contains(&pool_size) {
+        return Err(err("storage.pool_size", "must be between 1 and 1000"));
+    }
+    let key_reload_seconds = raw.and_then(|s| s.key_reload_seconds).unwrap_or(10);
+    if !(1..=3600).contains(&key_reload_seconds) {
+        return Err(err("storage.key_reload_seconds", "must be between 1 and 3600"));
+    }
+    Ok(StorageSettings {
+        url,
+        pool_size,
+        auto_migrate: raw.and_then(|s| s.auto_migrate).unwrap_or(true),
+        key_reload_seconds,
     })
 }
 

@@ -33,7 +33,7 @@ pub const JWT_MEDIA_TYPE: &str = "application/token-introspection+jwt";
 
 /// Finds the record of a token this server issued, if it is well-formed and signed by it (for
 /// access tokens, which must also be unexpired). Revocation state is not checked here.
-fn find(app: &App, token: &str, now: u64) -> Result<Option<TokenRecord>, OAuthError> {
+async fn find(app: &App, token: &str, now: u64) -> Result<Option<TokenRecord>, OAuthError> {
     if token.split('.').count() == 3 {
         let keys = app.keyring().jwks(now, app.key_retention());
         let policy = TokenPolicy::new(app.config.issuer.clone(), app.config.audience.clone());
@@ -43,11 +43,12 @@ fn find(app: &App, token: &str, now: u64) -> Result<Option<TokenRecord>, OAuthEr
         let Some(jti) = verified.claims().jti.as_deref() else {
             return Ok(None);
         };
-        Ok(app.store.token(jti)?.filter(|r| r.kind == ACCESS))
+        Ok(app.store.token(jti).await?.filter(|r| r.kind == ACCESS))
     } else {
         Ok(app
             .store
-            .token(&crate::token::refresh_id(token))?
+            .token(&crate::token::refresh_id(token))
+            .await?
             .filter(|r| r.kind == "refresh"))
     }
 }
@@ -84,25 +85,32 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match introspect_inner(&app, &peer, &headers, &body) {
+    match introspect_inner(&app, &peer, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-fn introspect_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+async fn introspect_inner(
+    app: &App,
+    peer: &PeerCerts,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
     let now = crate::random::now();
     let params = Params::from_form(headers, body)?;
     let client =
-        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now)?;
+        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;
     if !client.client.introspection {
         return Err(OAuthError::invalid_client("client may not introspect"));
     }
     let token = params.require("token")?;
-    crate::client_auth::record_assertion(app, &client, now)?;
+    crate::client_auth::record_assertion(app, &client, now).await?;
     // Only access tokens are ever active here: the callers are resource servers, and a refresh
     // token must never be accepted by one (RFC 6749 §1.5, RFC 7662 §2.2).
-    let record = find(app, token, now)?.filter(|r| r.kind == ACCESS && !r.revoked && r.expires_at > now);
+    let record = find(app, token, now)
+        .await?
+        .filter(|r| r.kind == ACCESS && !r.revoked && r.expires_at > now);
     let answer = match record {
         Some(r) => active_answer(&r)?,
         None => serde_json::json!({ "active": false }),
@@ -150,26 +158,26 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match revoke_inner(&app, &peer, &headers, &body) {
+    match revoke_inner(&app, &peer, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-fn revoke_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+async fn revoke_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
     let now = crate::random::now();
     let params = Params::from_form(headers, body)?;
     let client =
-        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now)?;
+        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;
     let token = params.require("token")?;
-    crate::client_auth::record_assertion(app, &client, now)?;
-    if let Some(r) = find(app, token, now)?
+    crate::client_auth::record_assertion(app, &client, now).await?;
+    if let Some(r) = find(app, token, now).await?
         && r.client_id == client.client.id
     {
         if r.kind == "refresh" {
-            app.store.revoke_grant(&r.grant_id)?;
+            app.store.revoke_grant(&r.grant_id).await?;
         } else {
-            app.store.revoke_token(&r.id)?;
+            app.store.revoke_token(&r.id).await?;
         }
     }
     let mut res = StatusCode::OK.into_response();

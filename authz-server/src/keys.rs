@@ -83,12 +83,12 @@ impl KeyRing {
     ///
     /// # Errors
     /// [`KeyError`] if storage fails, a stored key is corrupt, or a new key cannot be made.
-    pub fn load_or_create(store: &dyn Storage, now: u64) -> Result<KeyRing, KeyError> {
-        let mut records = store.signing_keys()?;
+    pub async fn load_or_create(store: &dyn Storage, now: u64) -> Result<KeyRing, KeyError> {
+        let mut records = store.signing_keys().await?;
         if !records.iter().any(|r| r.retired_at.is_none()) {
-            let rec = generate(now)?;
-            store.add_signing_key(&rec)?;
-            records = store.signing_keys()?;
+            // Instances starting together on an empty database: one key is added between them.
+            store.add_first_signing_key(&generate(now)?).await?;
+            records = store.signing_keys().await?;
         }
         let mut keys = Vec::with_capacity(records.len());
         for r in records {
@@ -108,15 +108,14 @@ impl KeyRing {
     }
 
     /// Rotates: adds a new key that signs from now on and retires the others, deleting keys
-    /// retired more than `retention` seconds ago. Returns the new `kid`.
+    /// retired more than `retention` seconds ago, in one storage transaction. Returns the new
+    /// `kid`.
     ///
     /// # Errors
     /// [`KeyError`] if storage or randomness fails.
-    pub fn rotate(store: &dyn Storage, now: u64, retention: u64) -> Result<String, KeyError> {
+    pub async fn rotate(store: &dyn Storage, now: u64, retention: u64) -> Result<String, KeyError> {
         let rec = generate(now)?;
-        store.add_signing_key(&rec)?;
-        store.retire_signing_keys_except(&rec.kid, now)?;
-        store.delete_signing_keys_retired_before(now.saturating_sub(retention))?;
+        store.rotate_signing_key(&rec, now.saturating_sub(retention)).await?;
         Ok(rec.kid)
     }
 
@@ -159,28 +158,34 @@ mod tests {
     use super::*;
     use crate::storage::SqliteStorage;
 
-    #[test]
-    fn first_load_creates_a_key_and_later_loads_keep_it() {
-        let s = SqliteStorage::open(":memory:").unwrap();
-        let a = KeyRing::load_or_create(&s, 100).unwrap();
-        let b = KeyRing::load_or_create(&s, 200).unwrap();
+    #[tokio::test]
+    async fn first_load_creates_a_key_and_later_loads_keep_it() {
+        let s = SqliteStorage::open(":memory:").await.unwrap();
+        let a = KeyRing::load_or_create(&s, 100).await.unwrap();
+        let b = KeyRing::load_or_create(&s, 200).await.unwrap();
         assert_eq!(a.active().unwrap().kid, b.active().unwrap().kid);
-        assert_eq!(s.signing_keys().unwrap().len(), 1);
+        assert_eq!(s.signing_keys().await.unwrap().len(), 1);
     }
 
-    #[test]
-    fn rotation_switches_the_signer_and_keeps_the_old_key_published_for_the_retention() {
-        let s = SqliteStorage::open(":memory:").unwrap();
-        let old = KeyRing::load_or_create(&s, 100).unwrap().active().unwrap().kid.clone();
-        let new = KeyRing::rotate(&s, 1000, 300).unwrap();
+    #[tokio::test]
+    async fn rotation_switches_the_signer_and_keeps_the_old_key_published_for_the_retention() {
+        let s = SqliteStorage::open(":memory:").await.unwrap();
+        let old = KeyRing::load_or_create(&s, 100)
+            .await
+            .unwrap()
+            .active()
+            .unwrap()
+            .kid
+            .clone();
+        let new = KeyRing::rotate(&s, 1000, 300).await.unwrap();
         assert_ne!(old, new);
-        let ring = KeyRing::load_or_create(&s, 1000).unwrap();
+        let ring = KeyRing::load_or_create(&s, 1000).await.unwrap();
         assert_eq!(ring.active().unwrap().kid, new);
         let kids = |now| ring.published(now, 300).map(|k| k.kid.clone()).collect::<Vec<_>>();
         assert_eq!(kids(1299), vec![old.clone(), new.clone()]);
         assert_eq!(kids(1300), vec![new.clone()]);
         // a later rotation deletes keys retired longer than the retention
-        KeyRing::rotate(&s, 2000, 300).unwrap();
-        assert!(!s.signing_keys().unwrap().iter().any(|k| k.kid == old));
+        KeyRing::rotate(&s, 2000, 300).await.unwrap();
+        assert!(!s.signing_keys().await.unwrap().iter().any(|k| k.kid == old));
     }
 }

@@ -9,7 +9,8 @@
 //! - HTTPS with rustls (TLS 1.2+, `ring`), client certificates requested but optional on the one
 //!   listener ([`tls`]); a TOML configuration refused at load with the field named ([`config`]).
 //! - Discovery at both well-known URLs and the JWKS ([`discovery`]); persisted ES256 signing keys
-//!   ([`keys`]) in SQLite behind the [`storage::Storage`] trait, with migrations.
+//!   ([`keys`]) behind the async [`storage::Storage`] interface: SQLite (embedded, the default)
+//!   or PostgreSQL (several instances on one database), with migrations.
 //! - PAR (RFC 9126, [`par`]), the authorization endpoint with login and consent pages
 //!   ([`authorize`]), and the token endpoint for `authorization_code` with PKCE S256 ([`token`]).
 //!   Client authentication: `private_key_jwt`, `tls_client_auth`, `self_signed_tls_client_auth`,
@@ -31,9 +32,10 @@
 //!
 //! ## What it does not do
 //! Request objects (JAR), `jwks_uri` for clients, `client_secret_*`, plain authorization requests
-//! without PAR, and a PostgreSQL backend (the [`storage::Storage`] trait is ready for one).
+//! without PAR, and TLS to PostgreSQL.
 //!
-//! The binary is `keybound-authz` (`init`, `serve`, `check`, `hash-password`, `keys rotate`).
+//! The binary is `keybound-authz` (`init`, `serve`, `check`, `hash-password`, `keys rotate`,
+//! `migrate`).
 
 pub mod authorize;
 pub mod client_auth;

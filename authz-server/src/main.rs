@@ -52,6 +52,12 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Brings the storage schema to this version (SQLite or PostgreSQL, `storage.url`) and exits.
+    Migrate {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,16 +88,27 @@ fn load(path: &std::path::Path) -> Result<Config, Failure> {
     Config::load_with_env(path).map_err(|e| Failure::Config(e.to_string()))
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve { config } => {
             let config = load(&config)?;
             keybound_authz::log::init(&config.log);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
+            Ok(runtime()?.block_on(keybound_authz::server::run(config))?)
+        }
+        Command::Migrate { config } => {
+            let config = load(&config)?;
+            let m = runtime()?
+                .block_on(keybound_authz::storage::migrate(&config.storage))
                 .map_err(|e| e.to_string())?;
-            Ok(rt.block_on(keybound_authz::server::run(config))?)
+            println!("{}: schema at version {} (was {})", m.backend, m.to, m.from);
+            Ok(())
         }
         Command::Check { config } => {
             let loaded = load(&config)?;
@@ -131,13 +148,17 @@ fn run(command: Command) -> Result<(), Failure> {
             command: KeysCommand::Rotate { config },
         } => {
             let config = load(&config)?;
-            let app = keybound_authz::server::App::new(config)?;
-            let kid = keybound_authz::keys::KeyRing::rotate(
-                app.store.as_ref(),
-                keybound_authz::random::now(),
-                app.key_retention(),
-            )
-            .map_err(|e| e.to_string())?;
+            let (app, kid) = runtime()?.block_on(async {
+                let app = keybound_authz::server::App::new(config).await?;
+                let kid = keybound_authz::keys::KeyRing::rotate(
+                    app.store.as_ref(),
+                    keybound_authz::random::now(),
+                    app.key_retention(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok::<_, String>((app, kid))
+            })?;
             println!(
                 "new signing key {kid}; previous keys stay published for {} s",
                 app.key_retention()

@@ -8,7 +8,7 @@
 //! | `keybound_authz_tokens_issued_total` | `grant`, `binding` | token responses by grant type and binding (`dpop`, `mtls`) |
 //! | `keybound_authz_login_failures_total` | `factor` | wrong passwords (`password`) and TOTP codes (`totp`) |
 //! | `keybound_authz_login_throttled_total` | | login attempts refused by the throttle |
-//! | `keybound_authz_storage_duration_seconds` | `op` | storage latency (the readiness probe's `ping`, the background `purge`, the key `reload`) |
+//! | `keybound_authz_storage_duration_seconds` | `op` | storage latency of every call, by method (`use_code`, `remember_once`, `ping`, …) |
 
 use std::sync::Mutex;
 use std::time::Duration;

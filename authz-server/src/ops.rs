@@ -36,11 +36,7 @@ pub async fn not_ready(app: &AppState) -> Option<&'static str> {
     if app.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Some("shutting_down");
     }
-    let store = app.store.clone();
-    let started = Instant::now();
-    let ping = tokio::task::spawn_blocking(move || store.ping()).await;
-    app.metrics.storage("ping", started.elapsed());
-    if !matches!(ping, Ok(Ok(()))) {
+    if app.store.ping().await.is_err() {
         return Some("storage_unreachable");
     }
     if app.keyring().active().is_none() {

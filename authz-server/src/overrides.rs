@@ -27,7 +27,8 @@ pub enum FileValue {
 }
 
 /// The fields that may be read from a file (`<name>_file`), wherever they appear.
-pub const SECRET_FIELDS: [(&str, FileValue); 6] = [
+pub const SECRET_FIELDS: [(&str, FileValue); 7] = [
+    ("url", FileValue::Text),
     ("database", FileValue::Text),
     ("pairwise_salt", FileValue::Text),
     ("nonce_secrets", FileValue::Lines),

@@ -144,33 +144,35 @@ pub async fn push(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match push_inner(&app, &peer, &headers, &body) {
+    match push_inner(&app, &peer, &headers, &body).await {
         Ok(res) => res,
         Err(e) => e.into_response(),
     }
 }
 
-fn push_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+async fn push_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
     let now = crate::random::now();
     let params = Params::from_form(headers, body)?;
     let client =
-        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now)?;
+        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;
     let proof = crate::proof::check(app, headers, paths::PAR, now)?;
     let request = validate(&client.client, &params, proof.as_ref().map(|p| p.proof.jkt()))?;
-    crate::client_auth::record_assertion(app, &client, now)?;
+    crate::client_auth::record_assertion(app, &client, now).await?;
     if let Some(p) = &proof {
-        crate::proof::record(app, p, now)?;
+        crate::proof::record(app, p, now).await?;
     }
     let id = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
     let request_uri = format!("{REQUEST_URI_PREFIX}{id}");
     let lifetime = app.config.lifetimes.par;
-    app.store.put_par(&ParRecord {
-        request_uri: request_uri.clone(),
-        client_id: client.client.id.clone(),
-        params: serde_json::to_string(&request).map_err(|e| OAuthError::server(e.to_string()))?,
-        expires_at: now.saturating_add(lifetime),
-        consumed: false,
-    })?;
+    app.store
+        .put_par(&ParRecord {
+            request_uri: request_uri.clone(),
+            client_id: client.client.id.clone(),
+            params: serde_json::to_string(&request).map_err(|e| OAuthError::server(e.to_string()))?,
+            expires_at: now.saturating_add(lifetime),
+            consumed: false,
+        })
+        .await?;
     let mut res = json_no_store(
         StatusCode::CREATED,
         &serde_json::json!({ "request_uri": request_uri, "expires_in": lifetime }),

@@ -73,10 +73,11 @@ pub fn check(app: &App, headers: &HeaderMap, path: &str, now: u64) -> Result<Opt
 ///
 /// # Errors
 /// `invalid_dpop_proof` for a replayed proof; `server_error` on storage failure.
-pub fn record(app: &App, proof: &Proof, now: u64) -> Result<(), OAuthError> {
+pub async fn record(app: &App, proof: &Proof, now: u64) -> Result<(), OAuthError> {
     if app
         .store
-        .remember_once(&proof.proof.replay_key(), proof.proof.replay_expires_at(), now)?
+        .remember_once(&proof.proof.replay_key(), proof.proof.replay_expires_at(), now)
+        .await?
     {
         Ok(())
     } else {
@@ -103,9 +104,9 @@ mod tests {
     /// A proof whose `iat` is exactly `max_age` old is still acceptable (RFC 9449 §4.3 step 10:
     /// the window is inclusive), so its `jti` record must be live through that very second: the
     /// same proof presented again in that second is a replay.
-    #[test]
-    fn a_proof_at_the_edge_of_max_age_is_accepted_once() {
-        let app = test_support::app();
+    #[tokio::test]
+    async fn a_proof_at_the_edge_of_max_age_is_accepted_once() {
+        let app = test_support::app().await;
         let now = 1_800_000_000;
         let key = P256Signer::from_bytes(&[0x21; 32]).unwrap();
         let jwt = create_proof(
@@ -121,11 +122,11 @@ mod tests {
         )
         .unwrap();
         let first = check(&app, &headers(&jwt), paths::TOKEN, now).unwrap().unwrap();
-        record(&app, &first, now).unwrap();
+        record(&app, &first, now).await.unwrap();
         // A purge in between must not drop a live record.
-        app.store.purge_expired(now).unwrap();
+        app.store.purge_expired(now).await.unwrap();
         let again = check(&app, &headers(&jwt), paths::TOKEN, now).unwrap().unwrap();
-        let err = record(&app, &again, now).unwrap_err();
+        let err = record(&app, &again, now).await.unwrap_err();
         assert_eq!(
             (err.code, err.reason.as_str()),
             ("invalid_dpop_proof", "proof jti replayed")

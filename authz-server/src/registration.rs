@@ -230,7 +230,7 @@ fn parse_json(body: &[u8]) -> Result<serde_json::Value, OAuthError> {
 
 /// `POST /register` (RFC 7591).
 pub async fn register(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = (|| {
+    let result = async {
         let tokens = app
             .config
             .registration_tokens
@@ -245,17 +245,20 @@ pub async fn register(State(app): State<AppState>, headers: HeaderMap, body: Byt
         client_from_metadata(&app.config, &client_id, &meta)?;
         let reg_token = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
         let now = crate::random::now();
-        app.store.put_client(&RegisteredClient {
-            client_id: client_id.clone(),
-            metadata: meta.to_string(),
-            registration_token_hash: token_hash(&reg_token),
-            created_at: now,
-        })?;
+        app.store
+            .put_client(&RegisteredClient {
+                client_id: client_id.clone(),
+                metadata: meta.to_string(),
+                registration_token_hash: token_hash(&reg_token),
+                created_at: now,
+            })
+            .await?;
         Ok(json_no_store(
             StatusCode::CREATED,
             &answer(&app, &client_id, &meta, now, Some(&reg_token)),
         ))
-    })();
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -282,11 +285,16 @@ fn answer(
 }
 
 /// Checks the registration access token of `client_id`.
-fn registered(app: &crate::server::App, headers: &HeaderMap, client_id: &str) -> Result<RegisteredClient, OAuthError> {
+async fn registered(
+    app: &crate::server::App,
+    headers: &HeaderMap,
+    client_id: &str,
+) -> Result<RegisteredClient, OAuthError> {
     let given = bearer(headers).ok_or_else(|| invalid_token("no registration access token"))?;
     let rec = app
         .store
-        .client(client_id)?
+        .client(client_id)
+        .await?
         .ok_or_else(|| invalid_token("unknown client"))?;
     if !ct_eq(token_hash(given).as_bytes(), rec.registration_token_hash.as_bytes()) {
         return Err(invalid_token("wrong registration access token"));
@@ -296,7 +304,7 @@ fn registered(app: &crate::server::App, headers: &HeaderMap, client_id: &str) ->
 
 /// `GET /register/{client_id}` (RFC 7592 §2.1).
 pub async fn read(State(app): State<AppState>, UrlPath(client_id): UrlPath<String>, headers: HeaderMap) -> Response {
-    match registered(&app, &headers, &client_id) {
+    match registered(&app, &headers, &client_id).await {
         Ok(rec) => {
             let meta: serde_json::Value = serde_json::from_str(&rec.metadata).unwrap_or_default();
             json_no_store(StatusCode::OK, &answer(&app, &client_id, &meta, rec.created_at, None))
@@ -313,8 +321,8 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = (|| {
-        let rec = registered(&app, &headers, &client_id)?;
+    let result = async {
+        let rec = registered(&app, &headers, &client_id).await?;
         let raw = parse_json(&body)?;
         if raw
             .get("client_id")
@@ -325,24 +333,28 @@ pub async fn update(
         }
         let meta = normalise(&raw);
         client_from_metadata(&app.config, &client_id, &meta)?;
-        app.store.put_client(&RegisteredClient {
-            metadata: meta.to_string(),
-            ..rec.clone()
-        })?;
+        app.store
+            .put_client(&RegisteredClient {
+                metadata: meta.to_string(),
+                ..rec.clone()
+            })
+            .await?;
         Ok(json_no_store(
             StatusCode::OK,
             &answer(&app, &client_id, &meta, rec.created_at, None),
         ))
-    })();
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `DELETE /register/{client_id}` (RFC 7592 §2.3).
 pub async fn delete(State(app): State<AppState>, UrlPath(client_id): UrlPath<String>, headers: HeaderMap) -> Response {
-    let result = (|| {
-        registered(&app, &headers, &client_id)?;
-        app.store.delete_client(&client_id)?;
+    let result = async {
+        registered(&app, &headers, &client_id).await?;
+        app.store.delete_client(&client_id).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
-    })();
+    }
+    .await;
     result.unwrap_or_else(|e: OAuthError| e.into_response())
 }

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::keys::KeyRing;
-use crate::storage::{SqliteStorage, Storage, StorageError};
+use crate::storage::{Storage, StorageError};
 use crate::tls::{CaVerifier, PeerCerts};
 
 /// The endpoint paths, under the issuer.
@@ -156,8 +156,8 @@ pub struct App {
     pub dummy_hash: String,
     /// Bounds concurrent argon2 checks (each takes ~19 MiB and tens of ms of CPU).
     pub password_slots: tokio::sync::Semaphore,
-    /// Prometheus metrics.
-    pub metrics: crate::metrics::Metrics,
+    /// Prometheus metrics (shared with the storage timer).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Set when a shutdown starts: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
 }
@@ -169,13 +169,20 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Opens storage, loads keys and builds the state.
+    /// Opens storage (the configured backend, migrated unless `storage.auto_migrate` is off),
+    /// loads keys and builds the state.
     ///
     /// # Errors
     /// A message if storage, keys or the CA file fail.
-    pub fn new(config: Config) -> Result<App, String> {
-        let store: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&config.database).map_err(|e| e.to_string())?);
-        let keys = KeyRing::load_or_create(store.as_ref(), crate::random::now()).map_err(|e| e.to_string())?;
+    pub async fn new(config: Config) -> Result<App, String> {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let store: Arc<dyn Storage> = Arc::new(crate::storage::timed::Timed::new(
+            crate::storage::open(&config.storage).await.map_err(|e| e.to_string())?,
+            metrics.clone(),
+        ));
+        let keys = KeyRing::load_or_create(store.as_ref(), crate::random::now())
+            .await
+            .map_err(|e| e.to_string())?;
         let ca = config
             .tls
             .client_ca
@@ -190,7 +197,7 @@ impl App {
             transactions: Mutex::new(Transactions::new(MAX_TRANSACTIONS)),
             dummy_hash: crate::init::hash_password(&crate::random::token().map_err(|e| e.to_string())?)?,
             password_slots: tokio::sync::Semaphore::new(PASSWORD_SLOTS),
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -199,11 +206,11 @@ impl App {
     ///
     /// # Errors
     /// `server_error` if storage fails.
-    pub fn client(&self, id: &str) -> Result<Option<Arc<crate::config::Client>>, OAuthError> {
+    pub async fn client(&self, id: &str) -> Result<Option<Arc<crate::config::Client>>, OAuthError> {
         if let Some(c) = self.config.clients.get(id) {
             return Ok(Some(Arc::new(c.clone())));
         }
-        let Some(rec) = self.store.client(id)? else {
+        let Some(rec) = self.store.client(id).await? else {
             return Ok(None);
         };
         let meta: serde_json::Value =
@@ -239,12 +246,10 @@ impl App {
         l.access_token.max(l.id_token).saturating_add(60)
     }
 
-    /// Reloads the signing keys from storage (picks up `keybound-authz keys rotate`).
-    pub fn reload_keys(&self) {
-        let started = std::time::Instant::now();
-        let loaded = KeyRing::load_or_create(self.store.as_ref(), crate::random::now());
-        self.metrics.storage("reload", started.elapsed());
-        match loaded {
+    /// Reloads the signing keys from storage (picks up `keybound-authz keys rotate` and a
+    /// rotation by another instance sharing the database).
+    pub async fn reload_keys(&self) {
+        match KeyRing::load_or_create(self.store.as_ref(), crate::random::now()).await {
             Ok(ring) => match self.keys.write() {
                 Ok(mut k) => *k = ring,
                 Err(p) => *p.into_inner() = ring,
@@ -454,8 +459,8 @@ impl Params {
 /// How many argon2 password checks may run at once.
 pub const PASSWORD_SLOTS: usize = 4;
 
-/// How often a running server reloads its signing keys from storage (seconds).
-pub const KEY_RELOAD_SECONDS: u64 = 10;
+/// How often a running server deletes expired records from storage (seconds).
+pub const PURGE_SECONDS: u64 = 60;
 
 /// The shared state type of the router.
 pub type AppState = Arc<App>;
@@ -505,7 +510,7 @@ pub const SHUTDOWN_GRACE_SECONDS: u64 = 30;
 pub async fn run(config: Config) -> Result<(), String> {
     let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key)?;
     let (listen, admin, proxy) = (config.listen, config.admin, config.trusted_proxy.clone());
-    let app = Arc::new(App::new(config)?);
+    let app = Arc::new(App::new(config).await?);
     let bind = |addr: SocketAddr| async move {
         let l = TcpListener::bind(addr)
             .await
@@ -595,31 +600,24 @@ async fn shutdown_signal() {
     }
 }
 
-/// Reloads keys every [`KEY_RELOAD_SECONDS`] and purges expired records every minute, until
-/// `stop`.
+/// Reloads keys every `storage.key_reload_seconds` and purges expired records every
+/// [`PURGE_SECONDS`], until `stop`.
 fn background(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
-        let mut ticks: u64 = 0;
+        let reload = std::time::Duration::from_secs(app.config.storage.key_reload_seconds);
+        let mut last_purge = std::time::Instant::now();
         loop {
             tokio::select! {
-                () = tokio::time::sleep(std::time::Duration::from_secs(KEY_RELOAD_SECONDS)) => {}
+                () = tokio::time::sleep(reload) => {}
                 _ = stop.changed() => return,
             }
-            ticks = ticks.wrapping_add(1);
-            let bg = app.clone();
-            let purge = ticks.is_multiple_of(6);
-            let _ = tokio::task::spawn_blocking(move || {
-                bg.reload_keys();
-                if purge {
-                    let started = std::time::Instant::now();
-                    let purged = bg.store.purge_expired(crate::random::now());
-                    bg.metrics.storage("purge", started.elapsed());
-                    if let Err(e) = purged {
-                        log_line("error", "purge_failed", &e.to_string());
-                    }
+            app.reload_keys().await;
+            if last_purge.elapsed().as_secs() >= PURGE_SECONDS {
+                last_purge = std::time::Instant::now();
+                if let Err(e) = app.store.purge_expired(crate::random::now()).await {
+                    log_line("error", "purge_failed", &e.to_string());
                 }
-            })
-            .await;
+            }
         }
     });
 }

@@ -99,6 +99,6 @@ pub fn config(top: &str, extra: &str) -> Config {
 }
 
 /// An app on the default test config.
-pub fn app() -> App {
-    App::new(config("", "")).unwrap()
+pub async fn app() -> App {
+    App::new(config("", "")).await.unwrap()
 }

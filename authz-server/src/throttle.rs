@@ -20,14 +20,14 @@
 //! the first failure is written; a right password or code takes its own count back
 //! ([`Attempt::succeeded`]).
 
-use std::cell::Cell;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::config::LoginThrottle;
 use crate::server::App;
-use crate::storage::{StorageError, ThrottleRecord};
+use crate::storage::{StorageError, ThrottleFn, ThrottleRecord};
 
 /// The throttle key of an account (a user name as typed).
 pub fn account_key(username: &str) -> [u8; 32] {
@@ -144,14 +144,17 @@ impl Attempt {
     ///
     /// # Errors
     /// [`StorageError`].
-    pub fn succeeded(&self, app: &App, complete: bool) -> Result<(), StorageError> {
+    pub async fn succeeded(&self, app: &App, complete: bool) -> Result<(), StorageError> {
         for c in &self.counted {
-            if c.account && complete {
-                app.store.throttle_update(&c.key, &|_| None)?;
+            let next: ThrottleFn = if c.account && complete {
+                Arc::new(|_| None)
             } else {
-                app.store
-                    .throttle_update(&c.key, &|r| take_back(r, c.max_failures, c.set_lock))?;
-            }
+                let Counted {
+                    max_failures, set_lock, ..
+                } = *c;
+                Arc::new(move |r| take_back(r, max_failures, set_lock))
+            };
+            app.store.throttle_update(&c.key, next).await?;
         }
         Ok(())
     }
@@ -163,7 +166,7 @@ impl Attempt {
 ///
 /// # Errors
 /// [`StorageError`].
-pub fn begin(app: &App, username: &str, addr: IpAddr, now: u64) -> Result<Result<Attempt, u64>, StorageError> {
+pub async fn begin(app: &App, username: &str, addr: IpAddr, now: u64) -> Result<Result<Attempt, u64>, StorageError> {
     let settings = app.config.login;
     let keys = [
         (account_key(username), settings.account_max_failures, true),
@@ -174,19 +177,24 @@ pub fn begin(app: &App, username: &str, addr: IpAddr, now: u64) -> Result<Result
         locks_for: None,
     };
     for (key, max_failures, account) in keys {
-        let locked = Cell::new(None);
-        let rec = app.store.throttle_update(&key, &|current| {
-            if let Some(s) = locked_for(current.as_ref(), now) {
-                locked.set(Some(s));
-                return current;
-            }
-            Some(after_failure(current, max_failures, &settings, now))
-        })?;
-        if let Some(seconds) = locked.get() {
+        let change = app
+            .store
+            .throttle_update(
+                &key,
+                Arc::new(move |current| {
+                    if locked_for(current.as_ref(), now).is_some() {
+                        return current;
+                    }
+                    Some(after_failure(current, max_failures, &settings, now))
+                }),
+            )
+            .await?;
+        if let Some(seconds) = locked_for(change.before.as_ref(), now) {
             // Refused: take back what was counted on the keys before this one.
-            attempt.succeeded(app, false)?;
+            attempt.succeeded(app, false).await?;
             return Ok(Err(seconds));
         }
+        let rec = change.after;
         let set_lock = rec.map_or(0, |r| r.locked_until);
         if let Some(s) = locked_for(rec.as_ref(), now) {
             attempt.locks_for = Some(attempt.locks_for.map_or(s, |l| l.max(s)));

@@ -106,7 +106,7 @@ fn server_err(e: impl std::fmt::Display) -> OAuthError {
 ///
 /// # Errors
 /// `server_error` if signing, randomness or storage fails.
-pub fn issue_access_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<IssuedToken, OAuthError> {
+pub async fn issue_access_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<IssuedToken, OAuthError> {
     let keys = app.keyring();
     let key = keys.active().ok_or_else(|| server_err("no signing key"))?;
     let jti = crate::random::token().map_err(server_err)?;
@@ -127,15 +127,17 @@ pub fn issue_access_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<Issu
     if let Some(o) = record.as_object_mut() {
         o.insert("token_type".into(), grant.binding.token_type().into());
     }
-    app.store.put_token(&TokenRecord {
-        id: jti.clone(),
-        kind: "access".into(),
-        grant_id: grant.grant_id.to_string(),
-        client_id: grant.client_id.to_string(),
-        data: record.to_string(),
-        expires_at: exp,
-        revoked: false,
-    })?;
+    app.store
+        .put_token(&TokenRecord {
+            id: jti.clone(),
+            kind: "access".into(),
+            grant_id: grant.grant_id.to_string(),
+            client_id: grant.client_id.to_string(),
+            data: record.to_string(),
+            expires_at: exp,
+            revoked: false,
+        })
+        .await?;
     Ok(IssuedToken { jwt, jti, claims, exp })
 }
 
@@ -164,7 +166,7 @@ pub fn refresh_id(token: &str) -> String {
 ///
 /// # Errors
 /// `server_error` if randomness or storage fails.
-pub fn issue_refresh_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<String, OAuthError> {
+pub async fn issue_refresh_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<String, OAuthError> {
     let token = crate::random::token().map_err(server_err)?;
     let data = RefreshData {
         sub: grant.sub.to_string(),
@@ -185,15 +187,17 @@ pub fn issue_refresh_token(app: &App, grant: &Grant<'_>, now: u64) -> Result<Str
     if let Some(o) = claims.as_object_mut() {
         o.insert("refresh".into(), serde_json::to_value(&data).map_err(server_err)?);
     }
-    app.store.put_token(&TokenRecord {
-        id: refresh_id(&token),
-        kind: "refresh".into(),
-        grant_id: grant.grant_id.to_string(),
-        client_id: grant.client_id.to_string(),
-        data: claims.to_string(),
-        expires_at: now.saturating_add(app.config.lifetimes.refresh_token),
-        revoked: false,
-    })?;
+    app.store
+        .put_token(&TokenRecord {
+            id: refresh_id(&token),
+            kind: "refresh".into(),
+            grant_id: grant.grant_id.to_string(),
+            client_id: grant.client_id.to_string(),
+            data: claims.to_string(),
+            expires_at: now.saturating_add(app.config.lifetimes.refresh_token),
+            revoked: false,
+        })
+        .await?;
     Ok(token)
 }
 
@@ -247,17 +251,17 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match token_inner(&app, &peer, &headers, &body) {
+    match token_inner(&app, &peer, &headers, &body).await {
         Ok(res) => res,
         Err(e) => e.into_response(),
     }
 }
 
-fn token_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+async fn token_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
     let now = crate::random::now();
     let params = Params::from_form(headers, body)?;
     let client =
-        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now)?;
+        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;
     let grant_type = params.require("grant_type")?;
     let grant = match grant_type {
         "authorization_code" => GrantType::AuthorizationCode,
@@ -272,13 +276,13 @@ fn token_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) ->
     let mut res = match grant {
         GrantType::AuthorizationCode => {
             let binding = binding_for(&client, proof.as_ref(), peer)?;
-            authorization_code(app, &client, &params, proof.as_ref(), &binding, now)?
+            authorization_code(app, &client, &params, proof.as_ref(), &binding, now).await?
         }
         GrantType::ClientCredentials => {
             let binding = binding_for(&client, proof.as_ref(), peer)?;
-            client_credentials(app, &client, &params, proof.as_ref(), &binding, now)?
+            client_credentials(app, &client, &params, proof.as_ref(), &binding, now).await?
         }
-        GrantType::RefreshToken => refresh(app, &client, &params, proof.as_ref(), peer, now)?,
+        GrantType::RefreshToken => refresh(app, &client, &params, proof.as_ref(), peer, now).await?,
     };
     let binding = match client.client.sender_constraint {
         SenderConstraint::Dpop => "dpop",
@@ -294,7 +298,7 @@ fn token_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) ->
     Ok(res)
 }
 
-fn authorization_code(
+async fn authorization_code(
     app: &App,
     client: &AuthenticatedClient,
     params: &Params,
@@ -308,14 +312,15 @@ fn authorization_code(
     let hash = code_hash(code);
     let rec = app
         .store
-        .code(&hash)?
+        .code(&hash)
+        .await?
         .ok_or_else(|| OAuthError::invalid_grant("unknown code"))?;
     if rec.client_id != client.client.id {
         return Err(OAuthError::invalid_grant("code of another client"));
     }
     let data: CodeData = serde_json::from_str(&rec.data).map_err(server_err)?;
     if rec.used {
-        return Err(code_reused(app, client, &rec, &data, verifier, proof, now));
+        return Err(code_reused(app, client, &rec, &data, verifier, proof, now).await);
     }
     if rec.expires_at <= now {
         return Err(OAuthError::invalid_grant("code expired"));
@@ -330,16 +335,16 @@ fn authorization_code(
         return Err(OAuthError::invalid_grant("code is bound to another DPoP key"));
     }
     let resource = crate::indicators::for_token(&client.client, params, &data.request.resources)?;
-    crate::client_auth::record_assertion(app, client, now)?;
+    crate::client_auth::record_assertion(app, client, now).await?;
     if let Some(p) = proof {
-        crate::proof::record(app, p, now)?;
+        crate::proof::record(app, p, now).await?;
     }
     let redeemed_jkt = match binding {
         Binding::Dpop(jkt) => Some(jkt.as_str()),
         Binding::Certificate(_) => None,
     };
-    if !app.store.use_code(&hash, redeemed_jkt)? {
-        let n = app.store.revoke_grant(&rec.grant_id)?;
+    if !app.store.use_code(&hash, redeemed_jkt).await? {
+        let n = app.store.revoke_grant(&rec.grant_id).await?;
         return Err(OAuthError::invalid_grant(format!(
             "code reused concurrently: revoked {n} tokens"
         )));
@@ -359,7 +364,7 @@ fn authorization_code(
         resources: &granted,
         binding,
     };
-    let at = issue_access_token(app, &grant, now)?;
+    let at = issue_access_token(app, &grant, now).await?;
     let mut body = serde_json::json!({
         "access_token": at.jwt,
         "token_type": binding.token_type(),
@@ -371,7 +376,10 @@ fn authorization_code(
             o.insert("id_token".into(), issue_id_token(app, &data, &sub, now)?.into());
         }
         if client.client.grant_types.contains(&GrantType::RefreshToken) {
-            o.insert("refresh_token".into(), issue_refresh_token(app, &grant, now)?.into());
+            o.insert(
+                "refresh_token".into(),
+                issue_refresh_token(app, &grant, now).await?.into(),
+            );
         }
     }
     Ok(json_no_store(StatusCode::OK, &body))
@@ -384,7 +392,7 @@ fn authorization_code(
 /// or a DPoP proof by the key the code or its tokens are bound to. The assertion and proof `jti`s
 /// are recorded first (a replayed proof revokes nothing). Otherwise nothing changes. Either way
 /// the answer is `invalid_grant`.
-fn code_reused(
+async fn code_reused(
     app: &App,
     client: &AuthenticatedClient,
     rec: &crate::storage::CodeRecord,
@@ -401,9 +409,14 @@ fn code_reused(
     if !proven {
         return OAuthError::invalid_grant("code reused without proof of the client: nothing revoked");
     }
-    let revoked = crate::client_auth::record_assertion(app, client, now)
-        .and_then(|()| proof.map_or(Ok(()), |p| crate::proof::record(app, p, now)))
-        .and_then(|()| Ok(app.store.revoke_grant(&rec.grant_id)?));
+    let revoked = async {
+        crate::client_auth::record_assertion(app, client, now).await?;
+        if let Some(p) = proof {
+            crate::proof::record(app, p, now).await?;
+        }
+        Ok::<_, OAuthError>(app.store.revoke_grant(&rec.grant_id).await?)
+    }
+    .await;
     match revoked {
         Ok(n) => OAuthError::invalid_grant(format!("code reused: revoked {n} tokens")),
         Err(e) => e,
@@ -441,7 +454,7 @@ fn token_response(app: &App, at: &IssuedToken, binding: &Binding, scopes: &[Stri
 
 /// `grant_type=client_credentials` (RFC 6749 §4.4): the client is the subject; the token is bound
 /// like every token of this client; no refresh token.
-fn client_credentials(
+async fn client_credentials(
     app: &App,
     client: &AuthenticatedClient,
     params: &Params,
@@ -454,9 +467,9 @@ fn client_credentials(
     }
     let scopes = requested_scopes(params, &client.client.scopes, &client.client.scopes)?;
     let resource = crate::indicators::for_token(&client.client, params, &client.client.resources)?;
-    crate::client_auth::record_assertion(app, client, now)?;
+    crate::client_auth::record_assertion(app, client, now).await?;
     if let Some(p) = proof {
-        crate::proof::record(app, p, now)?;
+        crate::proof::record(app, p, now).await?;
     }
     let grant_id = crate::random::token().map_err(server_err)?;
     let grant = Grant {
@@ -468,7 +481,7 @@ fn client_credentials(
         resources: std::slice::from_ref(&resource),
         binding,
     };
-    let at = issue_access_token(app, &grant, now)?;
+    let at = issue_access_token(app, &grant, now).await?;
     Ok(token_response(app, &at, binding, &scopes))
 }
 
@@ -476,7 +489,7 @@ fn client_credentials(
 /// tokens: a DPoP-bound one needs a proof by the same key (RFC 9449 §5), a certificate-bound one
 /// the same client certificate. It is not rotated (FAPI 2.0 §5.3.2.1): the response carries no
 /// new refresh token. A narrower `scope` may be asked for.
-fn refresh(
+async fn refresh(
     app: &App,
     client: &AuthenticatedClient,
     params: &Params,
@@ -487,7 +500,8 @@ fn refresh(
     let token = params.require("refresh_token")?;
     let rec = app
         .store
-        .token(&refresh_id(token))?
+        .token(&refresh_id(token))
+        .await?
         .filter(|r| r.kind == "refresh")
         .ok_or_else(|| OAuthError::invalid_grant("unknown refresh token"))?;
     if rec.client_id != client.client.id {
@@ -515,9 +529,9 @@ fn refresh(
     }
     let scopes = requested_scopes(params, &data.scopes, &data.scopes)?;
     let resource = crate::indicators::for_token(&client.client, params, &data.resources)?;
-    crate::client_auth::record_assertion(app, client, now)?;
+    crate::client_auth::record_assertion(app, client, now).await?;
     if let Some(p) = proof {
-        crate::proof::record(app, p, now)?;
+        crate::proof::record(app, p, now).await?;
     }
     let grant = Grant {
         grant_id: &rec.grant_id,
@@ -528,6 +542,6 @@ fn refresh(
         resources: &data.resources,
         binding: &data.binding,
     };
-    let at = issue_access_token(app, &grant, now)?;
+    let at = issue_access_token(app, &grant, now).await?;
     Ok(token_response(app, &at, &data.binding, &scopes))
 }

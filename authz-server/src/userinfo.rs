@@ -95,15 +95,32 @@ pub async fn userinfo(
     };
     let keys = app.keyring().jwks(now, app.key_retention());
     let policy = TokenPolicy::new(app.config.issuer.clone(), app.config.audience.clone());
-    let store = app.store.clone();
+    // Storage is async and the core's token check is not: the records of the (verified) tokens
+    // presented are looked up first, and the check consults them.
+    let mut live_jtis = Vec::new();
+    for credential in auth.iter().filter_map(|a| a.split_once(' ')).map(|(_, t)| t.trim()) {
+        let Ok(v) = verify_jwt(credential, &keys, &policy, now, &Ring) else {
+            continue;
+        };
+        let Some(jti) = v.claims().jti.clone() else {
+            continue;
+        };
+        match app.store.token(&jti).await {
+            Ok(Some(r)) if r.kind == "access" && !r.revoked => live_jtis.push(jti),
+            Ok(_) => {}
+            Err(e) => {
+                log_line("error", "storage", &e.to_string());
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        }
+    }
     let verified = verify_request(&req, &route, now, &Ring, |t| {
         let v = verify_jwt(t, &keys, &policy, now, &Ring)?;
         let live = v
             .claims()
             .jti
             .as_deref()
-            .and_then(|jti| store.token(jti).ok().flatten())
-            .is_some_and(|r| r.kind == "access" && !r.revoked);
+            .is_some_and(|jti| live_jtis.iter().any(|l| l == jti));
         if live {
             Ok(v)
         } else {
@@ -115,7 +132,11 @@ pub async fn userinfo(
         Err(e) => return challenge_error(&app, &e, &auth, now),
     };
     if let Some(p) = verified.proof() {
-        match app.store.remember_once(&p.replay_key(), p.replay_expires_at(), now) {
+        match app
+            .store
+            .remember_once(&p.replay_key(), p.replay_expires_at(), now)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return challenge_error(&app, &keybound_core::Error::ProofReplayed, &auth, now),
             Err(e) => {

@@ -664,27 +664,26 @@ async fn restart_loses_nothing_committed() {
     );
 }
 
-/// The consent is recorded as a JWT signed by the server (non-repudiation): read it from the
-/// database and verify it against the published keys.
+/// The consent is recorded as a JWT signed by the server (non-repudiation): read it from
+/// storage and verify it against the published keys.
 #[tokio::test]
 async fn consent_is_recorded_as_a_signed_jwt() {
     let env = Env::new(&no_nonce());
     let _server = env.start();
     let https = Https::new(&env, None);
     fapi_tokens(&env, &https, &key(0xf1), &[]).await;
-    let db = rusqlite::Connection::open_with_flags(env.path("test.sqlite"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
-    let (subject, client, jwt): (String, String, String) = db
-        .query_row("SELECT subject, client_id, jwt FROM consents", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
+    // Read through the server's own storage interface, whichever backend the config names.
+    let config = keybound_authz::config::Config::load(&env.config).unwrap();
+    let store = keybound_authz::storage::open(&config.storage).await.unwrap();
+    let consents = store.consents("alice").await.unwrap();
+    assert_eq!(consents.len(), 1);
+    let (subject, client, jwt) = (&consents[0].subject, &consents[0].client_id, &consents[0].jwt);
     assert_eq!((subject.as_str(), client.as_str()), ("alice", "fapi"));
-    assert_eq!(header(&jwt)["typ"], "consent+jwt");
-    let jws = keybound_core::jws::Jws::parse(&jwt, keybound_core::Part::Other, Default::default()).unwrap();
+    assert_eq!(header(jwt)["typ"], "consent+jwt");
+    let jws = keybound_core::jws::Jws::parse(jwt, keybound_core::Part::Other, Default::default()).unwrap();
     jws.verify_with_set(&server_jwks(&https).await, &RustCrypto, keybound_core::Part::Other)
         .unwrap();
-    let c = claims(&jwt);
+    let c = claims(jwt);
     assert_eq!(c["iss"], env.issuer);
     assert_eq!(c["sub"], "alice");
     assert_eq!(c["client_id"], "fapi");

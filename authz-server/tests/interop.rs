@@ -3,7 +3,7 @@
 //! server: discovery, PAR with private_key_jwt and DPoP (server nonces required, so it must follow
 //! `use_dpop_nonce`), login and consent, `iss`/`state` checks, code exchange with PKCE, ID token,
 //! UserInfo with the DPoP-bound token, refresh. The tokens it got are then verified here with
-//! keybound-core.
+//! keybound-core. It runs against both storage backends (SQLite, PostgreSQL).
 //!
 //! Needs Node.js 20+ and npm (the npm registry, on first run, to install `interop/node_modules`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
@@ -39,8 +39,22 @@ fn ensure_installed() {
 
 #[tokio::test]
 async fn oauth4webapi_completes_a_dpop_code_flow() {
+    oauth4webapi_flow(&Options {
+        postgres: false,
+        ..Options::default()
+    })
+    .await;
+}
+
+/// The same flow with the server's state in PostgreSQL.
+#[tokio::test]
+async fn oauth4webapi_completes_a_dpop_code_flow_on_postgres() {
+    oauth4webapi_flow(&on_postgres(Options::default())).await;
+}
+
+async fn oauth4webapi_flow(opts: &Options) {
     ensure_installed();
-    let env = Env::new(&Options::default());
+    let env = Env::new(opts);
     let _server = env.start();
     let signer = fapi_key();
     let mut jwk: serde_json::Value = serde_json::from_str(&signer.public_key().to_json()).unwrap();

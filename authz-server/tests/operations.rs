@@ -167,6 +167,8 @@ async fn health_readiness_metrics_and_request_logs() {
         // One on each listener.
         r#"keybound_authz_http_requests_total{endpoint="/readyz",status="200"} 2"#,
         r#"keybound_authz_storage_duration_seconds_count{op="ping"} 2"#,
+        // The certificate-bound token was recorded.
+        r#"keybound_authz_storage_duration_seconds_count{op="put_token"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
@@ -299,4 +301,42 @@ fn the_container_image_definition_matches_the_workspace() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
     // `cargo build --locked` needs the lock file in the build context.
     assert!(root.join("../Cargo.lock").is_file());
+}
+
+/// `/readyz` follows the database: 200 while PostgreSQL answers, 503 `storage_unreachable` once it
+/// is gone, while `/healthz` (the process lives) stays 200 and the failed pings are timed.
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    let pg = keybound_e2e::postgres::Postgres::start().unwrap();
+    let url = pg.create_database().unwrap();
+    let env = Env::new(&no_nonce());
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("database"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&env.config, format!("{text}\n[storage]\nurl = \"{url}\"\n")).unwrap();
+    let admin = free_port();
+    let server = Server::start_with_env(
+        &env.config,
+        env.port,
+        &[("KEYBOUND_AUTHZ_ADMIN__LISTEN", &format!("127.0.0.1:{admin}"))],
+    );
+    assert_eq!(admin_get(admin, "/readyz").0, 200);
+    pg.stop();
+    let (status, body) = admin_get(admin, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["reason"].as_str()),
+        (Some("not_ready"), Some("storage_unreachable"))
+    );
+    assert_eq!(admin_get(admin, "/healthz").0, 200);
+    let (_, metrics) = admin_get(admin, "/metrics");
+    assert!(
+        metrics.contains(r#"keybound_authz_storage_duration_seconds_count{op="ping"} 2"#),
+        "{metrics}"
+    );
+    drop(server);
 }

@@ -9,6 +9,7 @@
 pub mod tls;
 // lead's modules (e.g. `pub mod issuer;`) go here.
 pub mod issuer;
+pub mod postgres;
 pub mod site;
 pub mod webdriver;
 

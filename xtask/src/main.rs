@@ -3,7 +3,7 @@
 //! - `cargo xtask test`: installs what the tests need (idempotently, into `.tools/` or through
 //!   rustup), then runs every check: formatting, clippy, the wasm builds of core and the filter,
 //!   the filter's OCI image through a local registry (`package.rs`), docs, all Rust tests (the filter inside a real Envoy, the authorization server over real
-//!   TLS), the interop tests against independent JOSE and OAuth implementations, the browser
+//!   TLS, on SQLite and on a real PostgreSQL the tests start themselves), the interop tests against independent JOSE and OAuth implementations, the browser
 //!   module in headless Chromium, the demo's story and its page in Chromium, and the fuzz targets'
 //!   build. Ends with `xtask: N passed, M failed` and exits non-zero if any step failed.
 //! - `cargo xtask demo`: builds and runs the whole system on 127.0.0.1 (see `demo.rs`, README).
@@ -191,8 +191,24 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
         &mut || package::test(root),
     );
     step(
-        "cargo test --workspace (unit, RFC, property, interop fixtures, real Envoy)",
+        "set up: PostgreSQL server binaries and Node.js for the keybound-authz tests",
+        &mut || {
+            tools::postgresql()?;
+            tools::node()
+        },
+    );
+    step(
+        "cargo test --workspace (unit, RFC, property, interop fixtures, real Envoy, real PostgreSQL)",
         &mut || cargo(root, &["test", "--workspace", "--locked"]),
+    );
+    step(
+        "authz on PostgreSQL: the whole keybound-authz suite with its state in PostgreSQL",
+        &mut || {
+            run(cargo_cmd()
+                .current_dir(root)
+                .env("KEYBOUND_AUTHZ_TEST_STORAGE", "postgres")
+                .args(["test", "-p", "keybound-authz", "--locked"]))
+        },
     );
     step(
         "e2e against the native module (KEYBOUND_ADAPTER=module): tests/tests/envoy.rs, module.rs",

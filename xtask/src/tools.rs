@@ -342,6 +342,45 @@ fn toml_string(s: &str) -> String {
     out
 }
 
+/// Where Debian's PostgreSQL server packages put their binaries (`<dir>/<version>/bin`).
+pub const POSTGRESQL_LIB: &str = "/usr/lib/postgresql";
+
+/// Debian's PostgreSQL server (`postgresql`), for the keybound-authz storage tests, which start
+/// their own server from its binaries (`initdb` into a temporary directory, see
+/// `keybound_e2e::postgres`); installed with apt-get when missing.
+pub fn postgresql() -> Result<(), String> {
+    let present = || {
+        std::fs::read_dir(POSTGRESQL_LIB)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .any(|e| e.path().join("bin/initdb").is_file())
+            })
+            .unwrap_or(false)
+    };
+    if present() {
+        println!("postgresql: server binaries under {POSTGRESQL_LIB}: installed");
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "no PostgreSQL server binaries under {POSTGRESQL_LIB}: install Debian's package as root: \
+             `apt-get install -y postgresql`"
+        ));
+    }
+    println!("postgresql: installing Debian's postgresql with apt-get (the tests start their own servers)");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "postgresql"]))?;
+    if present() {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get installed postgresql, but there is no initdb under {POSTGRESQL_LIB}/*/bin"
+        ))
+    }
+}
+
 /// Debian's OCI tools for `cargo xtask package` and its test: `umoci` (builds the image layout),
 /// `skopeo` (copies images between layouts and registries) and `docker-registry` (the
 /// distribution registry, binary `/usr/bin/docker-registry`), installed with apt-get when missing.

@@ -87,6 +87,10 @@ pub struct Options {
     pub code_lifetime: u64,
     /// TOML appended to the config (whole tables, e.g. a `[login]` section).
     pub extra: String,
+    /// Keep the server's state in a fresh database of the harness's PostgreSQL (started on
+    /// first use, `keybound_e2e::postgres`) instead of an SQLite file. Default: whether
+    /// `KEYBOUND_AUTHZ_TEST_STORAGE=postgres` is set, so the whole suite can run on PostgreSQL.
+    pub postgres: bool,
 }
 
 impl Default for Options {
@@ -96,8 +100,23 @@ impl Default for Options {
             par_lifetime: 90,
             code_lifetime: 60,
             extra: String::new(),
+            postgres: std::env::var("KEYBOUND_AUTHZ_TEST_STORAGE").is_ok_and(|v| v == "postgres"),
         }
     }
+}
+
+/// The options on PostgreSQL.
+pub fn on_postgres(opts: Options) -> Options {
+    Options { postgres: true, ..opts }
+}
+
+/// The `[storage]` table of a fresh PostgreSQL database (keys re-read every second, so a
+/// rotation by one instance is soon seen by the others).
+pub fn postgres_storage() -> String {
+    let url = keybound_e2e::postgres::Postgres::shared()
+        .and_then(|pg| pg.create_database())
+        .unwrap_or_else(|e| panic!("PostgreSQL for the authz tests: {e}"));
+    format!("\n[storage]\nurl = \"{url}\"\nkey_reload_seconds = 1\n")
 }
 
 /// The default options without DPoP nonces.
@@ -117,6 +136,8 @@ pub struct Env {
     pub port: u16,
     pub issuer: String,
     pub config: PathBuf,
+    /// Whether the state is in PostgreSQL (else in `test.sqlite` in `dir`).
+    pub postgres: bool,
 }
 
 /// The client keys of the test config.
@@ -174,10 +195,15 @@ impl Env {
         } else {
             "nonce = \"off\"".to_string()
         };
+        let (database, storage) = if opts.postgres {
+            (String::new(), postgres_storage())
+        } else {
+            ("database = \"test.sqlite\"".to_string(), String::new())
+        };
         let config = format!(
             r#"issuer = "{issuer}"
 listen = "127.0.0.1:{port}"
-database = "test.sqlite"
+{database}
 scopes = ["openid", "accounts", "payments"]
 audience = ["{AUDIENCE}", "{PAYMENTS_API}", "{REPORTS}"]
 default_resource = "{AUDIENCE}"
@@ -294,6 +320,7 @@ username = "bob"
 password_hash = "{hash}"
 totp_secret = "{TOTP_SECRET}"
 {extra}
+{storage}
 "#,
             extra = opts.extra,
             par = opts.par_lifetime,
@@ -309,6 +336,7 @@ totp_secret = "{TOTP_SECRET}"
             port,
             issuer,
             config: config_path,
+            postgres: opts.postgres,
         }
     }
 
@@ -322,6 +350,20 @@ totp_secret = "{TOTP_SECRET}"
 
     pub fn start(&self) -> Server {
         Server::start(&self.config, self.port)
+    }
+
+    /// Starts another instance of the same server (same issuer, configuration and storage) on a
+    /// port of its own, as a second replica behind a load balancer would be.
+    pub fn start_another(&self) -> Server {
+        let port = free_port();
+        let text = std::fs::read_to_string(&self.config).unwrap().replacen(
+            &format!("listen = \"127.0.0.1:{}\"", self.port),
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+        let config = self.dir.join(format!("test-{port}.toml"));
+        std::fs::write(&config, text).unwrap();
+        Server::start(&config, port)
     }
 }
 
@@ -497,6 +539,14 @@ impl Https {
         Https {
             config: Arc::new(config),
             port: env.port,
+        }
+    }
+
+    /// The same client talking to the server instance on `port`.
+    pub fn at(&self, port: u16) -> Https {
+        Https {
+            config: self.config.clone(),
+            port,
         }
     }
 
