@@ -35,6 +35,15 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl From<crate::overrides::FieldError> for ConfigError {
+    fn from(e: crate::overrides::FieldError) -> Self {
+        ConfigError {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),

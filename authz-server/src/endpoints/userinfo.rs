@@ -17,7 +17,9 @@ use keybound_core::htu::Htu;
 use keybound_core::request::{ResourceRequest, RoutePolicy, scheme_of, verify_request};
 use keybound_core::token::{TokenPolicy, verify_jwt};
 
-use crate::server::{App, AppState, log_line, paths};
+use crate::log::log_line;
+use crate::paths;
+use crate::state::{App, AppState};
 use crate::tls::PeerCerts;
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> Option<Vec<&'a str>> {

@@ -9,10 +9,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::AuthMethod;
-use crate::server::{AppState, paths};
+use crate::paths;
+use crate::state::AppState;
 
 /// The metadata document.
-pub fn document(app: &crate::server::App) -> serde_json::Value {
+pub fn document(app: &crate::state::App) -> serde_json::Value {
     let c = &app.config;
     let url = |p: &str| c.url(p);
     let mut auth_methods: Vec<&str> = vec![
