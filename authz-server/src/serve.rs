@@ -138,7 +138,7 @@ fn background(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
             app.reload_keys().await;
             if last_purge.elapsed().as_secs() >= PURGE_SECONDS {
                 last_purge = std::time::Instant::now();
-                if let Err(e) = app.store.purge_expired(crate::random::now()).await {
+                if let Err(e) = app.store.purge_expired(app.now()).await {
                     log_line("error", "purge_failed", &e.to_string());
                 }
             }

@@ -165,6 +165,8 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Set when a shutdown starts: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Where the time comes from.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for App {
@@ -180,12 +182,20 @@ impl App {
     /// # Errors
     /// A message if storage, keys or the CA file fail.
     pub async fn new(config: Config) -> Result<App, String> {
+        App::with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`App::new`], with time from `clock` (tests set it; the server uses [`SystemClock`]).
+    ///
+    /// # Errors
+    /// As [`App::new`].
+    pub async fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<App, String> {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let store: Arc<dyn Storage> = Arc::new(crate::storage::timed::Timed::new(
             crate::storage::open(&config.storage).await.map_err(|e| e.to_string())?,
             metrics.clone(),
         ));
-        let keys = KeyRing::load_or_create(store.as_ref(), crate::random::now())
+        let keys = KeyRing::load_or_create(store.as_ref(), clock.now())
             .await
             .map_err(|e| e.to_string())?;
         let ca = config
@@ -204,7 +214,13 @@ impl App {
             password_slots: tokio::sync::Semaphore::new(PASSWORD_SLOTS),
             metrics,
             draining: std::sync::atomic::AtomicBool::new(false),
+            clock,
         })
+    }
+
+    /// Now, in Unix seconds, from the clock.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
     }
 
     /// A client by id: from the configuration, else a dynamically registered one.
@@ -254,7 +270,7 @@ impl App {
     /// Reloads the signing keys from storage (picks up `keybound-authz keys rotate` and a
     /// rotation by another instance sharing the database).
     pub async fn reload_keys(&self) {
-        match KeyRing::load_or_create(self.store.as_ref(), crate::random::now()).await {
+        match KeyRing::load_or_create(self.store.as_ref(), self.now()).await {
             Ok(ring) => match self.keys.write() {
                 Ok(mut k) => *k = ring,
                 Err(p) => *p.into_inner() = ring,

@@ -131,7 +131,7 @@ pub fn redirect(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
 
 /// `GET /authorize`.
 pub async fn start(State(app): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let params = match Params::parse(query.unwrap_or_default().as_bytes()) {
         Ok(p) => p,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, e.code, &e.reason),
@@ -339,7 +339,7 @@ pub async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
         Err(r) => return *r,
@@ -449,7 +449,7 @@ pub async fn totp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
         Err(r) => return *r,
@@ -540,7 +540,7 @@ async fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str
 
 /// `POST /authorize/consent`.
 pub async fn consent(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
         Err(r) => return *r,

@@ -86,7 +86,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
 
 /// `GET /jwks`: the published signing keys.
 pub async fn jwks(State(app): State<AppState>) -> Response {
-    let doc = app.keyring().jwks_json(crate::random::now(), app.key_retention());
+    let doc = app.keyring().jwks_json(app.now(), app.key_retention());
     let mut res = (StatusCode::OK, axum::Json(doc)).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));

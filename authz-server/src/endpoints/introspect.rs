@@ -96,7 +96,7 @@ async fn introspect_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
-    let now = crate::random::now();
+    let now = app.now();
     let params = Params::from_form(headers, body)?;
     let client =
         crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;

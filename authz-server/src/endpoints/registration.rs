@@ -103,7 +103,7 @@ pub async fn register(State(app): State<AppState>, headers: HeaderMap, body: Byt
         let client_id = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
         client_from_metadata(&app.config, &client_id, &meta)?;
         let reg_token = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
-        let now = crate::random::now();
+        let now = app.now();
         app.store
             .put_client(&RegisteredClient {
                 client_id: client_id.clone(),

@@ -30,7 +30,7 @@ pub async fn revoke(
 }
 
 async fn revoke_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
-    let now = crate::random::now();
+    let now = app.now();
     let params = Params::from_form(headers, body)?;
     let client =
         crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;

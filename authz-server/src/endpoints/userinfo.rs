@@ -60,7 +60,7 @@ pub async fn userinfo(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let (Some(auth), Some(dpop)) = (
         header_values(&headers, "authorization"),
         header_values(&headers, "dpop"),
