@@ -40,6 +40,9 @@ pub struct AuthzRequest {
     pub dpop_jkt: Option<String>,
     /// `query`, or `jwt` (JARM, `query.jwt`).
     pub response_mode: String,
+    /// The RFC 9396 `authorization_details`, checked against their registered types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
 }
 
 /// Validates authorization parameters for `client`. `proof_jkt` is the thumbprint of a DPoP proof
@@ -47,14 +50,19 @@ pub struct AuthzRequest {
 ///
 /// # Errors
 /// The RFC 6749 §4.1.2.1 / RFC 9126 / RFC 9449 code for the first failed check.
-pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Result<AuthzRequest, OAuthError> {
+pub fn validate(
+    client: &Client,
+    detail_types: &keybound_core::rar::DetailTypes,
+    params: &Params,
+    proof_jkt: Option<&Jkt>,
+) -> Result<AuthzRequest, OAuthError> {
     if params.contains("request_uri") {
         return Err(OAuthError::invalid_request("request_uri inside a pushed request"));
     }
     if params.contains("request") {
         return Err(OAuthError::new(
-            Code::RequestNotSupported,
-            "request objects are not supported",
+            Code::InvalidRequestObject,
+            "a request object inside a request object",
         ));
     }
     let response_type = params.require("response_type")?;
@@ -119,7 +127,12 @@ pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Re
             "DPoP binding requested by a client registered for mTLS",
         ));
     }
+    let authorization_details = params
+        .get("authorization_details")
+        .map(|text| authorization_details(client, detail_types, text))
+        .transpose()?;
     Ok(AuthzRequest {
+        authorization_details,
         client_id: client.id.clone(),
         redirect_uri: redirect_uri.to_string(),
         scopes,
@@ -130,6 +143,28 @@ pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Re
         dpop_jkt: dpop_jkt.map(|j| j.to_string()),
         response_mode: response_mode.to_string(),
     })
+}
+
+/// An `authorization_details` parameter (RFC 9396), checked against the registered types and the
+/// ones `client` may ask for.
+///
+/// # Errors
+/// `invalid_authorization_details` naming the offending value.
+pub fn authorization_details(
+    client: &Client,
+    detail_types: &keybound_core::rar::DetailTypes,
+    text: &str,
+) -> Result<serde_json::Value, OAuthError> {
+    let details = detail_types.parse(text).map_err(|e| OAuthError::from_core(&e))?;
+    for t in keybound_core::rar::DetailTypes::types_of(&details) {
+        if !client.authorization_details_types.iter().any(|c| c == t) {
+            return Err(OAuthError::new(
+                Code::InvalidAuthorizationDetails,
+                format!("type {t} not allowed for this client"),
+            ));
+        }
+    }
+    Ok(details)
 }
 
 /// What an authorization code stands for (stored as JSON with the code's hash).

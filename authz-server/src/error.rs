@@ -33,9 +33,6 @@ pub enum Code {
     InvalidRequestUri,
     /// `invalid_request_object` (RFC 9101 §6.3).
     InvalidRequestObject,
-    /// `request_not_supported` (OpenID Connect Core §3.1.2.6): a `request` parameter where this
-    /// server does not take one.
-    RequestNotSupported,
     /// `invalid_authorization_details` (RFC 9396 §5).
     InvalidAuthorizationDetails,
     /// `invalid_dpop_proof` (RFC 9449 §5).
@@ -67,7 +64,6 @@ impl Code {
             Code::InvalidTarget => "invalid_target",
             Code::InvalidRequestUri => "invalid_request_uri",
             Code::InvalidRequestObject => "invalid_request_object",
-            Code::RequestNotSupported => "request_not_supported",
             Code::InvalidAuthorizationDetails => "invalid_authorization_details",
             Code::InvalidDpopProof => "invalid_dpop_proof",
             Code::UseDpopNonce => "use_dpop_nonce",

@@ -25,6 +25,44 @@ pub struct Params {
 }
 
 impl Params {
+    /// The parameters of a verified request object (RFC 9101): strings as they are, `resource`
+    /// as one value or an array of them, other JSON values (numbers, `authorization_details`,
+    /// `claims`) as their JSON text.
+    ///
+    /// # Errors
+    /// `invalid_request_object` if `resource` is neither a string nor an array of strings.
+    pub fn from_request_object(claims: &serde_json::Map<String, serde_json::Value>) -> Result<Params, OAuthError> {
+        let mut params = Params::default();
+        for (k, v) in claims {
+            if k == RESOURCE {
+                let list = match v {
+                    serde_json::Value::String(s) => vec![s.clone()],
+                    serde_json::Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| {
+                            OAuthError::new(crate::error::Code::InvalidRequestObject, "resource is not strings")
+                        })?,
+                    _ => {
+                        return Err(OAuthError::new(
+                            crate::error::Code::InvalidRequestObject,
+                            "resource is not a string",
+                        ));
+                    }
+                };
+                params.resources.extend(list.into_iter().filter(|r| !r.is_empty()));
+                continue;
+            }
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            params.values.insert(k.clone(), text);
+        }
+        Ok(params)
+    }
+
     /// Parses an `application/x-www-form-urlencoded` body.
     ///
     /// # Errors

@@ -10,9 +10,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use keybound_core::jws::{P256Signer, Signer};
+use keybound_core::qc::PspRole;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 /// What `init` needs.
@@ -66,6 +67,17 @@ fn leaf_params(cn: &str, sans: Vec<String>, eku: ExtendedKeyUsagePurpose) -> Res
     p.not_before = rcgen::date_time_ymd(2025, 1, 1);
     p.not_after = rcgen::date_time_ymd(2035, 1, 1);
     Ok(p)
+}
+
+/// The demo competent authority's name and id in the PSD2 statements of the dev certificates.
+pub const DEMO_NCA: (&str, &str) = ("keybound Demo Competent Authority", "XX-KBD");
+
+/// A QCStatements extension with a PSD2 statement of these roles from [`DEMO_NCA`].
+fn psd2_extension(roles: &[PspRole]) -> CustomExtension {
+    CustomExtension::from_oid_content(
+        &keybound_core::qc::QC_STATEMENTS_ARCS,
+        keybound_core::qc::encode_psd2_qc_statements(roles, DEMO_NCA.0, DEMO_NCA.1),
+    )
 }
 
 /// A new P-256 key for `private_key_jwt`: (the base64url private scalar, the public JWK JSON).
@@ -138,17 +150,34 @@ pub fn run(dir: &Path, opts: &InitOptions) -> Result<String, String> {
     write_public(&dir.join("server.pem"), &server.pem())?;
     write_private(&dir.join("server-key.pem"), &server_key.serialize_pem())?;
 
-    // tls_client_auth client
+    // tls_client_auth client: a payment provider's qualified certificate, with the PSD2 roles
+    // PSP_PI and PSP_AI (ETSI TS 119 495) from a made-up competent authority.
     let mtls_key = KeyPair::generate().map_err(rc)?;
-    let mtls = leaf_params(
+    let mut mtls_params = leaf_params(
         "mtls-client",
         vec!["mtls-client.keybound.test".into()],
         ExtendedKeyUsagePurpose::ClientAuth,
-    )?
-    .signed_by(&mtls_key, &ca)
-    .map_err(rc)?;
+    )?;
+    mtls_params.custom_extensions = vec![psd2_extension(&[
+        PspRole::PaymentInitiation,
+        PspRole::AccountInformation,
+    ])];
+    let mtls = mtls_params.signed_by(&mtls_key, &ca).map_err(rc)?;
     write_public(&dir.join("mtls-client.pem"), &mtls.pem())?;
     write_private(&dir.join("mtls-client-key.pem"), &mtls_key.serialize_pem())?;
+
+    // The same client's other certificate, with the PSD2 role PSP_AI only: it may read accounts
+    // but not initiate payments.
+    let ai_key = KeyPair::generate().map_err(rc)?;
+    let mut ai_params = leaf_params(
+        "mtls-client",
+        vec!["mtls-client.keybound.test".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
+    ai_params.custom_extensions = vec![psd2_extension(&[PspRole::AccountInformation])];
+    let ai = ai_params.signed_by(&ai_key, &ca).map_err(rc)?;
+    write_public(&dir.join("mtls-client-ai.pem"), &ai.pem())?;
+    write_private(&dir.join("mtls-client-ai-key.pem"), &ai_key.serialize_pem())?;
 
     // self_signed_tls_client_auth client
     let ss_key = KeyPair::generate().map_err(rc)?;

@@ -56,6 +56,7 @@ pub mod overrides;
 pub mod paths;
 pub mod proof;
 pub mod proxy;
+pub mod psd2;
 pub mod random;
 pub mod respond;
 pub mod routes;

@@ -78,6 +78,8 @@ pub struct Grant<'a> {
     pub resources: &'a [String],
     /// The binding.
     pub binding: &'a Binding,
+    /// The RFC 9396 `authorization_details` granted, if any.
+    pub authorization_details: Option<&'a serde_json::Value>,
 }
 
 pub(crate) fn server_err(e: impl std::fmt::Display) -> OAuthError {
@@ -104,6 +106,10 @@ pub async fn issue_access_token(app: &App, grant: &Grant<'_>, now: u64) -> Resul
         "jti": jti,
         "cnf": grant.binding.cnf(),
     });
+    let mut claims = claims;
+    if let (Some(d), Some(o)) = (grant.authorization_details, claims.as_object_mut()) {
+        o.insert("authorization_details".into(), d.clone());
+    }
     let jwt = sign_json(&key.signer, Some("at+jwt"), Some(&key.kid), &claims).map_err(server_err)?;
     let mut record = claims.clone();
     if let Some(o) = record.as_object_mut() {
@@ -136,6 +142,9 @@ pub struct RefreshData {
     pub resources: Vec<String>,
     /// The binding every token of the grant has.
     pub binding: Binding,
+    /// The RFC 9396 `authorization_details` granted, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
 }
 
 /// The storage id of a refresh token: base64url(SHA-256(token)).
@@ -155,6 +164,7 @@ pub async fn issue_refresh_token(app: &App, grant: &Grant<'_>, now: u64) -> Resu
         scopes: grant.scopes.to_vec(),
         resources: grant.resources.to_vec(),
         binding: grant.binding.clone(),
+        authorization_details: grant.authorization_details.cloned(),
     };
     let mut claims = serde_json::json!({
         "iss": app.config.issuer,
@@ -224,4 +234,36 @@ pub fn binding_for(
             .map(|t| Binding::Certificate(keybound_core::b64::encode(t.as_bytes())))
             .ok_or_else(|| OAuthError::invalid_request("client certificate required for this client")),
     }
+}
+
+/// The `authorization_details` a token request asks for (RFC 9396 §6): `None` without the
+/// parameter; with it, checked against the registered types and the client's, and, when
+/// something was granted before (a code, a refresh token), each entry must be one granted.
+///
+/// # Errors
+/// `invalid_authorization_details`.
+pub fn requested_details(
+    app: &App,
+    client: &crate::config::Client,
+    params: &crate::http::Params,
+    granted: Option<Option<&serde_json::Value>>,
+) -> Result<Option<serde_json::Value>, OAuthError> {
+    let Some(text) = params.get("authorization_details") else {
+        return Ok(granted.flatten().cloned());
+    };
+    let asked = crate::authz_request::authorization_details(client, &app.config.detail_types, text)?;
+    if let Some(granted) = granted {
+        let empty = Vec::new();
+        let granted = granted.and_then(serde_json::Value::as_array).unwrap_or(&empty);
+        let within = asked
+            .as_array()
+            .is_some_and(|list| list.iter().all(|d| granted.contains(d)));
+        if !within {
+            return Err(OAuthError::new(
+                crate::error::Code::InvalidAuthorizationDetails,
+                "more than was granted",
+            ));
+        }
+    }
+    Ok(Some(asked))
 }

@@ -147,9 +147,9 @@ async fn par_request_validation() {
             "invalid_scope",
         ),
         (
-            "request object",
+            "unsigned request object (alg none)",
             Box::new(|f| set(f, "request", Some("eyJhbGciOiJub25lIn0.e30."))),
-            "request_not_supported",
+            "invalid_request_object",
         ),
         (
             "malformed dpop_jkt",

@@ -523,9 +523,27 @@ async fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str
         .iter()
         .map(|r| format!("<li class=\"resource\">{}</li>", html_escape(r)))
         .collect();
+    // RFC 9396: each authorization detail in plain words (amount, payee, accounts).
+    let details: String = request
+        .authorization_details
+        .as_ref()
+        .map(|d| {
+            app.config
+                .detail_types
+                .describe(d)
+                .iter()
+                .map(|line| format!("<li class=\"detail\">{}</li>", html_escape(line)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let details = if details.is_empty() {
+        String::new()
+    } else {
+        format!("<p>and to:</p><ul id=\"authorization_details\">{details}</ul>")
+    };
     let body = format!(
         "<p><span id=\"client\">{client}</span> asks to access your account (<span id=\"user\">{user}</span>) with:</p>\
-         <ul id=\"scopes\">{scopes}</ul><p>at:</p><ul id=\"resources\">{resources}</ul>\
+         <ul id=\"scopes\">{scopes}</ul><p>at:</p><ul id=\"resources\">{resources}</ul>{details}\
          <form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"txn\" value=\"{txn}\">\
          <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
@@ -654,6 +672,7 @@ async fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u6
             "scope": scope,
             "resource": request.resources,
             "redirect_uri": request.redirect_uri,
+            "authorization_details": request.authorization_details,
             "iat": now,
             "jti": consent_id,
         }),
@@ -716,6 +735,7 @@ mod tests {
             code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
             dpop_jkt: None,
             response_mode: "query".into(),
+            authorization_details: None,
         };
         app.store
             .put_par(&ParRecord {

@@ -58,8 +58,12 @@ pub fn document(app: &crate::state::App) -> serde_json::Value {
         "tls_client_certificate_bound_access_tokens": true,
         "authorization_response_iss_parameter_supported": true,
         "claims_parameter_supported": false,
-        "request_parameter_supported": false,
+        // RFC 9101 at PAR (FAPI 2.0 Message Signing): a signed `request` is taken there; a
+        // `request_uri` pointing elsewhere is not.
+        "request_parameter_supported": true,
         "request_uri_parameter_supported": false,
+        "request_object_signing_alg_values_supported": ["PS256", "ES256", "EdDSA"],
+        "authorization_details_types_supported": c.detail_types.names().collect::<Vec<_>>(),
         "mtls_endpoint_aliases": {
             "token_endpoint": url(paths::TOKEN),
             "pushed_authorization_request_endpoint": url(paths::PAR),

@@ -16,7 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::authz_request::{REQUEST_URI_PREFIX, validate};
-use crate::error::OAuthError;
+use crate::config::Client;
+use crate::error::{Code, OAuthError};
 use crate::http::Params;
 use crate::paths;
 use crate::respond::json_no_store;
@@ -43,10 +44,37 @@ async fn push_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8
     let client =
         crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;
     let proof = crate::proof::check(app, headers, paths::PAR, now)?;
-    let request = validate(&client.client, &params, proof.as_ref().map(|p| p.proof.jkt()))?;
+    let (params, request_object) = match params.get("request") {
+        Some(jwt) => {
+            let object = request_object(app, &client.client, jwt, now)?;
+            (Params::from_request_object(&object.params)?, Some(object))
+        }
+        None if client.client.require_signed_request_object => {
+            return Err(OAuthError::invalid_request(
+                "this client must send a signed request object (request)",
+            ));
+        }
+        None => (params, None),
+    };
+    let request = validate(
+        &client.client,
+        &app.config.detail_types,
+        &params,
+        proof.as_ref().map(|p| p.proof.jkt()),
+    )?;
+    crate::psd2::check(&app.config, &client.client, &request.scopes, peer)?;
     crate::client_auth::record_assertion(app, &client, now).await?;
     if let Some(p) = &proof {
         crate::proof::record(app, p, now).await?;
+    }
+    if let Some(jti) = request_object
+        .as_ref()
+        .and_then(|o| o.jti.as_deref().map(|j| (j, o.exp)))
+    {
+        let key = request_object_replay_key(&client.client.id, jti.0);
+        if !app.store.remember_once(&key, jti.1, now).await? {
+            return Err(OAuthError::new(Code::InvalidRequestObject, "request object replayed"));
+        }
     }
     let id = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
     let request_uri = format!("{REQUEST_URI_PREFIX}{id}");
@@ -71,4 +99,36 @@ async fn push_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8
         res.headers_mut().insert("dpop-nonce", n);
     }
     Ok(res)
+}
+
+/// The algorithms a request object may be signed with (FAPI 2.0: PS256, ES256, EdDSA).
+const REQUEST_OBJECT_ALGS: [&str; 3] = ["PS256", "ES256", "EdDSA"];
+
+/// Verifies a signed request object (RFC 9101, FAPI 2.0 Message Signing) from `client` with its
+/// registered keys; only its parameters are used, none sent beside it.
+fn request_object(
+    app: &App,
+    client: &Client,
+    jwt: &str,
+    now: u64,
+) -> Result<keybound_core::jar::VerifiedRequestObject, OAuthError> {
+    let invalid = |reason: &str| OAuthError::new(Code::InvalidRequestObject, reason);
+    let keys = client
+        .jwks
+        .as_ref()
+        .ok_or_else(|| invalid("the client has no registered keys to verify a request object"))?;
+    let algs = keybound_core::jws::AlgSet::from_names(REQUEST_OBJECT_ALGS, "request object algorithms")
+        .map_err(|e| OAuthError::server(e.reason()))?;
+    let policy = keybound_core::jar::RequestObjectPolicy::fapi2(&app.config.issuer, &client.id, algs);
+    keybound_core::jar::verify_request_object(jwt, keys, &policy, &crate::crypto::Ring, now)
+        .map_err(|e| OAuthError::new(Code::InvalidRequestObject, e.reason()))
+}
+
+/// The replay-cache key of a request object's `jti` (per client).
+fn request_object_replay_key(client_id: &str, jti: &str) -> Vec<u8> {
+    let mut key = b"request-object\0".to_vec();
+    key.extend_from_slice(client_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(jti.as_bytes());
+    key
 }

@@ -12,6 +12,7 @@ use crate::http::Params;
 use crate::proof::Proof;
 use crate::respond::json_no_store;
 use crate::state::App;
+use crate::tls::PeerCerts;
 
 use crate::tokens::{Binding, Grant, issue_access_token, issue_id_token, issue_refresh_token, server_err};
 
@@ -21,6 +22,7 @@ pub(crate) async fn redeem(
     params: &Params,
     proof: Option<&Proof>,
     binding: &Binding,
+    peer: &PeerCerts,
     now: u64,
 ) -> Result<Response, OAuthError> {
     let code = params.require("code")?;
@@ -52,6 +54,13 @@ pub(crate) async fn redeem(
         return Err(OAuthError::invalid_grant("code is bound to another DPoP key"));
     }
     let resource = crate::indicators::for_token(&client.client, params, &data.request.resources)?;
+    let details = crate::tokens::requested_details(
+        app,
+        &client.client,
+        params,
+        Some(data.request.authorization_details.as_ref()),
+    )?;
+    crate::psd2::check(&app.config, &client.client, &data.request.scopes, peer)?;
     crate::client_auth::record_assertion(app, client, now).await?;
     if let Some(p) = proof {
         crate::proof::record(app, p, now).await?;
@@ -80,6 +89,7 @@ pub(crate) async fn redeem(
         resource: &resource,
         resources: &granted,
         binding,
+        authorization_details: details.as_ref(),
     };
     let at = issue_access_token(app, &grant, now).await?;
     let mut body = serde_json::json!({
@@ -89,6 +99,9 @@ pub(crate) async fn redeem(
         "scope": data.request.scopes.join(" "),
     });
     if let Some(o) = body.as_object_mut() {
+        if let Some(d) = &details {
+            o.insert("authorization_details".into(), d.clone());
+        }
         if data.request.scopes.iter().any(|s| s == "openid") {
             o.insert("id_token".into(), issue_id_token(app, &data, &sub, now)?.into());
         }

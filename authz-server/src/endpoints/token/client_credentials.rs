@@ -7,6 +7,7 @@ use crate::error::{Code, OAuthError};
 use crate::http::Params;
 use crate::proof::Proof;
 use crate::state::App;
+use crate::tls::PeerCerts;
 
 use super::{requested_scopes, token_response};
 use crate::tokens::{Binding, Grant, issue_access_token, server_err};
@@ -19,6 +20,7 @@ pub(crate) async fn grant(
     params: &Params,
     proof: Option<&Proof>,
     binding: &Binding,
+    peer: &PeerCerts,
     now: u64,
 ) -> Result<Response, OAuthError> {
     if client.method == crate::config::AuthMethod::None {
@@ -26,6 +28,8 @@ pub(crate) async fn grant(
     }
     let scopes = requested_scopes(params, &client.client.scopes, &client.client.scopes)?;
     let resource = crate::indicators::for_token(&client.client, params, &client.client.resources)?;
+    let details = crate::tokens::requested_details(app, &client.client, params, None)?;
+    crate::psd2::check(&app.config, &client.client, &scopes, peer)?;
     crate::client_auth::record_assertion(app, client, now).await?;
     if let Some(p) = proof {
         crate::proof::record(app, p, now).await?;
@@ -39,7 +43,8 @@ pub(crate) async fn grant(
         resource: &resource,
         resources: std::slice::from_ref(&resource),
         binding,
+        authorization_details: details.as_ref(),
     };
     let at = issue_access_token(app, &grant, now).await?;
-    Ok(token_response(app, &at, binding, &scopes))
+    Ok(token_response(app, &at, binding, &scopes, details.as_ref()))
 }

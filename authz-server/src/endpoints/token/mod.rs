@@ -75,11 +75,11 @@ async fn token_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u
     let mut res = match grant {
         GrantType::AuthorizationCode => {
             let binding = binding_for(&client, proof.as_ref(), peer)?;
-            authorization_code::redeem(app, &client, &params, proof.as_ref(), &binding, now).await?
+            authorization_code::redeem(app, &client, &params, proof.as_ref(), &binding, peer, now).await?
         }
         GrantType::ClientCredentials => {
             let binding = binding_for(&client, proof.as_ref(), peer)?;
-            client_credentials::grant(app, &client, &params, proof.as_ref(), &binding, now).await?
+            client_credentials::grant(app, &client, &params, proof.as_ref(), &binding, peer, now).await?
         }
         GrantType::RefreshToken => refresh_token::refresh(app, &client, &params, proof.as_ref(), peer, now).await?,
     };
@@ -118,14 +118,21 @@ pub(crate) fn requested_scopes(
     Ok(out)
 }
 
-pub(crate) fn token_response(app: &App, at: &IssuedToken, binding: &Binding, scopes: &[String]) -> Response {
-    json_no_store(
-        StatusCode::OK,
-        &serde_json::json!({
-            "access_token": at.jwt,
-            "token_type": binding.token_type(),
-            "expires_in": app.config.lifetimes.access_token,
-            "scope": scopes.join(" "),
-        }),
-    )
+pub(crate) fn token_response(
+    app: &App,
+    at: &IssuedToken,
+    binding: &Binding,
+    scopes: &[String],
+    details: Option<&serde_json::Value>,
+) -> Response {
+    let mut body = serde_json::json!({
+        "access_token": at.jwt,
+        "token_type": binding.token_type(),
+        "expires_in": app.config.lifetimes.access_token,
+        "scope": scopes.join(" "),
+    });
+    if let (Some(d), Some(o)) = (details, body.as_object_mut()) {
+        o.insert("authorization_details".into(), d.clone());
+    }
+    json_no_store(StatusCode::OK, &body)
 }

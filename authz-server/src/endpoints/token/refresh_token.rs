@@ -56,6 +56,9 @@ pub(crate) async fn refresh(
     }
     let scopes = requested_scopes(params, &data.scopes, &data.scopes)?;
     let resource = crate::indicators::for_token(&client.client, params, &data.resources)?;
+    let details =
+        crate::tokens::requested_details(app, &client.client, params, Some(data.authorization_details.as_ref()))?;
+    crate::psd2::check(&app.config, &client.client, &scopes, peer)?;
     crate::client_auth::record_assertion(app, client, now).await?;
     if let Some(p) = proof {
         crate::proof::record(app, p, now).await?;
@@ -68,7 +71,8 @@ pub(crate) async fn refresh(
         resource: &resource,
         resources: &data.resources,
         binding: &data.binding,
+        authorization_details: details.as_ref(),
     };
     let at = issue_access_token(app, &grant, now).await?;
-    Ok(token_response(app, &at, &data.binding, &scopes))
+    Ok(token_response(app, &at, &data.binding, &scopes, details.as_ref()))
 }
