@@ -31,7 +31,7 @@
 //!   ([`proxy`]).
 //!
 //! ## What it does not do
-//! Request objects (JAR), `jwks_uri` for clients, `client_secret_*`, plain authorization requests
+//! Request objects outside PAR, `jwks_uri` for clients, `client_secret_*`, plain authorization requests
 //! without PAR, and TLS to PostgreSQL.
 //!
 //! The binary is `keybound-authz` (`init`, `serve`, `check`, `hash-password`, `keys rotate`,
