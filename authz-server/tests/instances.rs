@@ -332,7 +332,10 @@ async fn migrate_prepares_the_database_that_serve_refuses_before() {
         .unwrap();
     assert_eq!(serve.status.code(), Some(2));
     let err = String::from_utf8_lossy(&serve.stderr);
-    assert!(err.contains("schema is at version 0") && err.contains("keybound-authz migrate"), "{err}");
+    assert!(
+        err.contains("schema is at version 0") && err.contains("keybound-authz migrate"),
+        "{err}"
+    );
 
     let migrate = || {
         let out = std::process::Command::new(BIN)
@@ -343,7 +346,10 @@ async fn migrate_prepares_the_database_that_serve_refuses_before() {
         String::from_utf8(out.stdout).unwrap()
     };
     let latest = keybound_authz::storage::postgres::MIGRATIONS.len();
-    assert_eq!(migrate().trim(), format!("postgres: schema at version {latest} (was 0)"));
+    assert_eq!(
+        migrate().trim(),
+        format!("postgres: schema at version {latest} (was 0)")
+    );
     assert_eq!(
         migrate().trim(),
         format!("postgres: schema at version {latest} (was {latest})")
