@@ -88,7 +88,10 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, String> {
 ///
 /// # Errors
 /// If `/proc/<root>/stat` cannot be read.
-#[allow(dead_code, reason = "bench/authz's PostgreSQL server; keybound-bench measures Envoy alone")]
+#[allow(
+    dead_code,
+    reason = "bench/authz's PostgreSQL server; keybound-bench measures Envoy alone"
+)]
 pub fn tree_cpu_seconds(root: u32) -> Result<f64, String> {
     let fields = |pid: &str| -> Option<Vec<f64>> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
