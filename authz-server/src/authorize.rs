@@ -278,8 +278,16 @@ fn throttled_page(seconds: u64, form: &str) -> Response {
     res
 }
 
-/// Logs a failed login step with the user name, client address and reason (never what was typed).
-fn log_failure(event: &str, username: &str, addr: ClientAddr, reason: &str) {
+/// Logs and counts a failed login step with the user name, client address and reason (never what
+/// was typed).
+fn log_failure(app: &App, event: &str, username: &str, addr: ClientAddr, reason: &str) {
+    match event {
+        "login_throttled" => {
+            app.metrics.login_throttled.inc();
+        }
+        "totp_failed" => app.metrics.login_failure("totp"),
+        _ => app.metrics.login_failure("password"),
+    };
     log_event(
         "info",
         event,
@@ -303,7 +311,7 @@ async fn begin_attempt(
     match crate::throttle::begin(app, username, addr.0, now).await {
         Ok(Ok(attempt)) => Ok(attempt),
         Ok(Err(seconds)) => {
-            log_failure("login_throttled", username, addr, "locked");
+            log_failure(app, "login_throttled", username, addr, "locked");
             Err(Box::new(throttled_page(seconds, form)))
         }
         Err(e) => Err(Box::new(error_page(
@@ -364,6 +372,7 @@ pub async fn login(
     } && known;
     if !ok {
         log_failure(
+            &app,
             "login_failed",
             &username,
             addr,
@@ -475,7 +484,7 @@ pub async fn totp(
         None => Some("wrong code"),
     };
     if let Some(reason) = failure {
-        log_failure("totp_failed", &username, addr, reason);
+        log_failure(&app, "totp_failed", &username, addr, reason);
         return attempt_failed(&app, &attempt, &txn_id, &form, || {
             page(
                 StatusCode::UNAUTHORIZED,

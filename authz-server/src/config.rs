@@ -72,6 +72,48 @@ struct RawConfig {
     clients: Vec<RawClient>,
     #[serde(default)]
     users: Vec<RawUser>,
+    #[serde(default)]
+    log: crate::log::LogSettings,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    trusted_proxy: Option<RawTrustedProxy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrustedProxy {
+    listen: String,
+    addresses: Vec<String>,
+    client_cert_header: CertHeader,
+}
+
+/// Where a trusted TLS-terminating proxy puts the client certificate it verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertHeader {
+    /// Envoy's `x-forwarded-client-cert`, the element the proxy appended (the last), with `Cert`
+    /// (and `Chain` for intermediates) as percent-encoded PEM.
+    Xfcc,
+    /// RFC 9440 `Client-Cert` (and `Client-Cert-Chain`): DER as structured-field byte sequences.
+    ClientCert,
+}
+
+/// The plain-HTTP listener for a TLS-terminating proxy (`[trusted_proxy]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxy {
+    /// Where the plain-HTTP listener binds.
+    pub listen: SocketAddr,
+    /// The proxy's addresses: connections from any other address are closed unanswered.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The header the proxy puts the client certificate in.
+    pub client_cert_header: CertHeader,
 }
 
 #[derive(Deserialize)]
@@ -545,6 +587,12 @@ pub struct Config {
     pub registration_tokens: Option<Vec<String>>,
     /// The login throttle.
     pub login: LoginThrottle,
+    /// Log level and format.
+    pub log: crate::log::LogSettings,
+    /// The plain-HTTP admin listener (`/healthz`, `/readyz`, `/metrics`), if any.
+    pub admin: Option<SocketAddr>,
+    /// The plain-HTTP listener for a trusted TLS-terminating proxy, if any.
+    pub trusted_proxy: Option<TrustedProxy>,
 }
 
 impl Config {
@@ -564,7 +612,34 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(&e))?;
+        Config::parse_with_env(text, base, std::iter::empty())
+    }
+
+    /// Reads a config file, applies the process's `KEYBOUND_AUTHZ_*` environment overrides and
+    /// the secrets given as files ([`crate::overrides`]), and validates the result.
+    ///
+    /// # Errors
+    /// As [`Config::load`]; an override naming no table key is reported with the variable's name.
+    pub fn load_with_env(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| err("file", format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse_with_env(&text, base, std::env::vars())
+    }
+
+    /// Parses config text, applies the overrides among `vars` and the secrets given as files, and
+    /// validates the result.
+    ///
+    /// # Errors
+    /// As [`Config::load_with_env`].
+    pub fn parse_with_env(
+        text: &str,
+        base: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| toml_error(&e))?;
+        crate::overrides::apply_env(&mut table, vars)?;
+        crate::overrides::read_secret_files(&mut table, base, "")?;
+        let raw: RawConfig = toml::Value::Table(table).try_into().map_err(|e| toml_error(&e))?;
         validate(raw, base)
     }
 
@@ -628,12 +703,22 @@ pub fn redirect_uri_ok(uri: &str) -> bool {
     false
 }
 
-fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+fn validate(mut raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let issuer = validate_issuer(&raw.issuer)?;
-    let listen: SocketAddr = raw
-        .listen
-        .parse()
-        .map_err(|_| err("listen", "must be an IP address and port, e.g. 127.0.0.1:8443"))?;
+    let listen = parse_addr(&raw.listen, "listen")?;
+    let admin = raw
+        .admin
+        .as_ref()
+        .map(|a| parse_addr(&a.listen, "admin.listen"))
+        .transpose()?;
+    if admin == Some(listen) {
+        return Err(err("admin.listen", "must differ from listen"));
+    }
+    let trusted_proxy = raw
+        .trusted_proxy
+        .take()
+        .map(|p| validate_trusted_proxy(p, listen))
+        .transpose()?;
     let storage = validate_storage(raw.database.as_deref(), raw.storage.as_ref(), base)?;
     let tls = TlsFiles {
         cert: check_file(base, &raw.tls.cert, "tls.cert")?,
@@ -825,6 +910,39 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         pairwise_salt,
         registration_tokens,
         login,
+        log: raw.log,
+        admin,
+        trusted_proxy,
+    })
+}
+
+fn parse_addr(value: &str, field: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| err(field, "must be an IP address and port, e.g. 127.0.0.1:8443"))
+}
+
+fn validate_trusted_proxy(raw: RawTrustedProxy, listen: SocketAddr) -> Result<TrustedProxy, ConfigError> {
+    let proxy_listen = parse_addr(&raw.listen, "trusted_proxy.listen")?;
+    if proxy_listen == listen {
+        return Err(err("trusted_proxy.listen", "must differ from listen"));
+    }
+    if raw.addresses.is_empty() {
+        return Err(err("trusted_proxy.addresses", "must name at least the proxy's address"));
+    }
+    let addresses = raw
+        .addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.parse()
+                .map_err(|_| err(format!("trusted_proxy.addresses[{i}]"), "must be an IP address"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(TrustedProxy {
+        listen: proxy_listen,
+        addresses,
+        client_cert_header: raw.client_cert_header,
     })
 }
 

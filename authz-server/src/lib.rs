@@ -24,12 +24,18 @@
 //!   client address kept in storage ([`throttle`]); CORS
 //!   on the token and PAR endpoints ([`cors`]); dynamic client registration and management
 //!   (RFC 7591/7592, [`registration`]).
+//! - Operations ([`ops`]): `/healthz`, `/readyz`, Prometheus metrics ([`metrics`]) on an admin
+//!   listener, structured logs with levels ([`log`]), `KEYBOUND_AUTHZ_*` overrides and secrets
+//!   from files ([`overrides`]), a graceful stop on SIGTERM ([`server::run`]), and a plain-HTTP
+//!   listener for a trusted TLS-terminating proxy that forwards the client certificate
+//!   ([`proxy`]).
 //!
 //! ## What it does not do
 //! Request objects (JAR), `jwks_uri` for clients, `client_secret_*`, plain authorization requests
 //! without PAR, and TLS to PostgreSQL.
 //!
-//! The binary is `keybound-authz` (`init`, `serve`, `hash-password`, `keys rotate`, `migrate`).
+//! The binary is `keybound-authz` (`init`, `serve`, `check`, `hash-password`, `keys rotate`,
+//! `migrate`).
 
 pub mod authorize;
 pub mod client_auth;
@@ -41,8 +47,13 @@ pub mod indicators;
 pub mod init;
 pub mod introspect;
 pub mod keys;
+pub mod log;
+pub mod metrics;
+pub mod ops;
+pub mod overrides;
 pub mod par;
 pub mod proof;
+pub mod proxy;
 pub mod random;
 pub mod registration;
 pub mod server;

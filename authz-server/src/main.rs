@@ -1,35 +1,91 @@
-//! `keybound-authz`: the authorization server binary.
-//!
-//! ```text
-//! keybound-authz init [--dir DIR] [--issuer URL] [--listen ADDR] [--force]
-//! keybound-authz serve --config FILE
-//! keybound-authz hash-password            (reads a password from stdin, prints an argon2 hash)
-//! keybound-authz keys rotate --config FILE
-//! keybound-authz migrate --config FILE
-//! ```
+//! `keybound-authz`: the authorization server binary. `keybound-authz --help` lists the commands;
+//! `keybound-authz COMMAND --help` their flags. Unknown commands and flags, and an invalid
+//! configuration, are refused with a message and exit status 2; any other failure exits 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use keybound_authz::config::Config;
 
-const USAGE: &str = "usage:
-  keybound-authz init [--dir DIR] [--issuer URL] [--listen ADDR] [--force]
-  keybound-authz serve --config FILE
-  keybound-authz hash-password   (password on stdin)
-  keybound-authz keys rotate --config FILE
-  keybound-authz migrate --config FILE";
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+/// keybound's FAPI 2.0 authorization server: PAR, PKCE, DPoP- and certificate-bound tokens.
+#[derive(Debug, Parser)]
+#[command(name = "keybound-authz", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn load(args: &[String]) -> Result<Config, String> {
-    let path = flag(args, "--config").ok_or("--config FILE is required")?;
-    Config::load(&PathBuf::from(path)).map_err(|e| e.to_string())
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Writes a development configuration, certificates and keys into a new directory.
+    Init {
+        /// The directory to create.
+        #[arg(long, default_value = "keybound-dev")]
+        dir: PathBuf,
+        /// The issuer URL (default: https://127.0.0.1:PORT of --listen).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// Overwrite files in an existing directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Serves until SIGTERM or SIGINT, then lets requests in flight finish and exits 0.
+    Serve {
+        /// The configuration file (TOML); `KEYBOUND_AUTHZ_*` environment variables override it.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Checks a configuration file (with the environment's overrides) and exits.
+    Check {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Reads a password from stdin and prints its argon2 hash for a `[[users]]` entry.
+    HashPassword,
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Brings the storage schema to this version (SQLite or PostgreSQL, `storage.url`) and exits.
+    Migrate {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Creates a new signing key; the previous ones stay published until their tokens expire.
+    Rotate {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Why a command failed.
+enum Failure {
+    /// The configuration is invalid: exit status 2, like a usage error.
+    Config(String),
+    /// Anything else: exit status 1.
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Other(e)
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, Failure> {
+    Config::load_with_env(path).map_err(|e| Failure::Config(e.to_string()))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -39,28 +95,37 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| e.to_string())
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    match args.first().map(String::as_str) {
-        Some("serve") => {
-            let config = load(args)?;
-            runtime()?.block_on(keybound_authz::server::run(config))
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve { config } => {
+            let config = load(&config)?;
+            keybound_authz::log::init(&config.log);
+            Ok(runtime()?.block_on(keybound_authz::server::run(config))?)
         }
-        Some("migrate") => {
-            let config = load(args)?;
+        Command::Migrate { config } => {
+            let config = load(&config)?;
             let m = runtime()?
                 .block_on(keybound_authz::storage::migrate(&config.storage))
                 .map_err(|e| e.to_string())?;
             println!("{}: schema at version {} (was {})", m.backend, m.to, m.from);
             Ok(())
         }
-        Some("init") => {
-            let dir = PathBuf::from(flag(args, "--dir").unwrap_or_else(|| "keybound-dev".into()));
-            let listen = flag(args, "--listen").unwrap_or_else(|| "127.0.0.1:8443".into());
-            let port = listen.rsplit(':').next().unwrap_or("8443");
+        Command::Check { config } => {
+            let loaded = load(&config)?;
+            println!("{}: ok (issuer {})", config.display(), loaded.issuer);
+            Ok(())
+        }
+        Command::Init {
+            dir,
+            issuer,
+            listen,
+            force,
+        } => {
+            let port = listen.rsplit(':').next().unwrap_or("8443").to_owned();
             let opts = keybound_authz::init::InitOptions {
-                issuer: flag(args, "--issuer").unwrap_or_else(|| format!("https://127.0.0.1:{port}")),
+                issuer: issuer.unwrap_or_else(|| format!("https://127.0.0.1:{port}")),
                 listen,
-                force: args.iter().any(|a| a == "--force"),
+                force,
             };
             let password = keybound_authz::init::run(&dir, &opts)?;
             println!(
@@ -69,18 +134,20 @@ fn run(args: &[String]) -> Result<(), String> {
             );
             Ok(())
         }
-        Some("hash-password") => {
+        Command::HashPassword => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
             let password = line.trim_end_matches(['\r', '\n']);
             if password.is_empty() {
-                return Err("empty password".into());
+                return Err(Failure::Other("empty password".into()));
             }
             println!("{}", keybound_authz::init::hash_password(password)?);
             Ok(())
         }
-        Some("keys") if args.get(1).map(String::as_str) == Some("rotate") => {
-            let config = load(args)?;
+        Command::Keys {
+            command: KeysCommand::Rotate { config },
+        } => {
+            let config = load(&config)?;
             let (app, kid) = runtime()?.block_on(async {
                 let app = keybound_authz::server::App::new(config).await?;
                 let kid = keybound_authz::keys::KeyRing::rotate(
@@ -98,17 +165,21 @@ fn run(args: &[String]) -> Result<(), String> {
             );
             Ok(())
         }
-        _ => Err(USAGE.into()),
     }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    // clap prints help and version to stdout with status 0, usage errors to stderr with 2.
+    let cli = Cli::parse();
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Config(e)) => {
             eprintln!("keybound-authz: {e}");
             ExitCode::from(2)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("keybound-authz: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -156,6 +156,10 @@ pub struct App {
     pub dummy_hash: String,
     /// Bounds concurrent argon2 checks (each takes ~19 MiB and tens of ms of CPU).
     pub password_slots: tokio::sync::Semaphore,
+    /// Prometheus metrics (shared with the storage timer).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set when a shutdown starts: `/readyz` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for App {
@@ -171,7 +175,11 @@ impl App {
     /// # Errors
     /// A message if storage, keys or the CA file fail.
     pub async fn new(config: Config) -> Result<App, String> {
-        let store = crate::storage::open(&config.storage).await.map_err(|e| e.to_string())?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let store: Arc<dyn Storage> = Arc::new(crate::storage::timed::Timed::new(
+            crate::storage::open(&config.storage).await.map_err(|e| e.to_string())?,
+            metrics.clone(),
+        ));
         let keys = KeyRing::load_or_create(store.as_ref(), crate::random::now())
             .await
             .map_err(|e| e.to_string())?;
@@ -189,6 +197,8 @@ impl App {
             transactions: Mutex::new(Transactions::new(MAX_TRANSACTIONS)),
             dummy_hash: crate::init::hash_password(&crate::random::token().map_err(|e| e.to_string())?)?,
             password_slots: tokio::sync::Semaphore::new(PASSWORD_SLOTS),
+            metrics,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -326,7 +336,12 @@ impl From<StorageError> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        log_line("error", self.code, &self.reason);
+        let level = if self.status.is_server_error() { "error" } else { "info" };
+        log_event(
+            level,
+            "oauth_error",
+            serde_json::json!({ "error": self.code, "status": self.status.as_u16(), "reason": self.reason }),
+        );
         let mut res = (self.status, axum::Json(serde_json::json!({ "error": self.code }))).into_response();
         let h = res.headers_mut();
         no_store(h);
@@ -337,23 +352,23 @@ impl IntoResponse for OAuthError {
     }
 }
 
-/// Writes one JSON log line to stderr.
-pub fn log_line(level: &str, event: &str, detail: &str) {
-    eprintln!(
-        "{}",
-        serde_json::json!({ "ts": crate::random::now(), "level": level, "event": event, "detail": detail })
-    );
+fn level(name: &str) -> crate::log::Level {
+    match name {
+        "debug" => crate::log::Level::Debug,
+        "info" => crate::log::Level::Info,
+        "warn" => crate::log::Level::Warn,
+        _ => crate::log::Level::Error,
+    }
 }
 
-/// Writes one JSON log line to stderr with `fields` (an object) next to `ts`, `level`, `event`.
-pub fn log_event(level: &str, event: &str, fields: serde_json::Value) {
-    let mut line = serde_json::json!({ "ts": crate::random::now(), "level": level, "event": event });
-    if let (Some(o), serde_json::Value::Object(f)) = (line.as_object_mut(), fields) {
-        for (k, v) in f {
-            o.entry(k).or_insert(v);
-        }
-    }
-    eprintln!("{line}");
+/// Logs one line (`debug`, `info`, `warn`, `error`; see [`crate::log`]) with a `detail`.
+pub fn log_line(level_name: &str, event: &str, detail: &str) {
+    crate::log::event(level(level_name), event, serde_json::json!({ "detail": detail }));
+}
+
+/// Logs one line with `fields` (an object) next to `ts`, `level`, `event`.
+pub fn log_event(level_name: &str, event: &str, fields: serde_json::Value) {
+    crate::log::event(level(level_name), event, fields);
 }
 
 /// The address of the TCP peer of a request (a request extension set per connection).
@@ -450,7 +465,7 @@ pub const PURGE_SECONDS: u64 = 60;
 /// The shared state type of the router.
 pub type AppState = Arc<App>;
 
-/// The routes.
+/// The routes of the TLS listener (and of the trusted-proxy listener).
 pub fn router(app: AppState) -> Router {
     Router::new()
         .route(paths::OPENID_CONFIGURATION, get(crate::discovery::metadata))
@@ -475,86 +490,245 @@ pub fn router(app: AppState) -> Router {
                 .put(crate::registration::update)
                 .delete(crate::registration::delete),
         )
+        .route(crate::ops::HEALTHZ, get(crate::ops::healthz))
+        .route(crate::ops::READYZ, get(crate::ops::readyz))
         .layer(axum::middleware::from_fn_with_state(app.clone(), crate::cors::cors))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::ops::observe))
         .with_state(app)
 }
 
-/// Binds the listener and serves until the process ends. Prints `listening on <addr>` to stdout
-/// once the socket is bound.
+/// How long a shutdown waits for requests in flight before it exits anyway (seconds).
+pub const SHUTDOWN_GRACE_SECONDS: u64 = 30;
+
+/// Binds every configured listener and serves until SIGTERM or SIGINT; then stops accepting,
+/// lets requests in flight finish (at most [`SHUTDOWN_GRACE_SECONDS`]) and returns. Prints one
+/// line, `listening on <addr>` (with ` (admin on <addr>)` and ` (trusted proxy on <addr>)` when
+/// configured), to stdout once the sockets are bound.
 ///
 /// # Errors
-/// A message if the address cannot be bound or the TLS files are unusable.
+/// A message if an address cannot be bound or the TLS files are unusable.
 pub async fn run(config: Config) -> Result<(), String> {
     let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key)?;
-    let listen = config.listen;
+    let (listen, admin, proxy) = (config.listen, config.admin, config.trusted_proxy.clone());
     let app = Arc::new(App::new(config).await?);
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("listen {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("listening on {addr}");
-    serve(listener, TlsAcceptor::from(Arc::new(tls)), app).await;
+    let bind = |addr: SocketAddr| async move {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("listen {addr}: {e}"))?;
+        let local = l.local_addr().map_err(|e| e.to_string())?;
+        Ok::<_, String>((l, local))
+    };
+    let (main, addr) = bind(listen).await?;
+    let admin = match admin {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let proxied = match &proxy {
+        Some(p) => Some(bind(p.listen).await?),
+        None => None,
+    };
+    // One line only: whoever waits for it may close the pipe after reading it.
+    let mut line = format!("listening on {addr}");
+    if let Some((_, a)) = &admin {
+        line.push_str(&format!(" (admin on {a})"));
+    }
+    if let Some((_, a)) = &proxied {
+        line.push_str(&format!(" (trusted proxy on {a})"));
+    }
+    println!("{line}");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(1);
+    background(app.clone(), stop.clone());
+    let routes = router(app.clone());
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    tokio::spawn(accept_loop(
+        main,
+        Listener::Tls(acceptor),
+        routes.clone(),
+        stop.clone(),
+        done_tx.clone(),
+    ));
+    if let Some((l, _)) = admin {
+        let admin_routes = crate::ops::admin_router(app.clone())
+            .layer(axum::middleware::from_fn_with_state(app.clone(), crate::ops::observe));
+        tokio::spawn(accept_loop(
+            l,
+            Listener::Plain(None),
+            admin_routes,
+            stop.clone(),
+            done_tx.clone(),
+        ));
+    }
+    if let (Some((l, _)), Some(p)) = (proxied, proxy) {
+        tokio::spawn(accept_loop(
+            l,
+            Listener::Plain(Some(p)),
+            routes,
+            stop.clone(),
+            done_tx.clone(),
+        ));
+    }
+    drop(done_tx);
+    shutdown_signal().await;
+    app.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    log_line("info", "shutdown", "stopped accepting; waiting for requests in flight");
+    let _ = stop_tx.send(true);
+    // Every accept loop and connection holds a sender: `recv` returns when the last one ends.
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(SHUTDOWN_GRACE_SECONDS), done.recv()).await;
+    if drained.is_err() {
+        log_line("warn", "shutdown", "requests still in flight after the grace period");
+    }
+    log_line("info", "shutdown", "done");
     Ok(())
 }
 
-/// The accept loop: TLS handshake (10 s limit), then HTTP/1.1 with the peer certificate attached.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: AppState) {
-    let routes = router(app.clone());
-    let bg = app.clone();
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                log_line("error", "signal", &e.to_string());
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Reloads keys every `storage.key_reload_seconds` and purges expired records every
+/// [`PURGE_SECONDS`], until `stop`.
+fn background(app: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
-        let reload = std::time::Duration::from_secs(bg.config.storage.key_reload_seconds);
+        let reload = std::time::Duration::from_secs(app.config.storage.key_reload_seconds);
         let mut last_purge = std::time::Instant::now();
         loop {
-            tokio::time::sleep(reload).await;
-            bg.reload_keys().await;
+            tokio::select! {
+                () = tokio::time::sleep(reload) => {}
+                _ = stop.changed() => return,
+            }
+            app.reload_keys().await;
             if last_purge.elapsed().as_secs() >= PURGE_SECONDS {
                 last_purge = std::time::Instant::now();
-                if let Err(e) = bg.store.purge_expired(crate::random::now()).await {
+                if let Err(e) = app.store.purge_expired(crate::random::now()).await {
                     log_line("error", "purge_failed", &e.to_string());
                 }
             }
         }
     });
+}
+
+/// What a listener speaks.
+#[derive(Clone)]
+enum Listener {
+    /// TLS with an optional client certificate.
+    Tls(TlsAcceptor),
+    /// Plain HTTP: the admin listener (`None`) or the trusted-proxy listener.
+    Plain(Option<crate::config::TrustedProxy>),
+}
+
+/// Accepts connections until `stop`, serving each on its own task; `done` is held by the loop and
+/// by every connection so the caller can wait for all of them.
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Listener,
+    routes: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    done: tokio::sync::mpsc::Sender<()>,
+) {
     loop {
-        let (tcp, peer_addr) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                log_line("error", "accept_failed", &e.to_string());
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        let (tcp, peer_addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    log_line("error", "accept_failed", &e.to_string());
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
         };
-        let acceptor = acceptor.clone();
-        let routes = routes.clone();
-        tokio::spawn(async move { handle_connection(tcp, peer_addr, acceptor, routes).await });
+        let (kind, routes, stop, done) = (kind.clone(), routes.clone(), stop.clone(), done.clone());
+        tokio::spawn(async move {
+            handle_connection(tcp, peer_addr, kind, routes, stop).await;
+            drop(done);
+        });
     }
 }
 
-async fn handle_connection(tcp: tokio::net::TcpStream, peer_addr: SocketAddr, acceptor: TlsAcceptor, routes: Router) {
-    let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            log_line("info", "tls_handshake_failed", &format!("{peer_addr}: {e}"));
-            return;
+async fn handle_connection(
+    tcp: tokio::net::TcpStream,
+    peer_addr: SocketAddr,
+    kind: Listener,
+    routes: Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    match kind {
+        Listener::Tls(acceptor) => {
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    log_line("info", "tls_handshake_failed", &format!("{peer_addr}: {e}"));
+                    return;
+                }
+                Err(_) => return,
+            };
+            let certs = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>()));
+            let routes = routes
+                .layer(Extension(PeerCerts(certs)))
+                .layer(Extension(ClientAddr(peer_addr.ip())));
+            serve_http(TokioIo::new(tls), routes, stop).await;
         }
-        Err(_) => return,
-    };
-    let certs = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>()));
-    let svc = TowerToHyperService::new(
-        routes
-            .layer(Extension(PeerCerts(certs)))
-            .layer(Extension(ClientAddr(peer_addr.ip()))),
-    );
+        Listener::Plain(None) => {
+            let routes = routes.layer(Extension(ClientAddr(peer_addr.ip())));
+            serve_http(TokioIo::new(tcp), routes, stop).await;
+        }
+        Listener::Plain(Some(proxy)) => {
+            if !crate::proxy::trusted(&proxy.addresses, peer_addr.ip()) {
+                log_event(
+                    "warn",
+                    "untrusted_proxy_connection",
+                    serde_json::json!({ "client": peer_addr.ip().to_string() }),
+                );
+                return;
+            }
+            let (header, ip) = (proxy.client_cert_header, peer_addr.ip());
+            let routes = routes.layer(axum::middleware::from_fn(move |req, next| {
+                crate::proxy::from_proxy(header, ip, req, next)
+            }));
+            serve_http(TokioIo::new(tcp), routes, stop).await;
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it closes; on `stop`, finishes the request in flight
+/// and closes.
+async fn serve_http<I>(io: I, routes: Router, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = TowerToHyperService::new(routes);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))
-        .serve_connection(TokioIo::new(tls), svc)
-        .await;
-    if let Err(e) = conn {
+        .serve_connection(io, svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         log_line("info", "connection_error", &e.to_string());
     }
 }

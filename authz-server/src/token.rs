@@ -284,6 +284,11 @@ async fn token_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u
         }
         GrantType::RefreshToken => refresh(app, &client, &params, proof.as_ref(), peer, now).await?,
     };
+    let binding = match client.client.sender_constraint {
+        SenderConstraint::Dpop => "dpop",
+        SenderConstraint::Mtls => "mtls",
+    };
+    app.metrics.token(grant.as_str(), binding);
     if let Some(n) = proof
         .and_then(|p| p.next_nonce)
         .and_then(|n| HeaderValue::from_str(&n).ok())

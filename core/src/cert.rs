@@ -49,17 +49,10 @@ impl X5tS256 {
     /// # Errors
     /// [`Error::InvalidCertificate`] if there is no well-formed `CERTIFICATE` block.
     pub fn from_pem(pem: &str) -> Result<Self> {
-        const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-        const END: &str = "-----END CERTIFICATE-----";
-        let bad = Error::InvalidCertificate { what: "PEM" };
-        let start = pem.find(BEGIN).ok_or(bad.clone())? + BEGIN.len();
-        let body = pem.get(start..).ok_or(bad.clone())?;
-        let end = body.find(END).ok_or(bad.clone())?;
-        let der = b64::decode_pem_body(body.get(..end).ok_or(bad.clone())?).map_err(|_| bad.clone())?;
-        if der.is_empty() {
-            return Err(bad);
-        }
-        Ok(Self::from_der(&der))
+        let first = pem_certificates(pem)?.into_iter().next();
+        first
+            .map(|der| Self::from_der(&der))
+            .ok_or(Error::InvalidCertificate { what: "PEM" })
     }
 
     /// From Envoy's `connection.sha256_peer_certificate_digest` (or an XFCC `Hash`): 64 hex
@@ -118,6 +111,76 @@ impl fmt::Debug for X5tS256 {
     }
 }
 
+/// The DER of every `CERTIFICATE` block of a PEM document, in order.
+///
+/// # Errors
+/// [`Error::InvalidCertificate`] if there is none, or a block is unterminated, empty or not
+/// base64.
+pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let bad = Error::InvalidCertificate { what: "PEM" };
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let body = rest.get(start + BEGIN.len()..).ok_or(bad.clone())?;
+        let end = body.find(END).ok_or(bad.clone())?;
+        let der = b64::decode_pem_body(body.get(..end).ok_or(bad.clone())?).map_err(|_| bad.clone())?;
+        if der.is_empty() {
+            return Err(bad);
+        }
+        out.push(der);
+        rest = body.get(end + END.len()..).ok_or(bad.clone())?;
+    }
+    if out.is_empty() {
+        return Err(bad);
+    }
+    Ok(out)
+}
+
+/// The certificate in an RFC 9440 `Client-Cert` header: one structured-field byte sequence
+/// (`:base64 DER:`, RFC 8941 §3.3.5), without parameters.
+///
+/// # Errors
+/// [`Error::InvalidCertificate`] if the value is not exactly one non-empty byte sequence.
+pub fn client_cert_header(value: &str) -> Result<Vec<u8>> {
+    sf_bytes(value.trim_matches(' '))
+}
+
+/// The certificates in an RFC 9440 `Client-Cert-Chain` header: a structured-field list of byte
+/// sequences, in the order given (the issuer of the `Client-Cert` first).
+///
+/// # Errors
+/// [`Error::InvalidCertificate`] if a member is not a non-empty byte sequence, or there are
+/// more than [`MAX_XFCC_ELEMENTS`].
+pub fn client_cert_chain_header(value: &str) -> Result<Vec<Vec<u8>>> {
+    let members: Vec<&str> = value.split(',').map(|m| m.trim_matches([' ', '\t'])).collect();
+    if members.len() > MAX_XFCC_ELEMENTS {
+        return Err(Error::InvalidCertificate {
+            what: "Client-Cert-Chain has too many certificates",
+        });
+    }
+    members.into_iter().map(sf_bytes).collect()
+}
+
+fn sf_bytes(item: &str) -> Result<Vec<u8>> {
+    let bad = Error::InvalidCertificate {
+        what: "not a structured-field byte sequence",
+    };
+    let inner = item
+        .strip_prefix(':')
+        .and_then(|s| s.strip_suffix(':'))
+        .ok_or(bad.clone())?;
+    if inner.is_empty()
+        || !inner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    {
+        return Err(bad);
+    }
+    b64::decode_pem_body(inner).map_err(|_| bad)
+}
+
 /// One element (one hop) of an XFCC header.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -154,6 +217,27 @@ impl XfccElement {
             (Some(t), _) | (None, Some(t)) => Ok(t),
             (None, None) => Err(Error::InvalidCertificate {
                 what: "XFCC element has no Hash or Cert",
+            }),
+        }
+    }
+
+    /// The client's certificate chain as DER, leaf first: `Chain` (which Envoy writes with the
+    /// leaf first) when present, else `Cert` alone.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCertificate`] if neither is present, either is malformed, or `Chain` does
+    /// not start with `Cert`.
+    pub fn certificates(&self) -> Result<Vec<Vec<u8>>> {
+        let cert = self.cert.as_deref().map(pem_certificates).transpose()?;
+        let chain = self.chain.as_deref().map(pem_certificates).transpose()?;
+        match (cert, chain) {
+            (Some(c), Some(chain)) if c.first() != chain.first() => Err(Error::InvalidCertificate {
+                what: "XFCC Chain does not start with Cert",
+            }),
+            (_, Some(chain)) => Ok(chain),
+            (Some(c), None) => Ok(c.into_iter().take(1).collect()),
+            (None, None) => Err(Error::InvalidCertificate {
+                what: "XFCC element has no Cert",
             }),
         }
     }
@@ -458,5 +542,85 @@ mod tests {
         assert!(X5tS256::parse_cnf("AAAA").is_err());
         assert!(X5tS256::from_pem("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----").is_err());
         assert!(X5tS256::from_pem("no pem here").is_err());
+    }
+
+    fn pem(blocks: &[&[u8]]) -> String {
+        blocks
+            .iter()
+            .map(|der| {
+                let b = b64::encode(der).replace('-', "+").replace('_', "/");
+                let pad = "=".repeat((4 - b.len() % 4) % 4);
+                alloc::format!("-----BEGIN CERTIFICATE-----\n{b}{pad}\n-----END CERTIFICATE-----\n")
+            })
+            .collect()
+    }
+
+    fn sf(der: &[u8]) -> String {
+        let b = b64::encode(der).replace('-', "+").replace('_', "/");
+        let pad = "=".repeat((4 - b.len() % 4) % 4);
+        alloc::format!(":{b}{pad}:")
+    }
+
+    #[test]
+    fn pem_documents_give_every_certificate_in_order() {
+        let doc = pem(&[b"leaf-der", b"intermediate"]);
+        assert_eq!(
+            pem_certificates(&doc).unwrap(),
+            [b"leaf-der".to_vec(), b"intermediate".to_vec()]
+        );
+        assert!(pem_certificates("nothing").is_err());
+        assert!(
+            pem_certificates("-----BEGIN CERTIFICATE-----\nAAAA").is_err(),
+            "unterminated"
+        );
+        assert_eq!(X5tS256::from_pem(&doc).unwrap(), X5tS256::from_der(b"leaf-der"));
+    }
+
+    #[test]
+    fn rfc9440_headers_are_byte_sequences_and_anything_else_is_refused() {
+        assert_eq!(client_cert_header(&sf(b"leaf")).unwrap(), b"leaf");
+        assert_eq!(
+            client_cert_header(&alloc::format!(" {} ", sf(b"leaf"))).unwrap(),
+            b"leaf"
+        );
+        let chain = alloc::format!("{}, {}", sf(b"ca1"), sf(b"ca2"));
+        assert_eq!(
+            client_cert_chain_header(&chain).unwrap(),
+            [b"ca1".to_vec(), b"ca2".to_vec()]
+        );
+        for bad in [
+            "",
+            "::",
+            "bGVhZg==",
+            ":bGVhZg==",
+            ":bGVh Zg==:",
+            ":bGVhZg==:;p=1",
+            ":bGVhZg-_:",
+            ":***:",
+        ] {
+            assert!(client_cert_header(bad).is_err(), "{bad}");
+        }
+        assert!(client_cert_chain_header(&alloc::format!("{},", sf(b"x"))).is_err());
+        let many = alloc::vec![sf(b"x"); MAX_XFCC_ELEMENTS + 1].join(",");
+        assert!(client_cert_chain_header(&many).is_err());
+    }
+
+    #[test]
+    fn xfcc_certificates_prefer_the_chain_and_it_must_start_with_the_leaf() {
+        let el = |cert: Option<String>, chain: Option<String>| XfccElement {
+            cert,
+            chain,
+            ..XfccElement::default()
+        };
+        let leaf = pem(&[b"leaf"]);
+        let chain = pem(&[b"leaf", b"ca"]);
+        assert_eq!(el(Some(leaf.clone()), None).certificates().unwrap(), [b"leaf".to_vec()]);
+        assert_eq!(
+            el(Some(leaf.clone()), Some(chain.clone())).certificates().unwrap(),
+            [b"leaf".to_vec(), b"ca".to_vec()]
+        );
+        assert_eq!(el(None, Some(chain)).certificates().unwrap().len(), 2);
+        assert!(el(Some(leaf), Some(pem(&[b"other", b"ca"]))).certificates().is_err());
+        assert!(el(None, None).certificates().is_err());
     }
 }

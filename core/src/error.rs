@@ -201,6 +201,11 @@ pub enum Error {
     NotAnAccessToken,
     /// The token lacks a scope the route requires.
     InsufficientScope,
+    /// The token's `authorization_details` (RFC 9396) lack a type the route requires.
+    AuthorizationDetailsMissing,
+    /// The client certificate lacks a PSD2 role the route requires (ETSI TS 119 495), or
+    /// carries no PSD2 statement at all.
+    Psd2RoleMissing,
 
     // ---- ID token claims (OpenID Connect Core §3.1.3.7, checked by a client) ----
     /// The ID token's `iss` is not the issuer the client talked to.
@@ -240,6 +245,24 @@ pub enum Error {
         what: &'static str,
     },
 
+    // ---- request objects (RFC 9101, checked by an authorization server) ----
+    /// A claim of a signed request object fails a check ([`crate::jar`]); an authorization
+    /// server answers `invalid_request_object`.
+    RequestObjectInvalid {
+        /// Which check (for logs only).
+        what: &'static str,
+    },
+
+    /// An `authorization_details` value (RFC 9396) is malformed or not what its registered type
+    /// allows ([`crate::rar`]); an authorization server answers `invalid_authorization_details`.
+    AuthorizationDetailsInvalid {
+        /// The JSON pointer of the offending value (`/0/instructedAmount/currency`; empty for
+        /// the whole value).
+        at: String,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+
     // ---- PKCE (RFC 7636) ----
     /// `code_challenge_method=plain` or an unknown method.
     PkceMethodNotAllowed,
@@ -274,6 +297,8 @@ impl Error {
             | InvalidCertificate { .. }
             | PkceMethodNotAllowed
             | PkceMalformed
+            | RequestObjectInvalid { .. }
+            | AuthorizationDetailsInvalid { .. }
             | Config { .. } => ErrorCode::InvalidRequest,
             MissingProof | HtmMismatch | HtuMismatch | InvalidHtu | IatOutOfWindow | AthMismatch | ProofReplayed => {
                 ErrorCode::InvalidDpopProof
@@ -314,7 +339,7 @@ impl Error {
             | IdTokenExpired
             | IdTokenIssuedInFuture
             | IdTokenTooOld => ErrorCode::InvalidToken,
-            InsufficientScope => ErrorCode::InsufficientScope,
+            InsufficientScope | AuthorizationDetailsMissing | Psd2RoleMissing => ErrorCode::InsufficientScope,
             PkceMismatch => ErrorCode::InvalidGrant,
         })
     }
@@ -445,6 +470,8 @@ impl Error {
             TokenInactive => "token_inactive",
             NotAnAccessToken => "token_not_access_token",
             InsufficientScope => "insufficient_scope",
+            AuthorizationDetailsMissing => "authorization_details_missing",
+            Psd2RoleMissing => "psd2_role_missing",
             DpopBoundTokenAsBearer => "dpop_bound_token_as_bearer",
             TokenNotDpopBound => "token_not_dpop_bound",
             JktMismatch => "jkt_mismatch",
@@ -455,6 +482,8 @@ impl Error {
             InvalidCertificate { .. } => "invalid_certificate",
             PkceMethodNotAllowed => "pkce_method_not_allowed",
             PkceMalformed => "pkce_malformed",
+            RequestObjectInvalid { .. } => "request_object_invalid",
+            AuthorizationDetailsInvalid { .. } => "authorization_details_invalid",
             PkceMismatch => "pkce_mismatch",
             Config { .. } => "config",
         }

@@ -21,11 +21,18 @@
 //! - [`htu`]: the normalised request URI of a proof.
 //! - [`nonce`]: stateless server nonces shared by every instance holding the secret.
 //! - [`token`]: RFC 9068 JWT access tokens and RFC 7662 introspection results.
-//! - [`cert`]: certificate thumbprints (`x5t#S256`) and the XFCC header.
+//! - [`cert`]: certificate thumbprints (`x5t#S256`), PEM chains, the XFCC header and RFC 9440
+//!   `Client-Cert` headers.
+//! - [`qc`]: PSD2 roles, competent authority and organisation identifier of a qualified
+//!   certificate (ETSI TS 119 495 QCStatements).
 //! - [`request`]: the whole protected-resource request: headers, binding, scopes.
 //! - [`pkce`]: PKCE S256.
 //! - [`id_token`]: OpenID Connect ID tokens, validated by a client (signature from the issuer's
 //!   JWKS, `iss`, `aud`, `azp`, `nonce`, `exp`, `iat`).
+//! - [`jar`]: signed request objects (RFC 9101) as FAPI 2.0 Message Signing requires them,
+//!   verified by an authorization server.
+//! - [`rar`]: Rich Authorization Requests (RFC 9396): `authorization_details` checked against
+//!   registered types, and their consent text.
 //! - [`error`]: the one error type and its mapping to the wire.
 //!
 //! Results that prove a check passed ([`dpop::VerifiedProof`], [`token::VerifiedToken`],
@@ -41,12 +48,15 @@ pub mod dpop;
 pub mod error;
 pub mod htu;
 pub mod id_token;
+pub mod jar;
 mod json;
 pub mod jwk;
 pub mod jws;
 pub mod nonce;
 pub mod path;
 pub mod pkce;
+pub mod qc;
+pub mod rar;
 pub mod request;
 pub mod time;
 pub mod token;

@@ -96,6 +96,8 @@ pub struct TokenClaims {
     pub scopes: Vec<String>,
     /// The confirmation (binding), if any.
     pub cnf: Option<Confirmation>,
+    /// The `type` of each entry of `authorization_details` (RFC 9396 §9), in order.
+    pub authorization_detail_types: Vec<String>,
 }
 
 /// An access token whose signature (or introspection), issuer, audience and time claims were
@@ -148,6 +150,22 @@ impl VerifiedToken {
             Err(Error::InsufficientScope)
         }
     }
+
+    /// Checks that the token's `authorization_details` (RFC 9396) have an entry of every type in
+    /// `required`.
+    ///
+    /// # Errors
+    /// [`Error::AuthorizationDetailsMissing`] if one is missing.
+    pub fn require_authorization_detail_types<S: AsRef<str>>(&self, required: &[S]) -> Result<()> {
+        if required
+            .iter()
+            .all(|r| self.claims.authorization_detail_types.iter().any(|t| t == r.as_ref()))
+        {
+            Ok(())
+        } else {
+            Err(Error::AuthorizationDetailsMissing)
+        }
+    }
 }
 
 /// Whether `exp` (with `leeway`) is still ahead of `now`: the one expiry rule of access and ID
@@ -197,6 +215,7 @@ struct RawClaims {
     cnf: Option<RawCnf>,
     token_type: Option<String>,
     token_use: Option<String>,
+    authorization_details: Option<serde_json::Value>,
 }
 
 impl RawClaims {
@@ -217,7 +236,27 @@ impl RawClaims {
                 Some(Confirmation { jkt, x5t_s256 })
             }
         };
+        // RFC 9396 §9: an array of objects, each with a string `type`; anything else cannot be
+        // enforced and refuses the token.
+        let authorization_detail_types = match &self.authorization_details {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .map(|d| d.get("type").and_then(serde_json::Value::as_str).map(String::from))
+                .collect::<Option<Vec<String>>>()
+                .ok_or(Error::Malformed {
+                    part: P,
+                    what: "authorization_details entry without a string type",
+                })?,
+            Some(_) => {
+                return Err(Error::Malformed {
+                    part: P,
+                    what: "authorization_details is not an array",
+                });
+            }
+        };
         Ok(TokenClaims {
+            authorization_detail_types,
             iss: self.iss,
             sub: self.sub,
             aud: self.aud.map(Audience::into_vec).unwrap_or_default(),

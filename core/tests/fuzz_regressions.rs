@@ -26,13 +26,14 @@ mod replay {
     pub type Check = fn(&[u8]);
 
     /// The fuzz targets and their checks; must list every file of `fuzz/fuzz_targets/`.
-    pub const TARGETS: [(&str, Check); 6] = [
+    pub const TARGETS: [(&str, Check); 7] = [
         ("jws", checks::check_jws),
         ("jwk", checks::check_jwk),
         ("dpop", checks::check_dpop),
         ("xfcc", checks::check_xfcc),
         ("htu", checks::check_htu),
         ("path", checks::check_path),
+        ("qc", checks::check_qc),
     ];
 
     pub fn fuzz_dir() -> PathBuf {

@@ -1099,3 +1099,39 @@ fn token_policy_defaults_are_safe() {
     assert_eq!((d.max_age, d.future_leeway), (300, 10));
     let _ = token::Confirmation::default();
 }
+
+/// RFC 9396 §9: the token's `authorization_details` types, required by a route; a malformed
+/// claim refuses the token, since it could not be enforced.
+#[test]
+fn authorization_detail_types_are_read_and_required() {
+    let details = json!([
+        {"type": "payment_initiation", "instructedAmount": {"currency": "EUR", "amount": "10.00"}},
+        {"type": "account_information"}
+    ]);
+    let v = jwt(&token(&with(&token_claims(None), "authorization_details", details))).unwrap();
+    assert_eq!(
+        v.claims().authorization_detail_types,
+        ["payment_initiation", "account_information"]
+    );
+    v.require_authorization_detail_types(&["payment_initiation"]).unwrap();
+    v.require_authorization_detail_types::<&str>(&[]).unwrap();
+    let e = v
+        .require_authorization_detail_types(&["payment_initiation", "card"])
+        .unwrap_err();
+    assert_eq!(e, Error::AuthorizationDetailsMissing);
+    assert_eq!((e.status(), e.code().unwrap().as_str()), (403, "insufficient_scope"));
+    let none = jwt(&token(&token_claims(None))).unwrap();
+    assert!(
+        none.require_authorization_detail_types(&["payment_initiation"])
+            .is_err()
+    );
+    for bad in [
+        json!({"type": "x"}),
+        json!([{"actions": []}]),
+        json!([{"type": 7}]),
+        json!("x"),
+    ] {
+        let e = jwt(&token(&with(&token_claims(None), "authorization_details", bad.clone()))).unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{bad}: {e:?}");
+    }
+}

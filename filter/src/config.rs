@@ -828,6 +828,7 @@ impl Config {
             issuers: issuers.iter().map(|i| i.policy.issuer.as_str()).collect(),
             introspection: introspection.as_ref().map(|i| i.policy.issuer.as_str()),
             mode: global_mode,
+            certificates: cert_source != CertSource::None,
         };
         let mut requirements = Vec::new();
         for (name, r) in raw.requirements {

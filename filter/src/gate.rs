@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use keybound_core::cert::{X5tS256, Xfcc};
+use keybound_core::cert::{X5tS256, Xfcc, XfccPolicy};
 use keybound_core::dpop::NonceCheck;
 use keybound_core::dpop::ProofMemo;
 use keybound_core::error::Challenge;
@@ -37,6 +37,7 @@ use keybound_core::htu::{Htu, Origin};
 use keybound_core::jws::Verifier;
 use keybound_core::nonce::NonceAge;
 use keybound_core::path::CanonicalPath;
+use keybound_core::qc::{PspRole, psd2_from_certificate};
 use keybound_core::request::{self, Binding, ResourceRequest, RoutePolicy, verify_request_with};
 use keybound_core::token::{self, VerifiedToken};
 use keybound_core::{Error, ErrorCode};
@@ -897,6 +898,64 @@ impl Gate {
         }
     }
 
+    /// The client certificate's DER, for what a thumbprint cannot tell (PSD2 roles): the `Cert`
+    /// of the XFCC element the configuration trusts. With `mtls.source: "connection"` that is the
+    /// element this Envoy wrote (`set_current_client_cert_details.cert`), and it counts only when
+    /// it is the connection's own certificate, so a header sent by the client changes nothing.
+    fn client_certificate_der(&self, req: &Request<'_>) -> Result<Option<Vec<u8>>, Error> {
+        let header = match req.all("x-forwarded-client-cert").as_slice() {
+            [] => return Ok(None),
+            [one] => *one,
+            _ => {
+                return Err(Error::InvalidCertificate {
+                    what: "several XFCC headers",
+                });
+            }
+        };
+        let leaf = |policy: &XfccPolicy| -> Result<Option<Vec<u8>>, Error> {
+            let xfcc = Xfcc::parse(header)?;
+            let element = xfcc.select(policy)?;
+            if element.cert.is_none() {
+                return Ok(None);
+            }
+            Ok(element.certificates()?.into_iter().next())
+        };
+        match &self.config.cert_source {
+            CertSource::None => Ok(None),
+            CertSource::Xfcc {
+                policy,
+                front_proxy_uri_sans,
+            } => {
+                if !front_proxy_uri_sans.is_empty()
+                    && !req
+                        .peer_uri_san
+                        .is_some_and(|san| front_proxy_uri_sans.iter().any(|s| s == san))
+                {
+                    return Ok(None);
+                }
+                leaf(policy)
+            }
+            CertSource::Connection => {
+                let Some(digest) = req.peer_cert_digest.filter(|d| !d.is_empty()) else {
+                    return Ok(None);
+                };
+                let peer = X5tS256::from_hex_digest(digest)?;
+                Ok(leaf(&XfccPolicy::default())?.filter(|der| X5tS256::from_der(der) == peer))
+            }
+        }
+    }
+
+    /// Checks that the client certificate carries every PSD2 role in `roles`.
+    fn check_psd2_roles(&self, req: &Request<'_>, roles: &[PspRole]) -> Result<(), Error> {
+        let der = self.client_certificate_der(req)?.ok_or(Error::Psd2RoleMissing)?;
+        let attributes = psd2_from_certificate(&der)?.ok_or(Error::Psd2RoleMissing)?;
+        if roles.iter().all(|r| attributes.has(*r)) {
+            Ok(())
+        } else {
+            Err(Error::Psd2RoleMissing)
+        }
+    }
+
     /// Whether verified tokens carry extra headers (`forward.claims`, `forward.payload_header`).
     fn wants_extra(&self) -> bool {
         !self.config.forward_claims.is_empty() || self.config.payload_header.is_some()
@@ -1053,6 +1112,12 @@ impl Gate {
         }
         let verified = verified?;
         requirement.binding.check(verified.binding(), verified.token())?;
+        verified
+            .token()
+            .require_authorization_detail_types(&requirement.authorization_details_types)?;
+        if !requirement.psd2_roles.is_empty() {
+            self.check_psd2_roles(req, &requirement.psd2_roles)?;
+        }
         let claims = verified.token().claims();
         log.jkt = verified.proof().map(|p| p.jkt().to_string());
         // Last: the replay check, so that only fully verified proofs are recorded.

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use keybound_core::Error;
 use keybound_core::htu::Origin;
+use keybound_core::qc::PspRole;
 use keybound_core::request::AcceptedBinding;
 use serde::Deserialize;
 
@@ -86,6 +87,10 @@ pub struct Requirement {
     pub allow_missing: bool,
     /// Enforce or report.
     pub mode: Mode,
+    /// RFC 9396 `authorization_details` types the token must carry, one entry of each.
+    pub authorization_details_types: Vec<String>,
+    /// PSD2 roles the client certificate must carry (ETSI TS 119 495 QCStatements).
+    pub psd2_roles: Vec<PspRole>,
 }
 
 impl Requirement {
@@ -100,6 +105,8 @@ impl Requirement {
             allow_bearer: false,
             allow_missing: false,
             mode,
+            authorization_details_types: Vec::new(),
+            psd2_roles: Vec::new(),
         }
     }
 
@@ -127,6 +134,10 @@ pub(crate) struct RawRequirement {
     allow_missing: bool,
     #[serde(default)]
     mode: Option<String>,
+    #[serde(default)]
+    authorization_details_types: Vec<String>,
+    #[serde(default)]
+    psd2_roles: Vec<String>,
 }
 
 /// What the parser of a requirement needs to know of the rest of the configuration.
@@ -137,6 +148,8 @@ pub(crate) struct Known<'a> {
     pub introspection: Option<&'a str>,
     /// The global `mode`.
     pub mode: Mode,
+    /// Whether client certificates are read (`mtls` is configured).
+    pub certificates: bool,
 }
 
 impl RawRequirement {
@@ -157,6 +170,8 @@ impl RawRequirement {
             allow_bearer,
             allow_missing,
             mode,
+            authorization_details_types: Vec::new(),
+            psd2_roles: Vec::new(),
         }
     }
 
@@ -169,6 +184,8 @@ impl RawRequirement {
             && !self.allow_bearer
             && !self.allow_missing
             && self.mode.is_none()
+            && self.authorization_details_types.is_empty()
+            && self.psd2_roles.is_empty()
     }
 
     /// A rule's own requirement, from its fields (`auth` is `"token"` or `"none"`).
@@ -260,11 +277,35 @@ impl RawRequirement {
                 || binding != AcceptedBinding::Any
                 || !self.scopes.is_empty()
                 || self.allow_bearer
-                || self.allow_missing)
+                || self.allow_missing
+                || !self.authorization_details_types.is_empty()
+                || !self.psd2_roles.is_empty())
         {
             return Err(err(
                 field("disabled"),
-                "a disabled requirement takes no issuers, binding, scopes, allow_bearer or allow_missing",
+                "a disabled requirement takes no issuers, binding, scopes, allow_bearer, allow_missing, authorization_details_types or psd2_roles",
+            ));
+        }
+        if let Some(i) = self.authorization_details_types.iter().position(String::is_empty) {
+            return Err(err(
+                field(&format!("authorization_details_types[{i}]")),
+                "a type name is not empty",
+            ));
+        }
+        let mut psd2_roles = Vec::new();
+        for (i, name) in self.psd2_roles.iter().enumerate() {
+            let role = PspRole::from_name(name).ok_or_else(|| {
+                err(
+                    field(&format!("psd2_roles[{i}]")),
+                    format!("{name:?}: expected \"PSP_AS\", \"PSP_PI\", \"PSP_AI\" or \"PSP_IC\""),
+                )
+            })?;
+            psd2_roles.push(role);
+        }
+        if !psd2_roles.is_empty() && !known.certificates {
+            return Err(err(
+                field("psd2_roles"),
+                "needs client certificates: configure mtls (source \"connection\" or \"xfcc\")",
             ));
         }
         if let Some(s) = self.scopes.iter().find(|s| s.is_empty() || s.contains(' ')) {
@@ -279,6 +320,8 @@ impl RawRequirement {
             allow_bearer: self.allow_bearer,
             allow_missing: self.allow_missing,
             mode: Mode::parse(self.mode.as_deref(), known.mode, &field("mode"))?,
+            authorization_details_types: self.authorization_details_types,
+            psd2_roles,
         })
     }
 }

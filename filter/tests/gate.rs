@@ -1022,3 +1022,124 @@ fn claims_payload_and_authorization_for_the_upstream() {
     let hs = owned(&[("authorization", &auth), ("dpop", &p3)]);
     assert_eq!(g.strip_names(strip, &hs), ["authorization", "dpop"]);
 }
+
+/// A certificate (DER) for a payment provider with these PSD2 roles, and its XFCC element as
+/// Envoy writes it with `set_current_client_cert_details.cert`.
+fn tpp(roles: &[keybound_core::qc::PspRole], statements: Option<Vec<u8>>) -> (Vec<u8>, String, String) {
+    use keybound_core::qc::{QC_STATEMENTS_ARCS, encode_psd2_qc_statements};
+    let mut params = rcgen::CertificateParams::new(vec!["tpp.example".into()]).unwrap();
+    let value = statements.unwrap_or_else(|| encode_psd2_qc_statements(roles, "Financial Conduct Authority", "GB-FCA"));
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(&QC_STATEMENTS_ARCS, value));
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().to_vec();
+    let hex: String = X5tS256::from_der(&der)
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let encoded: String = cert
+        .pem()
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let xfcc = format!("Hash={hex};Cert=\"{encoded}\"");
+    (der, hex, xfcc)
+}
+
+/// Open banking on a route: the token must carry `payment_initiation` details (RFC 9396) and the
+/// client certificate the PSD2 role `PSP_PI`; the granted details go upstream. The certificate's
+/// roles count only from the connection's own certificate (the XFCC element this Envoy wrote).
+#[test]
+fn authorization_details_and_psd2_roles_per_requirement() {
+    use keybound_core::qc::PspRole;
+    let (mut g, store) = gate(json!({
+        "mtls": {"source": "connection"},
+        "requirements": {"payments": {"authorization_details_types": ["payment_initiation"], "psd2_roles": ["PSP_PI"]}},
+        "rules": [{"prefix": "/payments", "requirement": "payments"}],
+        "forward": {"claims": {"x-authorization-details": "/authorization_details"}},
+    }));
+    let details = json!([{"type": "payment_initiation", "instructedAmount": {"currency": "EUR", "amount": "10.00"}}]);
+    let bound = |der: &[u8], details: Option<&Value>| {
+        let mut claims = json!({"iss": ISS, "aud": AUD, "sub": "alice", "client_id": "c1", "iat": NOW - 5,
+            "exp": NOW + 600, "jti": "t1", "scope": "read", "cnf": {"x5t#S256": X5tS256::from_der(der).to_string()}});
+        if let Some(d) = details {
+            claims["authorization_details"] = d.clone();
+        }
+        format!(
+            "Bearer {}",
+            jws::sign_json(&issuer(), Some("at+jwt"), Some("k1"), &claims).unwrap()
+        )
+    };
+    let (pi_der, pi_hex, pi_xfcc) = tpp(&[PspRole::PaymentInitiation, PspRole::AccountInformation], None);
+    let (ai_der, ai_hex, ai_xfcc) = tpp(&[PspRole::AccountInformation], None);
+    let pay = |g: &mut Gate, auth: &str, hex: &str, xfcc: Option<&str>| {
+        let mut h = vec![("authorization", auth)];
+        if let Some(x) = xfcc {
+            h.push(("x-forwarded-client-cert", x));
+        }
+        decide_req(
+            g,
+            &store,
+            &Req {
+                digest: Some(hex),
+                ..Req::path("/payments/1")
+            },
+            &h,
+        )
+    };
+    let o = pay(&mut g, &bound(&pi_der, Some(&details)), &pi_hex, Some(&pi_xfcc));
+    assert_eq!(status(&o), 200, "{o:?}");
+    let forwarded: Value = serde_json::from_str(header(&o, "x-authorization-details").unwrap()).unwrap();
+    assert_eq!(forwarded, details);
+    // No payment details in the token.
+    let o = pay(&mut g, &bound(&pi_der, None), &pi_hex, Some(&pi_xfcc));
+    assert_eq!((status(&o), reason(&o)), (403, "authorization_details_missing"));
+    assert!(header(&o, "www-authenticate").unwrap().contains("insufficient_scope"));
+    // Only account information for this provider.
+    let o = pay(&mut g, &bound(&ai_der, Some(&details)), &ai_hex, Some(&ai_xfcc));
+    assert_eq!((status(&o), reason(&o)), (403, "psd2_role_missing"));
+    // The PI provider's certificate in a header, on a connection with the AI provider's: ignored.
+    let o = pay(&mut g, &bound(&ai_der, Some(&details)), &ai_hex, Some(&pi_xfcc));
+    assert_eq!((status(&o), reason(&o)), (403, "psd2_role_missing"));
+    // Envoy configured without the certificate in XFCC: nothing to read the roles from.
+    let o = pay(&mut g, &bound(&pi_der, Some(&details)), &pi_hex, None);
+    assert_eq!((status(&o), reason(&o)), (403, "psd2_role_missing"));
+    // A certificate without any PSD2 statement, and one whose statement is malformed.
+    let (plain_der, plain_hex, plain_xfcc) = tpp(&[], Some(vec![0x30, 0x00]));
+    let o = pay(
+        &mut g,
+        &bound(&plain_der, Some(&details)),
+        &plain_hex,
+        Some(&plain_xfcc),
+    );
+    assert_eq!((status(&o), reason(&o)), (403, "psd2_role_missing"));
+    let (bad_der, bad_hex, bad_xfcc) = tpp(&[], Some(vec![0x30, 0x03, 0x30, 0x01, 0x06]));
+    let o = pay(&mut g, &bound(&bad_der, Some(&details)), &bad_hex, Some(&bad_xfcc));
+    assert_eq!((status(&o), reason(&o)), (400, "invalid_certificate"));
+
+    // Configuration mistakes name the field.
+    let refused = |extra: Value| {
+        let mut jwk: Value = serde_json::from_str(&issuer().public_key().to_json()).unwrap();
+        jwk["kid"] = json!("k1");
+        let mut c = json!({"issuers": [{"issuer": ISS, "audiences": [AUD], "jwks": {"keys": [jwk]}}],
+            "dpop": {"origins": ["https://rs.example.com"]}});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        Config::parse(c.to_string().as_bytes()).unwrap_err().to_string()
+    };
+    let e = refused(json!({"requirements": {"p": {"psd2_roles": ["PSP_PI"]}}}));
+    assert!(e.contains("requirements.p.psd2_roles") && e.contains("mtls"), "{e}");
+    let e = refused(json!({"mtls": {"source": "connection"}, "requirements": {"p": {"psd2_roles": ["PSP_XX"]}}}));
+    assert!(e.contains("requirements.p.psd2_roles[0]"), "{e}");
+    let e = refused(json!({"requirements": {"p": {"authorization_details_types": [""]}}}));
+    assert!(e.contains("requirements.p.authorization_details_types[0]"), "{e}");
+    let e = refused(json!({"requirements": {"p": {"disabled": true, "authorization_details_types": ["x"]}}}));
+    assert!(e.contains("requirements.p.disabled"), "{e}");
+}

@@ -612,3 +612,31 @@ fn upstream_view(raw: &str, drop_params: bool) -> Option<Vec<u8>> {
     }
     Some(v)
 }
+
+/// `qc`: the same bytes as a certificate and as a QCStatements extension value. Refusals are
+/// `InvalidCertificate`; a PSD2 statement that parses re-encodes to a value that parses to the
+/// same roles and authority, and roles are never repeated.
+pub fn check_qc(data: &[u8]) {
+    use keybound_core::qc::{encode_psd2_qc_statements, parse_qc_statements, psd2_from_certificate};
+    match psd2_from_certificate(data) {
+        Ok(Some(a)) => {
+            assert!(!a.roles.is_empty());
+            for (i, r) in a.roles.iter().enumerate() {
+                assert!(!a.roles.iter().skip(i + 1).any(|o| o == r), "repeated role");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => assert!(matches!(e, Error::InvalidCertificate { .. }), "{e:?}"),
+    }
+    match parse_qc_statements(data) {
+        Ok(Some((roles, name, id))) => {
+            let again = parse_qc_statements(&encode_psd2_qc_statements(&roles, &name, &id));
+            assert!(
+                matches!(&again, Ok(Some((r, n, i))) if *r == roles && *n == name && *i == id),
+                "{again:?}"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => assert!(matches!(e, Error::InvalidCertificate { .. }), "{e:?}"),
+    }
+}

@@ -6,7 +6,9 @@
 //! `By`) and two client certificates `alice` and `bob`. A second CA, `mesh_ca`, signs only the
 //! internal hop's certificates: `mesh_front`, the front hop's client certificate towards the
 //! gateway (URI SAN [`FRONT_URI`]), so that a gateway trusting only `mesh_ca` accepts no client's
-//! own certificate, and `mesh_gateway`, the gateway's server certificate on that hop. Everything
+//! own certificate, and `mesh_gateway`, the gateway's server certificate on that hop. Three
+//! payment providers' client certificates carry PSD2 QCStatements (ETSI TS 119 495): `tpp_pi`
+//! (`PSP_PI`, `PSP_AI`), `tpp_ai` (`PSP_AI`) and `tpp_bad` (a malformed statement). Everything
 //! is written as PEM files into a directory removed on drop, for Envoy to read.
 
 use std::io::{Read, Write};
@@ -16,7 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keybound_core::cert::X5tS256;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use keybound_core::qc::{PspRole, QC_STATEMENTS_ARCS, encode_psd2_qc_statements};
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
 use crate::{Response, TempDir, exchange};
@@ -74,6 +79,12 @@ pub struct Pki {
     pub alice: Identity,
     /// Another client certificate (URI `spiffe://keybound.test/client/bob`).
     pub bob: Identity,
+    /// A payment provider's client certificate with the PSD2 roles `PSP_PI` and `PSP_AI`.
+    pub tpp_pi: Identity,
+    /// A payment provider's client certificate with the PSD2 role `PSP_AI` only.
+    pub tpp_ai: Identity,
+    /// A client certificate whose QCStatements extension is malformed.
+    pub tpp_bad: Identity,
     _dir: TempDir,
 }
 
@@ -82,10 +93,33 @@ fn rc(e: rcgen::Error) -> String {
 }
 
 fn issue(dir: &TempDir, issuer: &Issuer<'_, KeyPair>, name: &str, sans: Vec<SanType>) -> Result<Identity, String> {
+    issue_with(dir, issuer, name, sans, Vec::new())
+}
+
+/// A payment provider's certificate with this QCStatements extension value.
+fn issue_tpp(dir: &TempDir, issuer: &Issuer<'_, KeyPair>, name: &str, statements: Vec<u8>) -> Result<Identity, String> {
+    let extension = CustomExtension::from_oid_content(&QC_STATEMENTS_ARCS, statements);
+    issue_with(
+        dir,
+        issuer,
+        name,
+        vec![dns(&format!("{name}.keybound.test"))?],
+        vec![extension],
+    )
+}
+
+fn issue_with(
+    dir: &TempDir,
+    issuer: &Issuer<'_, KeyPair>,
+    name: &str,
+    sans: Vec<SanType>,
+    extensions: Vec<CustomExtension>,
+) -> Result<Identity, String> {
     let key = KeyPair::generate().map_err(rc)?;
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, name);
     params.subject_alt_names = sans;
+    params.custom_extensions = extensions;
     let cert = params.signed_by(&key, issuer).map_err(rc)?;
     let (cert_path, key_path) = (dir.0.join(format!("{name}.pem")), dir.0.join(format!("{name}.key")));
     std::fs::write(&cert_path, cert.pem()).map_err(|e| e.to_string())?;
@@ -150,6 +184,23 @@ impl Pki {
                 vec![uri("spiffe://keybound.test/client/alice")?],
             )?,
             bob: issue(&dir, &issuer, "bob", vec![uri("spiffe://keybound.test/client/bob")?])?,
+            tpp_pi: issue_tpp(
+                &dir,
+                &issuer,
+                "tpp-pi",
+                encode_psd2_qc_statements(
+                    &[PspRole::PaymentInitiation, PspRole::AccountInformation],
+                    "Financial Conduct Authority",
+                    "GB-FCA",
+                ),
+            )?,
+            tpp_ai: issue_tpp(
+                &dir,
+                &issuer,
+                "tpp-ai",
+                encode_psd2_qc_statements(&[PspRole::AccountInformation], "Financial Conduct Authority", "GB-FCA"),
+            )?,
+            tpp_bad: issue_tpp(&dir, &issuer, "tpp-bad", vec![0x30, 0x03, 0x30, 0x01, 0x06])?,
             _dir: dir,
         })
     }

@@ -25,6 +25,7 @@ use crate::config::{StorageSettings, StorageUrl};
 
 pub mod postgres;
 pub mod sqlite;
+pub mod timed;
 
 pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;

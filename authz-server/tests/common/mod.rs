@@ -382,8 +382,14 @@ pub struct Server {
 
 impl Server {
     pub fn start(config: &Path, port: u16) -> Server {
+        Server::start_with_env(config, port, &[])
+    }
+
+    /// Starts the server with extra environment variables (`KEYBOUND_AUTHZ_*` overrides).
+    pub fn start_with_env(config: &Path, port: u16, vars: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--config", config.to_str().unwrap()])
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -410,6 +416,36 @@ impl Server {
             port,
             stderr: Some(errs),
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the process to exit: its exit status, or
+    /// `None` if it was still running (then it is killed), and what it logged.
+    pub fn terminate(mut self, limit: std::time::Duration) -> (Option<std::process::ExitStatus>, String) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + limit;
+        let mut status = None;
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (
+            status,
+            self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default(),
+        )
     }
 
     /// Stops the server; returns what it logged.
@@ -522,6 +558,16 @@ impl Https {
     /// The self-signed client certificate.
     pub fn self_signed(env: &Env) -> Https {
         Self::new(env, Some(("selfsigned-client.pem", "selfsigned-client-key.pem")))
+    }
+
+    /// A new TLS connection to the server, to write raw HTTP on.
+    pub async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
     }
 
     /// Sends one request on a new TLS connection.
