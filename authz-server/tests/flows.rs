@@ -53,18 +53,7 @@ async fn confidential_client_private_key_jwt_and_dpop() {
     let a = assertion(&env, "fapi", &fapi_key());
     let p = proof(&env, &dpop, "/token", Some(&nonce));
     let r = https
-        .post_form(
-            "/token",
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &verifier),
-                ("client_assertion_type", JWT_BEARER),
-                ("client_assertion", &a),
-            ],
-            &[("dpop", &p)],
-        )
+        .post_form("/token", &code_exchange(&code, &verifier, &a), &[("dpop", &p)])
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("cache-control").unwrap(), "no-store");

@@ -438,18 +438,7 @@ async fn code_reuse_revokes_the_tokens_it_issued() {
         let https = https.clone();
         async move {
             https
-                .post_form(
-                    "/token",
-                    &[
-                        ("grant_type", "authorization_code"),
-                        ("code", &code),
-                        ("redirect_uri", REDIRECT),
-                        ("code_verifier", &verifier),
-                        ("client_assertion_type", JWT_BEARER),
-                        ("client_assertion", &a),
-                    ],
-                    &[("dpop", &p)],
-                )
+                .post_form("/token", &code_exchange(&code, &verifier, &a), &[("dpop", &p)])
                 .await
         }
     };

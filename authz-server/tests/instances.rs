@@ -66,14 +66,7 @@ async fn redeem(env: &Env, at: Https, code: String, verifier: String, dpop: P256
 async fn redeem_with(at: Https, code: String, verifier: String, assertion: String, proof: String) -> Resp {
     at.post_form(
         "/token",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-            ("client_assertion_type", JWT_BEARER),
-            ("client_assertion", &assertion),
-        ],
+        &code_exchange(&code, &verifier, &assertion),
         &[("dpop", &proof)],
     )
     .await
@@ -272,23 +265,10 @@ async fn login_attempt(p: &Pair, at: &Https, user: &str, password: &str) -> Resp
         .post_form("/par", &form, &[("dpop", &proof(&p.env, &key(0x65), "/par", None))])
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let q = encode(&[
-        ("client_id", "fapi"),
-        ("request_uri", r.json()["request_uri"].as_str().unwrap()),
-    ]);
-    let r = at.get(&format!("/authorize?{q}")).await;
-    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
-    let html = r.text();
-    let txn = html
-        .split("name=\"txn\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
+    let (cookie, txn) = login_page(at, "fapi", r.json()["request_uri"].as_str().unwrap()).await;
     at.post_form(
         "/authorize/login",
-        &[("txn", txn), ("username", user), ("password", password)],
+        &[("txn", &txn), ("username", user), ("password", password)],
         &[("cookie", &cookie)],
     )
     .await

@@ -16,21 +16,7 @@ async fn start(https: &Https) -> Txn {
         .post_form("/par", &authz_params("mtls", &challenge, REDIRECT), &[])
         .await;
     assert_eq!(r.status, 201);
-    let q = encode(&[
-        ("client_id", "mtls"),
-        ("request_uri", r.json()["request_uri"].as_str().unwrap()),
-    ]);
-    let r = https.get(&format!("/authorize?{q}")).await;
-    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
-    let html = r.text();
-    let txn = html
-        .split("name=\"txn\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let (cookie, txn) = login_page(https, "mtls", r.json()["request_uri"].as_str().unwrap()).await;
     Txn { txn, cookie }
 }
 

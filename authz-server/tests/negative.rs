@@ -516,15 +516,9 @@ async fn authorization_endpoint_request_uri_rules() {
     let r = https.get(&page("mtls", &uri)).await;
     let cookie = r.header("set-cookie").unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite=Lax"));
-    let cookie = cookie.split(';').next().unwrap().to_string();
-    let html = r.text();
-    let txn = html
-        .split("name=\"txn\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
+    let cookie = txn_cookie(&r);
+    let txn = hidden_txn(&r.text());
+    let txn = txn.as_str();
     let r = https
         .post_form(
             "/authorize/login",

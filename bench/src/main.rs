@@ -896,8 +896,10 @@ fn markdown(r: &Value) -> String {
              `jti`s, all signed before the clock starts); replay checks stay on in both (before measuring, the \
              benchmark checks that each server issues a DPoP-bound JWT and refuses a replayed proof and a replayed \
              assertion). The servers' state differs: keybound-authz writes the assertion and proof `jti`s and \
-             the issued token's `jti` (for introspection and revocation) to SQLite and keeps them until they \
-             expire; oidc-provider stores no JWT access token and keeps replay records in its development \
+             the issued token's `jti` (for introspection and revocation) to SQLite or PostgreSQL and keeps them \
+             until they expire (PostgreSQL 15 from Debian, started by the benchmark with fsync on and \
+             `synchronous_commit = off`, reached over TCP through a pool of 16 connections, pinned to the \
+             server's core; its processes' CPU time is counted in the server's); oidc-provider stores no JWT access token and keeps replay records in its development \
              in-memory adapter, an LRU of 1,000 to 2,000 entries, so under load it forgets a `jti` after about \
              1,000 newer requests. **DPoP nonces are off in both** (keybound-authz `dpop.nonce = \"off\"`, oidc-provider \
              without `nonceSecret`), so a request is one round trip. TLS (the same ECDSA P-256 server certificate \

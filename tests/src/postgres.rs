@@ -81,7 +81,17 @@ impl Postgres {
     /// # Errors
     /// A message if the binaries are missing or the server does not start (with its log).
     pub fn start() -> Result<Postgres, String> {
-        let mut pg = Self::launch()?;
+        Self::start_with(&[])
+    }
+
+    /// Starts a new server with `settings` (`name=value`, as `postgres -c`) after the test
+    /// defaults (`fsync=off`, `synchronous_commit=off`, `full_page_writes=off`), which they
+    /// override; stopped when the handle drops.
+    ///
+    /// # Errors
+    /// As [`Postgres::start`].
+    pub fn start_with(settings: &[&str]) -> Result<Postgres, String> {
+        let mut pg = Self::launch(settings)?;
         pg.owned = true;
         Ok(pg)
     }
@@ -94,7 +104,7 @@ impl Postgres {
     pub fn shared() -> Result<&'static Postgres, String> {
         SHARED
             .get_or_init(|| {
-                let mut pg = Self::launch()?;
+                let mut pg = Self::launch(&[])?;
                 pg.owned = false;
                 pg.watchdog()?;
                 Ok(pg)
@@ -103,7 +113,7 @@ impl Postgres {
             .map_err(Clone::clone)
     }
 
-    fn launch() -> Result<Postgres, String> {
+    fn launch(settings: &[&str]) -> Result<Postgres, String> {
         let bin = server_binaries()?;
         let as_nobody = is_root();
         let dir = std::env::temp_dir().join(format!(
@@ -143,7 +153,7 @@ impl Postgres {
                 .and_then(|l| l.local_addr())
                 .map_err(|e| e.to_string())?
                 .port();
-            match pg.pg_ctl_start(&data, port) {
+            match pg.pg_ctl_start(&data, port, settings) {
                 Ok(pid) => {
                     pg.port = port;
                     pg.pid = pid;
@@ -155,12 +165,16 @@ impl Postgres {
         Err(format!("PostgreSQL did not start: {last}"))
     }
 
-    fn pg_ctl_start(&self, data: &Path, port: u16) -> Result<u32, String> {
+    fn pg_ctl_start(&self, data: &Path, port: u16, settings: &[&str]) -> Result<u32, String> {
         let log = self.dir.join("postgres.log");
-        let options = format!(
+        let mut options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         );
+        for s in settings {
+            options.push_str(" -c ");
+            options.push_str(s);
+        }
         let mut cmd = Command::new("setsid");
         if self.as_nobody {
             cmd.args(["runuser", "-u", "nobody", "--"]);

@@ -804,9 +804,36 @@ pub struct Redirect {
     pub params: std::collections::BTreeMap<String, String>,
 }
 
-fn hidden_txn(html: &str) -> String {
+/// The hidden `txn` field of a login page.
+pub fn hidden_txn(html: &str) -> String {
     let i = html.find("name=\"txn\" value=\"").unwrap() + 18;
     html[i..].split('"').next().unwrap().to_string()
+}
+
+/// The transaction cookie (`name=value`) a login page set.
+pub fn txn_cookie(r: &Resp) -> String {
+    r.header("set-cookie").unwrap().split(';').next().unwrap().to_string()
+}
+
+/// Opens the login page of `request_uri` for `client_id`: (cookie, `txn`).
+pub async fn login_page(https: &Https, client_id: &str, request_uri: &str) -> (String, String) {
+    let q = encode(&[("client_id", client_id), ("request_uri", request_uri)]);
+    let r = https.get(&format!("/authorize?{q}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    (txn_cookie(&r), hidden_txn(&r.text()))
+}
+
+/// The form of an `authorization_code` token request of a `private_key_jwt` client.
+pub fn code_exchange<'a>(code: &'a str, verifier: &'a str, assertion: &'a str) -> Vec<(&'a str, &'a str)> {
+    with_assertion(
+        vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+        assertion,
+    )
 }
 
 /// Pushes `form` to `/par` (with `headers`), checks that it was accepted (201), and goes through the

@@ -10,7 +10,9 @@
 //! this process (the load generator of `keybound-bench`, `bench/src/load.rs`) should run on the
 //! other (`cargo xtask bench` starts it with `taskset -c 1`). Runs alternate between the servers;
 //! the report has the median of each measure over the runs. Output: `target/bench/authz.json`
-//! (or `--out`), read by `keybound-bench`'s BENCHMARKS.md writer.
+//! (or `--out`), read by `keybound-bench`'s BENCHMARKS.md writer. keybound-authz runs three
+//! times: on an SQLite file, on SQLite in memory, and on a real PostgreSQL (started here with
+//! `keybound_e2e::postgres`, pinned to the server's core, its CPU time counted as the server's).
 
 #[allow(dead_code, reason = "shared with keybound-bench, which uses more of it")]
 #[path = "../../src/load.rs"]
@@ -109,6 +111,9 @@ struct Server {
     child: Child,
     port: u16,
     issuer: String,
+    /// The postmaster of the PostgreSQL cluster it keeps its state in, whose CPU time (and its
+    /// backends') counts as the server's.
+    database_pid: Option<u32>,
 }
 
 impl Drop for Server {
@@ -152,6 +157,7 @@ impl Server {
             child,
             port,
             issuer: format!("https://127.0.0.1:{port}"),
+            database_pid: None,
         };
         let mut line = String::new();
         BufReader::new(stdout)
@@ -166,8 +172,13 @@ impl Server {
         Ok(server)
     }
 
-    fn pid(&self) -> u32 {
-        self.child.id()
+    /// CPU seconds used so far by the server and its database.
+    fn cpu_seconds(&self) -> Result<f64, String> {
+        let own = load::cpu_seconds(self.child.id())?;
+        match self.database_pid {
+            Some(pg) => Ok(own + load::tree_cpu_seconds(pg)?),
+            None => Ok(own),
+        }
     }
 }
 
@@ -321,6 +332,38 @@ fn check(server: &Server, client: &Client, tls: &Arc<rustls::ClientConfig>) -> R
     Ok(())
 }
 
+/// Pins process `root` and its children (a postmaster with its background processes; backends
+/// it forks later inherit the affinity) to `cpu` with `taskset`.
+fn pin_tree(root: u32, cpu: &str) -> Result<(), String> {
+    let mut pids = vec![root.to_string()];
+    for entry in std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+    {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after = stat.rsplit_once(')')?.1.to_string();
+                after.split_whitespace().nth(1).map(str::to_string)
+            });
+        if parent.as_deref() == Some(root.to_string().as_str()) {
+            pids.push(pid);
+        }
+    }
+    for pid in pids {
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpu, &pid])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("taskset: {e}"))?;
+        if !status.success() {
+            return Err(format!("taskset -a -p -c {cpu} {pid} failed"));
+        }
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -343,11 +386,19 @@ fn summary(server: &Server, runs: &[Measured]) -> Value {
 }
 
 fn keybound_config(dir: &Path, port: u16, database: &str, client: &Client) -> Result<PathBuf, String> {
+    let (database, storage) = if database.starts_with("postgres://") {
+        (
+            String::new(),
+            format!("\n[storage]\nurl = \"{database}\"\npool_size = 16\n"),
+        )
+    } else {
+        (format!("database = \"{database}\""), String::new())
+    };
     let config = format!(
         r#"# keybound-authz as measured by bench/authz (written by keybound-bench-authz).
 issuer = "https://127.0.0.1:{port}"
 listen = "127.0.0.1:{port}"
-database = "{database}"
+{database}
 scopes = ["{SCOPE}"]
 audience = ["{AUDIENCE}"]
 
@@ -370,7 +421,7 @@ sender_constraint = "dpop"
 scopes = ["{SCOPE}"]
 grant_types = ["client_credentials"]
 jwks = '{{"keys":[{jwk}]}}'
-"#,
+{storage}"#,
         jwk = client.jwk()
     );
     let path = dir.join(format!("authz-{port}.toml"));
@@ -427,17 +478,52 @@ fn run(root: &Path, opts: &Options) -> Result<(), String> {
     let cpu = opts.server_cpu.as_deref();
     let want = |name: &str| opts.only.as_deref().is_none_or(|o| name.contains(o));
     let mut servers = Vec::new();
+    // PostgreSQL as a deployment would run it (fsync and full-page writes on), except that a
+    // commit does not wait for its WAL flush (`synchronous_commit = off`, like the SQLite file's
+    // WAL with `synchronous = NORMAL`); on the server's core, its CPU time counted as the server's.
+    let postgres = if want("keybound-authz-postgres") {
+        let pg = keybound_e2e::postgres::Postgres::start_with(&["fsync=on", "full_page_writes=on"])?;
+        if let Some(cpu) = cpu {
+            pin_tree(pg.pid(), cpu)?;
+        }
+        Some(pg)
+    } else {
+        None
+    };
+    let pg_version = postgres
+        .as_ref()
+        .and_then(|pg| pg.psql("postgres", "SHOW server_version").ok())
+        .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let pg_title =
+        format!("PostgreSQL {pg_version} over TCP, pool of 16, synchronous_commit=off, on the same core and counted");
     for (name, database, what) in [
-        ("keybound-authz", "authz.sqlite", "SQLite file, WAL"),
-        ("keybound-authz-memory", ":memory:", "SQLite in memory"),
+        (
+            "keybound-authz",
+            "authz.sqlite".to_string(),
+            "SQLite file, WAL".to_string(),
+        ),
+        (
+            "keybound-authz-memory",
+            ":memory:".to_string(),
+            "SQLite in memory".to_string(),
+        ),
+        (
+            "keybound-authz-postgres",
+            match &postgres {
+                Some(pg) => pg.create_database()?,
+                None => String::new(),
+            },
+            pg_title,
+        ),
     ] {
         if !want(name) {
             continue;
         }
         let port = free_port()?;
-        let config = keybound_config(&dir, port, database, &client)?;
+        let config = keybound_config(&dir, port, &database, &client)?;
         let config = config.to_string_lossy().into_owned();
-        servers.push(Server::start(
+        let mut server = Server::start(
             name,
             format!("keybound-authz ({what})"),
             cpu,
@@ -445,7 +531,11 @@ fn run(root: &Path, opts: &Options) -> Result<(), String> {
             &["serve", "--config", &config],
             port,
             &dir,
-        )?);
+        )?;
+        if name == "keybound-authz-postgres" {
+            server.database_pid = postgres.as_ref().map(keybound_e2e::postgres::Postgres::pid);
+        }
+        servers.push(server);
     }
     if want("oidc-provider") {
         let port = free_port()?;
@@ -493,7 +583,7 @@ fn run(root: &Path, opts: &Options) -> Result<(), String> {
                 requests,
                 expect: 200,
             };
-            let m = load::run(&load, s.pid())?;
+            let m = load::run_with_cpu(&load, &|| s.cpu_seconds())?;
             eprintln!(
                 "bench-authz: {:<22} run {run}{} {:>7.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  server CPU {:>6.0} µs/req  \
                  ({:.0}% of a core; {} errors; {n} requests signed in {signing:.1} s)",
