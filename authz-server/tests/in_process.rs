@@ -96,21 +96,7 @@ async fn the_login_lock_ends_after_its_length() {
         let r = https
             .post_form("/par", &authz_params("mtls", &challenge, REDIRECT), &[])
             .await;
-        let q = encode(&[
-            ("client_id", "mtls"),
-            ("request_uri", r.json()["request_uri"].as_str().unwrap()),
-        ]);
-        let r = https.get(&format!("/authorize?{q}")).await;
-        let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
-        let html = r.text();
-        let txn = html
-            .split("name=\"txn\" value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_owned();
+        let (cookie, txn) = login_page(&https, "mtls", r.json()["request_uri"].as_str().unwrap()).await;
         let form = [("txn", txn.as_str()), ("username", "alice"), ("password", password)];
         https
             .post_form("/authorize/login", &form, &[("cookie", &cookie)])

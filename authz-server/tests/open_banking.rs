@@ -107,18 +107,7 @@ async fn a_payment_consent_is_shown_signed_and_carried_by_the_token() {
     assert_eq!(r.status, 201, "{}", r.text());
     let uri = r.json()["request_uri"].as_str().unwrap().to_owned();
     // The consent page says what is being agreed to, in plain words.
-    let q = encode(&[("client_id", "mtls"), ("request_uri", &uri)]);
-    let page = https.get(&format!("/authorize?{q}")).await;
-    let cookie = page.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
-    let txn = page
-        .text()
-        .split("name=\"txn\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (cookie, txn) = login_page(&https, "mtls", &uri).await;
     let r = https
         .post_form(
             "/authorize/login",
