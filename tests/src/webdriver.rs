@@ -124,11 +124,24 @@ impl Browser {
             .map(String::from)
     }
 
-    /// The first element matching the CSS selector, if any.
+    /// The first element matching the CSS selector, if any (its WebDriver reference).
     ///
     /// # Errors
     /// If chromedriver cannot be reached, or fails other than with "no such element".
-    fn find(&self, css: &str) -> Result<Option<Element>, String> {
+    pub fn find(&self, css: &str) -> Result<Option<String>, String> {
+        Ok(self.find_element(css)?.map(|e| e.element_id().to_string()))
+    }
+
+    /// [`Browser::find`], waiting up to 30 s for the element.
+    ///
+    /// # Errors
+    /// If it does not appear (the message has the page's URL and state).
+    pub fn wait_find(&self, css: &str) -> Result<String, String> {
+        Ok(self.wait_element(css)?.element_id().to_string())
+    }
+
+    /// The first element matching the CSS selector, if any.
+    fn find_element(&self, css: &str) -> Result<Option<Element>, String> {
         let css = css.to_owned();
         self.run(&format!("find {css}"), |c| async move {
             match c.find(Locator::Css(&css)).await {
@@ -139,14 +152,11 @@ impl Browser {
         })
     }
 
-    /// [`Browser::find`], waiting up to 30 s for the element.
-    ///
-    /// # Errors
-    /// If it does not appear (the message has the page's URL and state).
-    fn wait_find(&self, css: &str) -> Result<Element, String> {
+    /// [`Browser::find_element`], waiting up to 30 s for the element.
+    fn wait_element(&self, css: &str) -> Result<Element, String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(e) = self.find(css)? {
+            if let Some(e) = self.find_element(css)? {
                 return Ok(e);
             }
             if Instant::now() >= deadline {
@@ -161,7 +171,7 @@ impl Browser {
     /// # Errors
     /// If it does not appear, or chromedriver refuses.
     pub fn click(&self, css: &str) -> Result<(), String> {
-        let e = self.wait_find(css)?;
+        let e = self.wait_element(css)?;
         self.run(&format!("click {css}"), |_| async move { e.click().await })
     }
 
@@ -170,7 +180,7 @@ impl Browser {
     /// # Errors
     /// If it does not appear, or chromedriver refuses.
     pub fn type_into(&self, css: &str, text: &str) -> Result<(), String> {
-        let e = self.wait_find(css)?;
+        let e = self.wait_element(css)?;
         let text = text.to_owned();
         self.run(&format!("type into {css}"), |_| async move { e.send_keys(&text).await })
     }
@@ -180,7 +190,7 @@ impl Browser {
     /// # Errors
     /// If it does not appear, or chromedriver refuses.
     pub fn text(&self, css: &str) -> Result<String, String> {
-        let e = self.wait_find(css)?;
+        let e = self.wait_element(css)?;
         self.run(&format!("text of {css}"), |_| async move { e.text().await })
     }
 
@@ -189,7 +199,7 @@ impl Browser {
     /// # Errors
     /// If chromedriver cannot be reached or refuses.
     pub fn attr(&self, css: &str, name: &str) -> Result<Option<String>, String> {
-        let Some(e) = self.find(css)? else {
+        let Some(e) = self.find_element(css)? else {
             return Ok(None);
         };
         let name = name.to_owned();
@@ -204,7 +214,7 @@ impl Browser {
     /// # Errors
     /// If chromedriver cannot be reached or refuses.
     pub fn enabled(&self, css: &str) -> Result<bool, String> {
-        let Some(e) = self.find(css)? else {
+        let Some(e) = self.find_element(css)? else {
             return Ok(false);
         };
         self.run(&format!("enabled {css}"), |_| async move { e.is_enabled().await })
@@ -223,7 +233,7 @@ impl Browser {
     /// messages.
     pub fn page_state(&self) -> String {
         let get = |css: &str| {
-            self.find(css)
+            self.find_element(css)
                 .ok()
                 .flatten()
                 .and_then(|e| self.run("text", |_| async move { e.text().await }).ok())
