@@ -59,6 +59,18 @@ pub fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The certificates of a PEM file, at least one.
+fn certificates(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
+    let certs: Vec<Certificate<'static>> = pem_certs(path)?
+        .iter()
+        .map(|c| Certificate::from_der(c).to_owned())
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 /// An HTTP client: plain ([`Client::plain`]) or trusting a CA, with an optional client
 /// certificate ([`Client::tls`]).
 #[derive(Debug, Clone)]
@@ -82,22 +94,10 @@ impl Client {
     /// # Errors
     /// A message naming a file that cannot be read or holds no certificate or key.
     pub fn tls(ca: &Path, client: Option<(&Path, &Path)>) -> Result<Client, String> {
-        let roots: Vec<Certificate<'static>> = pem_certs(ca)?
-            .iter()
-            .map(|c| Certificate::from_der(c).to_owned())
-            .collect();
-        if roots.is_empty() {
-            return Err(format!("{}: no certificate", ca.display()));
-        }
+        let roots = certificates(ca)?;
         let client_cert = match client {
             Some((cert, key)) => {
-                let chain: Vec<Certificate<'static>> = pem_certs(cert)?
-                    .iter()
-                    .map(|c| Certificate::from_der(c).to_owned())
-                    .collect();
-                if chain.is_empty() {
-                    return Err(format!("{}: no certificate", cert.display()));
-                }
+                let chain = certificates(cert)?;
                 let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
                 let key = PrivateKey::from_pem(&pem).map_err(|e| format!("{}: {e}", key.display()))?;
                 Some(ClientCert::new_with_certs(&chain, key))
@@ -231,5 +231,10 @@ mod tests {
         let missing = Path::new("/nonexistent/ca.pem");
         let e = Client::tls(missing, None).unwrap_err();
         assert!(e.starts_with("/nonexistent/ca.pem: "), "{e}");
+        let empty = std::env::temp_dir().join(format!("kb-demo-empty-{}.pem", std::process::id()));
+        std::fs::write(&empty, "").unwrap();
+        let e = Client::tls(&empty, None).unwrap_err();
+        std::fs::remove_file(&empty).unwrap();
+        assert!(e.ends_with(": no certificate"), "{e}");
     }
 }
