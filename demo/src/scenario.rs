@@ -13,12 +13,11 @@
 //! 7. The same token over a connection with another certificate from the same CA: rejected.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use keybound_core::dpop::{NewProof, create_proof};
 use keybound_core::jws::{P256Signer, Signer, sign_json};
 
-use crate::http::{Response, form, query_params, request, tls_config};
+use crate::http::{Client, Response, form, query_params, request};
 use crate::setup::{DPOP_CLIENT, DemoFiles, MTLS_CLIENT, NATIVE_REDIRECT, Urls};
 
 /// The outcome of the story.
@@ -106,9 +105,9 @@ fn challenge_param(res: &Response, name: &str) -> String {
 struct Story<'a> {
     files: &'a DemoFiles,
     urls: &'a Urls,
-    plain: Arc<rustls::ClientConfig>,
-    mtls: Arc<rustls::ClientConfig>,
-    other: Arc<rustls::ClientConfig>,
+    plain: Client,
+    mtls: Client,
+    other: Client,
     nonce: Option<String>,
     outcome: Outcome,
 }
@@ -149,7 +148,7 @@ impl Story<'_> {
     /// the server's nonce on `use_dpop_nonce`.
     fn post_as(
         &mut self,
-        tls: &Arc<rustls::ClientConfig>,
+        tls: &Client,
         path: &str,
         fields: &[(&str, &str)],
         key: Option<&P256Signer>,
@@ -278,12 +277,7 @@ impl Story<'_> {
     }
 
     /// Sends a request to the gateway; returns the response.
-    fn gateway(
-        &mut self,
-        url: &str,
-        tls: &Arc<rustls::ClientConfig>,
-        headers: &[(&str, &str)],
-    ) -> Result<Response, String> {
+    fn gateway(&mut self, url: &str, tls: &Client, headers: &[(&str, &str)]) -> Result<Response, String> {
         let res = request(url, Some(tls), "GET", headers, None)?;
         self.remember_nonce(&res);
         Ok(res)
@@ -677,15 +671,15 @@ pub fn run(files: &DemoFiles, urls: &Urls) -> Result<Outcome, String> {
     let mut story = Story {
         files,
         urls,
-        plain: tls_config(&ca, None)?,
-        mtls: tls_config(
+        plain: Client::tls(&ca, None)?,
+        mtls: Client::tls(
             &ca,
             Some((
                 &files.authz_file("mtls-client.pem"),
                 &files.authz_file("mtls-client-key.pem"),
             )),
         )?,
-        other: tls_config(
+        other: Client::tls(
             &ca,
             Some((
                 &files.authz_file("other-client.pem"),
@@ -738,7 +732,10 @@ mod tests {
 
     #[test]
     fn challenge_codes_and_claims_are_read() {
-        let mut r = Response::new(401, "text/plain", "");
+        let mut r = Response {
+            status: 401,
+            ..Response::default()
+        };
         assert_eq!(challenge_error(&r), "");
         r.headers.push((
             "www-authenticate".into(),
