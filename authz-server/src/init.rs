@@ -229,6 +229,29 @@ par_lifetime = 90
 nonce = "required"
 nonce_secrets = ["{nonce_secret}"]
 
+# Rich Authorization Requests (RFC 9396): the authorization_details types clients may ask for,
+# each with its shape and the sentence the consent page shows.
+[authorization_details_types.payment_initiation]
+consent = "Pay {{/instructedAmount/amount}} {{/instructedAmount/currency}} to {{/creditorName}} (account {{/creditorAccount/iban}})"
+[authorization_details_types.payment_initiation.shape]
+type = "object"
+required = ["instructedAmount", "creditorName", "creditorAccount"]
+additionalProperties = false
+properties.actions = {{ type = "array", items = {{ enum = ["initiate", "status", "cancel"] }} }}
+properties.locations = {{ type = "array", items = {{ type = "string" }} }}
+properties.instructedAmount = {{ type = "object", required = ["currency", "amount"], additionalProperties = false, properties = {{ currency = {{ enum = ["EUR", "GBP"] }}, amount = {{ type = "string", minLength = 1, maxLength = 18 }} }} }}
+properties.creditorName = {{ type = "string", minLength = 1, maxLength = 70 }}
+properties.creditorAccount = {{ type = "object", required = ["iban"], properties = {{ iban = {{ type = "string", minLength = 15, maxLength = 34 }} }} }}
+properties.remittanceInformationUnstructured = {{ type = "string", maxLength = 140 }}
+
+[authorization_details_types.account_information]
+consent = "Read the balances and transactions of the accounts {{/accounts}}"
+shape = {{ type = "object", required = ["accounts"], properties = {{ accounts = {{ type = "array", minItems = 1, items = {{ type = "string" }} }}, actions = {{ type = "array" }} }} }}
+
+# PSD2 roles (ETSI TS 119 495) a client certificate must carry to be granted a scope.
+[psd2]
+scope_roles = {{ payments = ["PSP_PI"] }}
+
 # Password and TOTP guessing throttle (these are the defaults): failures per account and per
 # client address before a lock, quiet seconds after which the count starts again, the first lock
 # (doubled by each further failure) and the longest.
@@ -250,6 +273,7 @@ scopes = ["openid", "accounts", "payments"]
 resources = ["https://api.keybound.test"]
 grant_types = ["authorization_code", "refresh_token", "client_credentials"]
 jwks = '{{"keys":[{fapi_jwk}]}}'
+authorization_details_types = ["payment_initiation", "account_information"]
 
 # A confidential FAPI client: tls_client_auth + certificate-bound tokens (mtls-client.pem).
 [[clients]]
@@ -259,9 +283,10 @@ auth_method = "tls_client_auth"
 tls_client_auth_subject_dn = "CN=mtls-client,O=keybound demo"
 sender_constraint = "mtls"
 redirect_uris = ["https://client.keybound.test/cb"]
-scopes = ["openid", "accounts"]
+scopes = ["openid", "accounts", "payments"]
 resources = ["https://api.keybound.test"]
 grant_types = ["authorization_code", "refresh_token", "client_credentials"]
+authorization_details_types = ["payment_initiation", "account_information"]
 
 # self_signed_tls_client_auth (selfsigned-client.pem).
 [[clients]]
@@ -283,6 +308,7 @@ redirect_uris = ["http://127.0.0.1:8080/cb", "http://localhost:8080/cb"]
 scopes = ["openid", "accounts"]
 resources = ["https://api.keybound.test"]
 grant_types = ["authorization_code", "refresh_token"]
+authorization_details_types = ["payment_initiation", "account_information"]
 
 # A resource server allowed to introspect (key in resource-server.key).
 [[clients]]
