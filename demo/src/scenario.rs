@@ -704,7 +704,9 @@ impl Story<'_> {
         let tampered = {
             let mut parts: Vec<String> = object.split('.').map(str::to_owned).collect();
             let mut c = object_claims.clone();
-            c["authorization_details"][0]["instructedAmount"]["amount"] = "4200.00".into();
+            if let Some(amount) = c.pointer_mut("/authorization_details/0/instructedAmount/amount") {
+                *amount = "4200.00".into();
+            }
             if let Some(p) = parts.get_mut(1) {
                 *p = keybound_core::b64::encode(c.to_string().as_bytes());
             }
