@@ -33,10 +33,12 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
 
 use crate::error::BrowserError;
-use crate::{DpopKey, Inner, dpop_fetch, http, js, js_err};
+use crate::{DpopKey, http, js, js_err};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_LOGIN_TYPES: &str = r#"
+import type { DpopKey } from "./dpop.js";
+
 /** Options of `OAuthClient.create`. */
 export interface LoginOptions {
   /** The authorization server's issuer identifier (https, or http on a loopback host). */
@@ -473,7 +475,7 @@ impl Trigger {
 /// The state behind an [`OAuthClient`], shared with its pending Promises and its timer.
 struct ClientInner {
     this: Weak<ClientInner>,
-    key: Rc<Inner>,
+    key: DpopKey,
     client_id: String,
     redirect_uri: String,
     scope: Option<String>,
@@ -512,7 +514,18 @@ fn form(entries: &[(&str, &str)]) -> Result<web_sys::UrlSearchParams, JsValue> {
 
 /// POSTs a form with a DPoP proof (one nonce retry) and returns the status and the JSON body
 /// (`null` when the body is not JSON).
-async fn post_form(key: &Inner, url: &str, params: &web_sys::UrlSearchParams) -> Result<(u16, JsValue), JsValue> {
+/// The key's DPoP `fetch` (`src/dpop.js`: one retry on `use_dpop_nonce`).
+async fn dpop_fetch(
+    key: &DpopKey,
+    url: &str,
+    init: &web_sys::RequestInit,
+    access_token: Option<&str>,
+) -> Result<web_sys::Response, JsValue> {
+    let promise = key.fetch(url, Some(init.clone()), access_token.map(str::to_string));
+    js::call(Ok(promise)).await?.dyn_into()
+}
+
+async fn post_form(key: &DpopKey, url: &str, params: &web_sys::UrlSearchParams) -> Result<(u16, JsValue), JsValue> {
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     init.set_body(params);
@@ -693,7 +706,7 @@ impl ClientInner {
             return Ok(());
         };
         let policy = IdTokenPolicy::new(self.endpoints.issuer.clone(), self.client_id.clone());
-        let now = http::iat(js::now_millis(), self.key.clock_offset.get());
+        let now = http::iat(js::now_millis(), self.key.clock_offset());
         let mut refetched = false;
         loop {
             let Some(keys) = self.keys(refetched).await? else {
@@ -715,6 +728,7 @@ impl ClientInner {
         let pkce = new_pkce().map_err(js_err)?;
         let state = new_state().map_err(js_err)?;
         let scope = scope.or_else(|| self.scope.clone());
+        let jkt = self.key.thumbprint();
         let nonce = if is_openid(scope.as_deref()) {
             Some(new_state().map_err(js_err)?)
         } else {
@@ -727,7 +741,7 @@ impl ClientInner {
             ("state", state.as_str()),
             ("code_challenge", pkce.challenge.as_str()),
             ("code_challenge_method", "S256"),
-            ("dpop_jkt", self.key.jkt.as_str()),
+            ("dpop_jkt", jkt.as_str()),
         ];
         if let Some(scope) = scope.as_deref() {
             entries.push(("scope", scope));
@@ -939,7 +953,7 @@ async fn discover(issuer: &str) -> Result<JsValue, JsValue> {
     Err(js_err(invalid("metadata_unavailable", statuses.join("; "))))
 }
 
-async fn create(key: Rc<Inner>, options: JsValue) -> Result<OAuthClient, JsValue> {
+async fn create(key: DpopKey, options: JsValue) -> Result<OAuthClient, JsValue> {
     let options = js::options_object(&options, "login options").map_err(js_err)?;
     let issuer = js::required_string(&options, "issuer").map_err(js_err)?;
     let client_id = js::required_string(&options, "clientId").map_err(js_err)?;
@@ -961,7 +975,7 @@ async fn create(key: Rc<Inner>, options: JsValue) -> Result<OAuthClient, JsValue
             ))
         })?
     };
-    if client_id != key.client_id {
+    if client_id != key.client_id() {
         return Err(js_err(BrowserError::bad_argument(
             "clientId must be the client id the DpopKey was opened for",
         )));
@@ -1031,7 +1045,7 @@ impl OAuthClient {
     /// network (or CORS) failure.
     #[wasm_bindgen(unchecked_return_type = "Promise<OAuthClient>")]
     pub fn create(key: &DpopKey, options: LoginOptions) -> js_sys::Promise {
-        let key = Rc::clone(&key.inner);
+        let key = key.clone();
         let options: JsValue = options.into();
         future_to_promise(async move { create(key, options).await.map(JsValue::from) })
     }

@@ -88,18 +88,25 @@ impl PublicKey {
     /// The canonical JSON of the required members, in lexicographic order, no whitespace
     /// (RFC 7638 §3.2). This is also the public JWK placed in a DPoP proof header.
     pub fn thumbprint_input(&self) -> String {
+        // Concatenated, not `format!`: the browser's proof path carries no `core::fmt`.
         match self {
-            PublicKey::P256 { x, y } => alloc::format!(
-                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                b64::encode(x),
-                b64::encode(y)
-            ),
-            PublicKey::Rsa { n, e } => {
-                alloc::format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64::encode(e), b64::encode(n))
-            }
-            PublicKey::Ed25519 { x } => {
-                alloc::format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64::encode(x))
-            }
+            PublicKey::P256 { x, y } => [
+                r#"{"crv":"P-256","kty":"EC","x":""#,
+                &b64::encode(x),
+                r#"","y":""#,
+                &b64::encode(y),
+                r#""}"#,
+            ]
+            .concat(),
+            PublicKey::Rsa { n, e } => [
+                r#"{"e":""#,
+                &b64::encode(e),
+                r#"","kty":"RSA","n":""#,
+                &b64::encode(n),
+                r#""}"#,
+            ]
+            .concat(),
+            PublicKey::Ed25519 { x } => [r#"{"crv":"Ed25519","kty":"OKP","x":""#, &b64::encode(x), r#""}"#].concat(),
         }
     }
 
