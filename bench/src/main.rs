@@ -980,10 +980,10 @@ fn markdown(r: &Value) -> String {
              `bench/browser/package-lock.json`; size only):\n\n\
              | | raw bytes | gzipped bytes |\n|---|---|---|\n\
              | `keybound-browser/dpop` wasm (`dpop/keybound_dpop_bg.wasm`) | {} | {} |\n\
-             | `keybound-browser/dpop` JS glue (`dpop/keybound_dpop.js` + `snippets/`) | {} | {} |\n\
+             | `keybound-browser/dpop` JS (`dpop/index.js`, glue `dpop/keybound_dpop.js`, `snippets/`: DpopKey) | {} | {} |\n\
              | **`keybound-browser/dpop` total** (budget: 20000 gzipped) | {} | {} |\n\
              | `keybound-browser` wasm (`keybound_browser_bg.wasm`) | {} | {} |\n\
-             | `keybound-browser` JS glue (`keybound_browser.js` + `snippets/`) | {} | {} |\n\
+             | `keybound-browser` JS (`index.js`, glue `keybound_browser.js`, `snippets/`: DpopKey, login glue) | {} | {} |\n\
              | **`keybound-browser` total** | {} | {} |\n\
              | dpop `build/index.js` (as published, not minified; no dependencies) | {} | {} |\n\
              | oauth4webapi `build/index.js` (as published, not minified; no dependencies) | {} | {} |\n\n\

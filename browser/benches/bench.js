@@ -41,3 +41,8 @@ export async function benchSubtleSign(samples, batch, length) {
   }
   return median(times);
 }
+
+// The namespace of this benchmark's own wasm-bindgen module, to bind the DpopKey class to.
+export function benchGlue() {
+  return import(new URL("/wasm-bindgen-test.js", globalThis.location.href).href);
+}

@@ -85,9 +85,11 @@ const request = (req) =>
     req.onerror = () => reject(req.error);
   });
 
+// (idbOpen, idbGet and idbAddIfAbsent are exported for the crate's tests.)
+
 // Opens (creating on first use) the key database. Rejects when IndexedDB is missing or refuses
 // (private windows, blocked storage, a newer database version).
-function idbOpen() {
+export function idbOpen() {
   const factory = globalThis.indexedDB;
   if (!factory) return Promise.reject(new Error("IndexedDB is not available"));
   return new Promise((resolve, reject) => {
@@ -105,12 +107,12 @@ function idbOpen() {
   });
 }
 
-const idbGet = (db, id) => request(db.transaction(STORE, "readonly").objectStore(STORE).get(id));
+export const idbGet = (db, id) => request(db.transaction(STORE, "readonly").objectStore(STORE).get(id));
 
 // Creates the record under `id` if there is none, atomically (`add` fails with ConstraintError
 // when the key exists, across every tab of the origin). Resolves to true once the transaction
 // committed, false when another tab's record was there first.
-function idbAddIfAbsent(db, id, value) {
+export function idbAddIfAbsent(db, id, value) {
   return new Promise((resolve, reject) => {
     const tx = db.transaction(STORE, "readwrite");
     const req = tx.objectStore(STORE).add(value, id);

@@ -26,6 +26,19 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+/// This test's own wasm-bindgen module (`tests/helpers.js`), to bind the DpopKey class to.
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/helpers.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = testGlue)]
+    fn test_glue() -> js_sys::Promise;
+}
+
+/// Opens a key with the DpopKey class bound to this test's module.
+async fn open_key(options: &JsValue) -> DpopKey {
+    let glue = wasm_bindgen_futures::JsFuture::from(test_glue()).await.unwrap();
+    keybound_browser::open_key(&glue, options).await.unwrap()
+}
+
 const REDIRECT: &str = "https://app.example/cb";
 
 fn obj(entries: &[(&str, JsValue)]) -> JsValue {
@@ -64,9 +77,7 @@ fn assert_keybound_error(err: &JsValue, code: Option<&str>, reason: &str) {
 }
 
 async fn key(client_id: &str) -> DpopKey {
-    DpopKey::open(obj(&[("clientId", s(client_id)), ("storage", s("memory"))]).unchecked_into())
-        .await
-        .unwrap()
+    open_key(&obj(&[("clientId", s(client_id)), ("storage", s("memory"))])).await
 }
 
 async fn client_with(key: &DpopKey, entries: &[(&str, JsValue)]) -> Result<OAuthClient, JsValue> {

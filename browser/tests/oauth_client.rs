@@ -27,6 +27,19 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+/// This test's own wasm-bindgen module (`tests/helpers.js`), to bind the DpopKey class to.
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/helpers.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = testGlue)]
+    fn test_glue() -> js_sys::Promise;
+}
+
+/// Opens a key with the DpopKey class bound to this test's module.
+async fn open_key(options: &JsValue) -> DpopKey {
+    let glue = wasm_bindgen_futures::JsFuture::from(test_glue()).await.unwrap();
+    keybound_browser::open_key(&glue, options).await.unwrap()
+}
+
 const AS: &str = "https://as.example";
 const REDIRECT: &str = "https://app.example/cb";
 const API: &str = "https://api.example/accounts";
@@ -116,7 +129,7 @@ fn restore_fetch() {
 
 async fn key(client_id: &str) -> DpopKey {
     let options = js(&json!({"clientId": client_id, "storage": "memory"}));
-    DpopKey::open(options.unchecked_into()).await.unwrap()
+    open_key(&options).await
 }
 
 fn metadata(par: bool) -> Value {

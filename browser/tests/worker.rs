@@ -19,6 +19,19 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
+/// This test's own wasm-bindgen module (`tests/helpers.js`), to bind the DpopKey class to.
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/helpers.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = testGlue)]
+    fn test_glue() -> js_sys::Promise;
+}
+
+/// Opens a key with the DpopKey class bound to this test's module.
+async fn open_key(options: &JsValue) -> DpopKey {
+    let glue = wasm_bindgen_futures::JsFuture::from(test_glue()).await.unwrap();
+    keybound_browser::open_key(&glue, options).await.unwrap()
+}
+
 fn options(entries: &[(&str, &str)]) -> JsValue {
     let o = Object::new();
     for (k, v) in entries {
@@ -28,9 +41,7 @@ fn options(entries: &[(&str, &str)]) -> JsValue {
 }
 
 async fn open(client_id: &str) -> DpopKey {
-    DpopKey::open(options(&[("clientId", client_id)]).unchecked_into())
-        .await
-        .unwrap()
+    open_key(&options(&[("clientId", client_id)])).await
 }
 
 #[wasm_bindgen_test]
@@ -46,7 +57,7 @@ async fn in_a_worker_keys_persist_and_proofs_verify() {
     assert_eq!(open(&id).await.thumbprint(), key.thumbprint());
 
     let url = "https://api.example.com/items";
-    let proof = JsFuture::from(key.create_proof(options(&[("method", "GET"), ("url", url)]).unchecked_into()))
+    let proof = JsFuture::from(key.create_proof(&options(&[("method", "GET"), ("url", url)])))
         .await
         .unwrap()
         .as_string()
