@@ -25,7 +25,7 @@ pub mod oidc;
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
-use keybound_core::id_token::IdTokenPolicy;
+use keybound_core::id_token::{IdTokenChecks, IdTokenClaims, IdTokenPolicy};
 use keybound_core::jwk::Jwks;
 use keybound_core::{b64, pkce};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -449,6 +449,9 @@ struct Tokens {
     scope: Option<String>,
     id_token: Option<String>,
     id_token_claims: Option<JsValue>,
+    /// The validated claims, as keybound-core read them (a refreshed ID token must keep their
+    /// `iss`, `sub` and `aud`).
+    id_claims: Option<IdTokenClaims>,
 }
 
 /// What started a refresh (the `trigger` of the refresh events).
@@ -570,9 +573,9 @@ fn parse_tokens(body: &JsValue, previous: Option<&Tokens>) -> Result<Tokens, Bro
         None
     };
     let id_token = js::str_of(body, "id_token");
-    let (previous_id, previous_claims) = match (&id_token, previous) {
-        (None, Some(p)) => (p.id_token.clone(), p.id_token_claims.clone()),
-        _ => (None, None),
+    let (previous_id, previous_claims, previous_id_claims) = match (&id_token, previous) {
+        (None, Some(p)) => (p.id_token.clone(), p.id_token_claims.clone(), p.id_claims.clone()),
+        _ => (None, None, None),
     };
     Ok(Tokens {
         access_token,
@@ -582,6 +585,7 @@ fn parse_tokens(body: &JsValue, previous: Option<&Tokens>) -> Result<Tokens, Bro
         scope: js::str_of(body, "scope"),
         id_token: id_token.or(previous_id),
         id_token_claims: previous_claims,
+        id_claims: previous_id_claims,
     })
 }
 
@@ -692,9 +696,17 @@ impl ClientInner {
         Ok(Some(keys))
     }
 
-    /// Validates the ID token of `tokens` (when the issuer's keys are known) and keeps its claims.
-    /// `required`: an ID token must be there (`openid` was asked for at login).
-    async fn check_id_token(&self, tokens: &mut Tokens, nonce: Option<&str>, required: bool) -> Result<(), JsValue> {
+    /// Validates the ID token of `tokens` (when the issuer's keys are known) and keeps its claims:
+    /// its `at_hash` against the access token beside it; for a refresh, its `iss`, `sub` and
+    /// `aud` against the `original` ID token's. `required`: an ID token must be there (`openid`
+    /// was asked for at login).
+    async fn check_id_token(
+        &self,
+        tokens: &mut Tokens,
+        nonce: Option<&str>,
+        required: bool,
+        original: Option<&IdTokenClaims>,
+    ) -> Result<(), JsValue> {
         let Some(id_token) = tokens.id_token.clone().filter(|_| tokens.id_token_claims.is_none()) else {
             if required && tokens.id_token.is_none() {
                 return Err(js_err(BrowserError::protocol(
@@ -712,9 +724,15 @@ impl ClientInner {
             let Some(keys) = self.keys(refetched).await? else {
                 return Ok(());
             };
-            match oidc::verify_id_token(&id_token, &keys, &policy, nonce, now).await {
+            let checks = IdTokenChecks {
+                nonce,
+                access_token: Some(&tokens.access_token),
+                previous: original,
+            };
+            match oidc::verify_id_token(&id_token, &keys, &policy, &checks, now).await {
                 Ok(claims) => {
                     tokens.id_token_claims = Some(oidc::claims_to_js(&claims));
+                    tokens.id_claims = Some(claims);
                     return Ok(());
                 }
                 // The issuer may have rotated its keys since the set was fetched: fetch it once more.
@@ -802,7 +820,7 @@ impl ClientInner {
             return Err(js_err(server_error("the code exchange", "token_failed", status, &body)));
         }
         let mut tokens = parse_tokens(&body, None).map_err(js_err)?;
-        self.check_id_token(&mut tokens, pending.nonce.as_deref(), pending.nonce.is_some())
+        self.check_id_token(&mut tokens, pending.nonce.as_deref(), pending.nonce.is_some(), None)
             .await?;
         let result = token_result(&tokens);
         self.set_tokens(tokens);
@@ -828,8 +846,10 @@ impl ClientInner {
             return Err(js_err(server_error("the refresh", "refresh_failed", status, &body)));
         }
         let mut tokens = parse_tokens(&body, previous.as_ref()).map_err(js_err)?;
-        // A new ID token from a refresh has no nonce to check (OpenID Connect Core §12.2).
-        self.check_id_token(&mut tokens, None, false).await?;
+        // A new ID token from a refresh has no nonce to check, and must be about the same
+        // end-user as the original (OpenID Connect Core §12.2).
+        let original = previous.as_ref().and_then(|t| t.id_claims.as_ref());
+        self.check_id_token(&mut tokens, None, false, original).await?;
         if self.tokens.borrow().is_none() {
             // Logged out while the refresh was in flight: keep nothing.
             return Err(js_err(BrowserError::environment(

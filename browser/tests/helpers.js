@@ -1,10 +1,14 @@
 // Test helpers that need plain JavaScript: a second instance of the test module (a "reload"),
 // hiding a global API the way browsers without it behave, and raw IndexedDB/WebCrypto access.
 
-// The namespace of this test's own wasm-bindgen module (already initialised): what a package's
-// index.js binds the DpopKey class to.
-export function testGlue() {
-  return import(new URL("/wasm-bindgen-test.js", globalThis.location.href).href);
+// The namespace of this test's wasm-bindgen module, initialised: what a package's index.js binds
+// the DpopKey class to.
+export async function testGlue() {
+  const mod = await import(new URL("/wasm-bindgen-test.js", globalThis.location.href).href);
+  // The runner may have loaded its module under another URL: then this is a second instance of
+  // the same (stateless) functions; `init` does nothing when it is already initialised.
+  await mod.default({ module_or_path: new URL("/wasm-bindgen-test_bg.wasm", globalThis.location.href) });
+  return mod;
 }
 
 // Loads the test's own wasm-bindgen glue again under another URL, so the browser makes a new
