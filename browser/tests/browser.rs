@@ -15,6 +15,8 @@
 use js_sys::{Object, Promise, Reflect};
 use keybound_browser::error::is_keybound_error;
 use keybound_browser::{DpopKey, open_key};
+
+mod common;
 use keybound_core::b64;
 use keybound_core::dpop::{NonceCheck, ProofPolicy, ProofTarget, VerifiedProof, access_token_hash, verify_proof};
 use keybound_core::htu::Htu;
@@ -28,8 +30,6 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[wasm_bindgen(module = "/tests/helpers.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = testGlue)]
-    fn test_glue() -> Promise;
     #[wasm_bindgen(js_name = newInstance)]
     fn new_instance() -> Promise;
     fn hide(target: &JsValue, name: &str) -> js_sys::Function;
@@ -95,8 +95,7 @@ async fn open(client_id: &str) -> DpopKey {
 }
 
 async fn open_with(options: JsValue) -> Result<DpopKey, JsValue> {
-    let glue = wait(test_glue()).await?;
-    open_key(&glue, &options).await
+    common::open_key(&options).await
 }
 
 async fn proof(key: &DpopKey, entries: &[(&str, JsValue)]) -> Result<String, JsValue> {

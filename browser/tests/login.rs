@@ -26,17 +26,11 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// This test's own wasm-bindgen module (`tests/helpers.js`), to bind the DpopKey class to.
-#[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/helpers.js")]
-extern "C" {
-    #[wasm_bindgen(js_name = testGlue)]
-    fn test_glue() -> js_sys::Promise;
-}
+mod common;
 
-/// Opens a key with the DpopKey class bound to this test's module.
+/// Opens a key (see `common`); panics if it cannot.
 async fn open_key(options: &JsValue) -> DpopKey {
-    let glue = wasm_bindgen_futures::JsFuture::from(test_glue()).await.unwrap();
-    keybound_browser::open_key(&glue, options).await.unwrap()
+    common::open_key(options).await.unwrap()
 }
 
 const REDIRECT: &str = "https://app.example/cb";

@@ -1,7 +1,8 @@
 //! The browser module's step of `cargo xtask test`: installs what it needs (wasm-bindgen-cli
 //! matching Cargo.lock into `.tools/wasm-bindgen`, Debian's `chromium` and `chromium-driver`, the
 //! npm packages of `browser/js`), lints the crate for `wasm32-unknown-unknown` (default features,
-//! without `login`, with `software-key`), runs its wasm-bindgen tests in headless Chromium against a
+//! without `login`, with `software-key`), runs keybound-core's unit tests without its default
+//! `curve-checks` feature (as the browser builds it), runs its wasm-bindgen tests in headless Chromium against a
 //! local test server (default build and software-key build), builds the npm package with the
 //! function `cargo xtask package npm` uses (`npm.rs`: both entries, the tarball; it fails when
 //! `keybound-browser/dpop` is over its 20 KB size budget), installs **the tarball** into
@@ -58,6 +59,20 @@ pub fn test(root: &Path) -> Result<(), String> {
         args.extend(["--", "-D", "warnings"]);
         crate::cargo(root, &args)?;
     }
+
+    // The browser builds keybound-core without its default `curve-checks` feature.
+    println!("browser: keybound-core's unit tests without its default features (as the browser builds it)");
+    crate::cargo(
+        root,
+        &[
+            "test",
+            "-p",
+            "keybound-core",
+            "--no-default-features",
+            "--lib",
+            "--locked",
+        ],
+    )?;
 
     let server = TestServer::start(root, &target_dir)?;
     for features in FEATURE_SETS {
