@@ -731,7 +731,7 @@ impl ClientInner {
             };
             match oidc::verify_id_token(&id_token, &keys, &policy, &checks, now).await {
                 Ok(claims) => {
-                    tokens.id_token_claims = Some(oidc::claims_to_js(&id_token));
+                    tokens.id_token_claims = Some(oidc::claims_to_js(&claims));
                     tokens.id_claims = Some(claims);
                     return Ok(());
                 }

@@ -35,6 +35,10 @@
 //! endpoint over TLS, §3.1.3.8), `c_hash`, `auth_time` against a `max_age` request, and `acr`
 //! values: they are in [`IdTokenClaims::all`] for the caller.
 //!
+//! The payload is read straight into the claims this module checks (no JSON value tree, so a
+//! browser's wasm carries only serde_json's parser); a payload that is not a JSON object, or has
+//! a checked claim twice, is [`Error::Malformed`].
+//!
 //! [OpenID Connect Core 1.0 §3.1.3.7]: https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
 //! [OpenID Connect Core 1.0 §3.1.3.8]: https://openid.net/specs/openid-connect-core-1_0.html#CodeIDToken
 
@@ -109,8 +113,8 @@ pub struct IdTokenClaims {
     pub auth_time: Option<i64>,
     /// `sid` (the session at the issuer, for logout), if present.
     pub sid: Option<String>,
-    /// Every claim of the payload, as JSON (an object).
-    pub all: serde_json::Value,
+    /// The payload: every claim, as the JSON text of an object (see [`IdTokenClaims::all`]).
+    pub payload: String,
 }
 
 /// What an ID token is checked against besides the [`IdTokenPolicy`]: this login's values.
@@ -259,11 +263,12 @@ fn check_claims(
         part: P,
         what: "claims",
     };
-    let all: serde_json::Value = serde_json::from_slice(payload).map_err(|_| malformed())?;
-    if !all.is_object() {
+    // An object (serde would also read a struct from an array, by position).
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(malformed());
     }
-    let raw = RawClaims::deserialize(&all).map_err(|_| malformed())?;
+    let raw: RawClaims = serde_json::from_slice(payload).map_err(|_| malformed())?;
+    let text = core::str::from_utf8(payload).map_err(|_| malformed())?;
     let missing = |claim| Error::MissingClaim { part: P, claim };
     let iss = raw.iss.ok_or(missing("iss"))?;
     if iss != policy.issuer {
@@ -324,8 +329,15 @@ fn check_claims(
         nonce: raw.nonce,
         auth_time: raw.auth_time.map(|d| d.0),
         sid: raw.sid,
-        all,
+        payload: text.into(),
     })
+}
+
+impl IdTokenClaims {
+    /// Every claim of the payload as a JSON value (an object).
+    pub fn all(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or_default()
+    }
 }
 
 /// Whether two audience lists have the same members (in any order).

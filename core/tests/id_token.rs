@@ -77,7 +77,7 @@ fn a_valid_id_token_verifies_with_its_claims() {
     assert_eq!(c.nonce.as_deref(), Some(NONCE));
     assert_eq!(c.auth_time, Some(i64::try_from(NOW).unwrap() - 30));
     assert_eq!(c.sid.as_deref(), Some("session-1"));
-    assert_eq!(c.all["email"], "alice@example.com");
+    assert_eq!(c.all()["email"], "alice@example.com");
 
     // Several audiences with azp = the client; no typ; no nonce expected (then not checked).
     let several = with("aud", json!(["https://api.example", CLIENT]));

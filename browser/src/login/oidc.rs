@@ -99,15 +99,8 @@ pub async fn verify_id_token(
     Err(keybound_core::Error::BadSignature { part: Part::IdToken }.into())
 }
 
-/// The claims of a validated ID token as a JavaScript object: `JSON.parse` of its payload (the
-/// text keybound-core read; re-serialising its JSON value would link serde_json's writer and
-/// float formatting into the wasm).
-pub fn claims_to_js(id_token: &str) -> JsValue {
-    let payload = id_token
-        .split('.')
-        .nth(1)
-        .and_then(|p| keybound_core::b64::decode(p).ok())
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .unwrap_or_default();
-    js::parse_json(&payload)
+/// The claims of a validated ID token as a JavaScript object: `JSON.parse` of its payload text
+/// (no JSON value tree in the wasm).
+pub fn claims_to_js(claims: &IdTokenClaims) -> JsValue {
+    js::parse_json(&claims.payload)
 }
