@@ -174,6 +174,16 @@ async fn start(client: &OAuthClient, client_id: &str) -> (web_sys::UrlSearchPara
     (url.search_params(), serde_json::from_str(&pending).unwrap())
 }
 
+/// A client (no auto-refresh) of a fresh key for the client id `<prefix>-<random>`, with a login
+/// started: the client id, the key, the client and the pending login.
+async fn started(prefix: &str) -> (String, DpopKey, OAuthClient, Value) {
+    let id = unique(prefix);
+    let key = key(&id).await;
+    let client = client_with(&key, &json!({"autoRefresh": false})).await.unwrap();
+    let (_, pending) = start(&client, &id).await;
+    (id, key, client, pending)
+}
+
 fn callback(pending: &Value) -> String {
     format!(
         "{REDIRECT}?code=the-code&state={}&iss={}",
@@ -380,10 +390,7 @@ async fn the_id_token_is_validated_after_the_code_exchange() {
 
 #[wasm_bindgen_test]
 async fn a_refreshed_id_token_must_be_about_the_same_end_user() {
-    let id = unique("refresh-sub");
-    let key = key(&id).await;
-    let client = client_with(&key, &json!({"autoRefresh": false})).await.unwrap();
-    let (_, pending) = start(&client, &id).await;
+    let (id, _key, client, pending) = started("refresh-sub").await;
     let response = |access: &str, id_token: String| {
         json!({"status": 200, "headers": {"content-type": "application/json"}, "body": {
             "access_token": access, "token_type": "DPoP", "expires_in": 300, "refresh_token": "rt",
@@ -518,10 +525,7 @@ async fn a_401_invalid_token_refreshes_once_and_retries_once_and_the_timer_refre
 
 #[wasm_bindgen_test]
 async fn logout_builds_the_end_session_url_and_events_can_be_removed() {
-    let id = unique("logout");
-    let key = key(&id).await;
-    let client = client_with(&key, &json!({"autoRefresh": false})).await.unwrap();
-    let (_, pending) = start(&client, &id).await;
+    let (id, key, client, pending) = started("logout").await;
     stub_fetch(&json!({}));
     add_route(
         &format!("{AS}/token"),
