@@ -25,7 +25,7 @@ pub mod oidc;
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
-use keybound_core::id_token::IdTokenPolicy;
+use keybound_core::id_token::{IdTokenChecks, IdTokenClaims, IdTokenPolicy};
 use keybound_core::jwk::Jwks;
 use keybound_core::{b64, pkce};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -33,10 +33,12 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
 
 use crate::error::BrowserError;
-use crate::{DpopKey, Inner, dpop_fetch, http, js, js_err};
+use crate::{DpopKey, http, js, js_err};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_LOGIN_TYPES: &str = r#"
+import type { DpopKey } from "./dpop.js";
+
 /** Options of `OAuthClient.create`. */
 export interface LoginOptions {
   /** The authorization server's issuer identifier (https, or http on a loopback host). */
@@ -447,6 +449,9 @@ struct Tokens {
     scope: Option<String>,
     id_token: Option<String>,
     id_token_claims: Option<JsValue>,
+    /// The validated claims, as keybound-core read them (a refreshed ID token must keep their
+    /// `iss`, `sub` and `aud`).
+    id_claims: Option<IdTokenClaims>,
 }
 
 /// What started a refresh (the `trigger` of the refresh events).
@@ -473,7 +478,7 @@ impl Trigger {
 /// The state behind an [`OAuthClient`], shared with its pending Promises and its timer.
 struct ClientInner {
     this: Weak<ClientInner>,
-    key: Rc<Inner>,
+    key: DpopKey,
     client_id: String,
     redirect_uri: String,
     scope: Option<String>,
@@ -512,7 +517,18 @@ fn form(entries: &[(&str, &str)]) -> Result<web_sys::UrlSearchParams, JsValue> {
 
 /// POSTs a form with a DPoP proof (one nonce retry) and returns the status and the JSON body
 /// (`null` when the body is not JSON).
-async fn post_form(key: &Inner, url: &str, params: &web_sys::UrlSearchParams) -> Result<(u16, JsValue), JsValue> {
+/// The key's DPoP `fetch` (`src/dpop.js`: one retry on `use_dpop_nonce`).
+async fn dpop_fetch(
+    key: &DpopKey,
+    url: &str,
+    init: &web_sys::RequestInit,
+    access_token: Option<&str>,
+) -> Result<web_sys::Response, JsValue> {
+    let promise = key.fetch(url, Some(init.clone()), access_token.map(str::to_string));
+    js::call(Ok(promise)).await?.dyn_into()
+}
+
+async fn post_form(key: &DpopKey, url: &str, params: &web_sys::UrlSearchParams) -> Result<(u16, JsValue), JsValue> {
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     init.set_body(params);
@@ -557,9 +573,9 @@ fn parse_tokens(body: &JsValue, previous: Option<&Tokens>) -> Result<Tokens, Bro
         None
     };
     let id_token = js::str_of(body, "id_token");
-    let (previous_id, previous_claims) = match (&id_token, previous) {
-        (None, Some(p)) => (p.id_token.clone(), p.id_token_claims.clone()),
-        _ => (None, None),
+    let (previous_id, previous_claims, previous_id_claims) = match (&id_token, previous) {
+        (None, Some(p)) => (p.id_token.clone(), p.id_token_claims.clone(), p.id_claims.clone()),
+        _ => (None, None, None),
     };
     Ok(Tokens {
         access_token,
@@ -569,6 +585,7 @@ fn parse_tokens(body: &JsValue, previous: Option<&Tokens>) -> Result<Tokens, Bro
         scope: js::str_of(body, "scope"),
         id_token: id_token.or(previous_id),
         id_token_claims: previous_claims,
+        id_claims: previous_id_claims,
     })
 }
 
@@ -679,9 +696,17 @@ impl ClientInner {
         Ok(Some(keys))
     }
 
-    /// Validates the ID token of `tokens` (when the issuer's keys are known) and keeps its claims.
-    /// `required`: an ID token must be there (`openid` was asked for at login).
-    async fn check_id_token(&self, tokens: &mut Tokens, nonce: Option<&str>, required: bool) -> Result<(), JsValue> {
+    /// Validates the ID token of `tokens` (when the issuer's keys are known) and keeps its claims:
+    /// its `at_hash` against the access token beside it; for a refresh, its `iss`, `sub` and
+    /// `aud` against the `original` ID token's. `required`: an ID token must be there (`openid`
+    /// was asked for at login).
+    async fn check_id_token(
+        &self,
+        tokens: &mut Tokens,
+        nonce: Option<&str>,
+        required: bool,
+        original: Option<&IdTokenClaims>,
+    ) -> Result<(), JsValue> {
         let Some(id_token) = tokens.id_token.clone().filter(|_| tokens.id_token_claims.is_none()) else {
             if required && tokens.id_token.is_none() {
                 return Err(js_err(BrowserError::protocol(
@@ -693,15 +718,21 @@ impl ClientInner {
             return Ok(());
         };
         let policy = IdTokenPolicy::new(self.endpoints.issuer.clone(), self.client_id.clone());
-        let now = http::iat(js::now_millis(), self.key.clock_offset.get());
+        let now = http::iat(js::now_millis(), self.key.clock_offset());
         let mut refetched = false;
         loop {
             let Some(keys) = self.keys(refetched).await? else {
                 return Ok(());
             };
-            match oidc::verify_id_token(&id_token, &keys, &policy, nonce, now).await {
+            let checks = IdTokenChecks {
+                nonce,
+                access_token: Some(&tokens.access_token),
+                previous: original,
+            };
+            match oidc::verify_id_token(&id_token, &keys, &policy, &checks, now).await {
                 Ok(claims) => {
                     tokens.id_token_claims = Some(oidc::claims_to_js(&claims));
+                    tokens.id_claims = Some(claims);
                     return Ok(());
                 }
                 // The issuer may have rotated its keys since the set was fetched: fetch it once more.
@@ -715,6 +746,7 @@ impl ClientInner {
         let pkce = new_pkce().map_err(js_err)?;
         let state = new_state().map_err(js_err)?;
         let scope = scope.or_else(|| self.scope.clone());
+        let jkt = self.key.thumbprint();
         let nonce = if is_openid(scope.as_deref()) {
             Some(new_state().map_err(js_err)?)
         } else {
@@ -727,7 +759,7 @@ impl ClientInner {
             ("state", state.as_str()),
             ("code_challenge", pkce.challenge.as_str()),
             ("code_challenge_method", "S256"),
-            ("dpop_jkt", self.key.jkt.as_str()),
+            ("dpop_jkt", jkt.as_str()),
         ];
         if let Some(scope) = scope.as_deref() {
             entries.push(("scope", scope));
@@ -788,7 +820,7 @@ impl ClientInner {
             return Err(js_err(server_error("the code exchange", "token_failed", status, &body)));
         }
         let mut tokens = parse_tokens(&body, None).map_err(js_err)?;
-        self.check_id_token(&mut tokens, pending.nonce.as_deref(), pending.nonce.is_some())
+        self.check_id_token(&mut tokens, pending.nonce.as_deref(), pending.nonce.is_some(), None)
             .await?;
         let result = token_result(&tokens);
         self.set_tokens(tokens);
@@ -814,8 +846,10 @@ impl ClientInner {
             return Err(js_err(server_error("the refresh", "refresh_failed", status, &body)));
         }
         let mut tokens = parse_tokens(&body, previous.as_ref()).map_err(js_err)?;
-        // A new ID token from a refresh has no nonce to check (OpenID Connect Core §12.2).
-        self.check_id_token(&mut tokens, None, false).await?;
+        // A new ID token from a refresh has no nonce to check, and must be about the same
+        // end-user as the original (OpenID Connect Core §12.2).
+        let original = previous.as_ref().and_then(|t| t.id_claims.as_ref());
+        self.check_id_token(&mut tokens, None, false, original).await?;
         if self.tokens.borrow().is_none() {
             // Logged out while the refresh was in flight: keep nothing.
             return Err(js_err(BrowserError::environment(
@@ -939,7 +973,7 @@ async fn discover(issuer: &str) -> Result<JsValue, JsValue> {
     Err(js_err(invalid("metadata_unavailable", statuses.join("; "))))
 }
 
-async fn create(key: Rc<Inner>, options: JsValue) -> Result<OAuthClient, JsValue> {
+async fn create(key: DpopKey, options: JsValue) -> Result<OAuthClient, JsValue> {
     let options = js::options_object(&options, "login options").map_err(js_err)?;
     let issuer = js::required_string(&options, "issuer").map_err(js_err)?;
     let client_id = js::required_string(&options, "clientId").map_err(js_err)?;
@@ -961,7 +995,7 @@ async fn create(key: Rc<Inner>, options: JsValue) -> Result<OAuthClient, JsValue
             ))
         })?
     };
-    if client_id != key.client_id {
+    if client_id != key.client_id() {
         return Err(js_err(BrowserError::bad_argument(
             "clientId must be the client id the DpopKey was opened for",
         )));
@@ -1031,7 +1065,7 @@ impl OAuthClient {
     /// network (or CORS) failure.
     #[wasm_bindgen(unchecked_return_type = "Promise<OAuthClient>")]
     pub fn create(key: &DpopKey, options: LoginOptions) -> js_sys::Promise {
-        let key = Rc::clone(&key.inner);
+        let key = key.clone();
         let options: JsValue = options.into();
         future_to_promise(async move { create(key, options).await.map(JsValue::from) })
     }
