@@ -98,6 +98,13 @@ export type OAuthClientEventType = OAuthClientEvent["type"];
 export interface StartLoginOptions {
   /** The scope to ask for, instead of the client's default. */
   scope?: string;
+  /**
+   * RFC 9396 authorization details: an array of objects, each with a `type` the server
+   * registered (e.g. a payment: amount, currency, payee). Sent with the pushed request (or in
+   * the authorization URL without PAR); the server shows them on its consent page and the
+   * access token carries what was granted (`TokenResult.authorizationDetails`).
+   */
+  authorizationDetails?: Array<{ type: string } & Record<string, unknown>>;
 }
 
 /** What a successful code exchange or refresh gave (the refresh token stays inside the module). */
@@ -116,6 +123,8 @@ export interface TokenResult {
   idTokenClaims?: Record<string, unknown>;
   /** Whether a refresh token was issued (or kept from before). */
   hasRefreshToken: boolean;
+  /** The RFC 9396 authorization details granted, if the server said. */
+  authorizationDetails?: Array<{ type: string } & Record<string, unknown>>;
 }
 "#;
 
@@ -186,6 +195,32 @@ pub fn new_state() -> Result<String, BrowserError> {
     let mut bytes = [0u8; STATE_BYTES];
     random(&mut bytes)?;
     Ok(b64::encode(&bytes))
+}
+
+/// The `authorizationDetails` of `startLogin` options as the JSON text of the
+/// `authorization_details` parameter: `None` when absent.
+///
+/// # Errors
+/// `invalid_request` unless it is a non-empty array of objects, each with a string `type`.
+pub fn authorization_details(options: &JsValue) -> Result<Option<String>, BrowserError> {
+    let value = js::get(options, "authorizationDetails");
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    let bad = || BrowserError::bad_argument("`authorizationDetails` must be a non-empty array of objects with a string `type`");
+    let list = value.dyn_ref::<js_sys::Array>().ok_or_else(bad)?;
+    let typed = list.length() > 0
+        && list
+            .iter()
+            .all(|d| d.is_object() && !js_sys::Array::is_array(&d) && js::get(&d, "type").is_string());
+    if !typed {
+        return Err(bad());
+    }
+    js_sys::JSON::stringify(&value)
+        .ok()
+        .and_then(|s| s.as_string())
+        .map(Some)
+        .ok_or_else(bad)
 }
 
 /// Whether a space-separated scope asks for OpenID Connect (`openid`).
@@ -447,6 +482,8 @@ struct Tokens {
     expires_in: Option<f64>,
     expires_at: Option<f64>,
     scope: Option<String>,
+    /// The RFC 9396 `authorization_details` granted, as the token response gave them.
+    authorization_details: Option<JsValue>,
     id_token: Option<String>,
     id_token_claims: Option<JsValue>,
     /// The validated claims, as keybound-core read them (a refreshed ID token must keep their
@@ -583,6 +620,9 @@ fn parse_tokens(body: &JsValue, previous: Option<&Tokens>) -> Result<Tokens, Bro
         expires_in,
         expires_at: expires_in.map(|s| js::now_millis() + s * 1000.0),
         scope: js::str_of(body, "scope"),
+        authorization_details: Some(js::get(body, "authorization_details"))
+            .filter(js_sys::Array::is_array)
+            .or_else(|| previous.and_then(|p| p.authorization_details.clone())),
         id_token: id_token.or(previous_id),
         id_token_claims: previous_claims,
         id_claims: previous_id_claims,
@@ -606,6 +646,10 @@ fn token_result(tokens: &Tokens) -> JsValue {
             tokens.id_token_claims.as_ref().unwrap_or(&JsValue::UNDEFINED),
         ),
         ("hasRefreshToken", &JsValue::from_bool(tokens.refresh_token.is_some())),
+        (
+            "authorizationDetails",
+            tokens.authorization_details.as_ref().unwrap_or(&JsValue::UNDEFINED),
+        ),
     ])
     .into()
 }
@@ -742,7 +786,7 @@ impl ClientInner {
         }
     }
 
-    async fn start(&self, scope: Option<String>) -> Result<String, JsValue> {
+    async fn start(&self, scope: Option<String>, details: Option<String>) -> Result<String, JsValue> {
         let pkce = new_pkce().map_err(js_err)?;
         let state = new_state().map_err(js_err)?;
         let scope = scope.or_else(|| self.scope.clone());
@@ -766,6 +810,9 @@ impl ClientInner {
         }
         if let Some(nonce) = nonce.as_deref() {
             entries.push(("nonce", nonce));
+        }
+        if let Some(details) = details.as_deref() {
+            entries.push(("authorization_details", details));
         }
         let url = web_sys::Url::new(&self.endpoints.authorization)?;
         if let Some(par) = &self.endpoints.par {
@@ -1087,14 +1134,17 @@ impl OAuthClient {
         let inner = Rc::clone(&self.inner);
         let options: Option<JsValue> = options.map(Into::into);
         future_to_promise(async move {
-            let scope = match options.filter(|o| !o.is_undefined() && !o.is_null()) {
+            let (scope, details) = match options.filter(|o| !o.is_undefined() && !o.is_null()) {
                 Some(o) => {
                     let o = js::options_object(&o, "startLogin options").map_err(js_err)?;
-                    js::optional_string(&o, "scope").map_err(js_err)?
+                    (
+                        js::optional_string(&o, "scope").map_err(js_err)?,
+                        authorization_details(&o).map_err(js_err)?,
+                    )
                 }
-                None => None,
+                None => (None, None),
             };
-            inner.start(scope).await.map(|url| JsValue::from_str(&url))
+            inner.start(scope, details).await.map(|url| JsValue::from_str(&url))
         })
     }
 

@@ -591,3 +591,59 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B
     .await;
     (ra.unwrap(), rb.unwrap())
 }
+
+/// RFC 9396: `authorizationDetails` go with the request (in the URL without PAR, in the pushed
+/// form with it) as the `authorization_details` JSON, and the granted ones come back in the
+/// token result; anything but an array of typed objects is refused before any request.
+#[wasm_bindgen_test]
+async fn authorization_details_go_with_the_request_and_come_back_with_the_token() {
+    let payment = json!([{"type": "payment_initiation", "instructedAmount": {"currency": "EUR", "amount": "42.00"},
+        "creditorName": "Café Example"}]);
+    let id = unique("rar");
+    let key = key(&id).await;
+    let client = client_with(&key, &json!({"scope": "accounts", "autoRefresh": false})).await.unwrap();
+    let options = js(&json!({"authorizationDetails": payment}));
+    let url = wait(client.start_login(Some(options.unchecked_into()))).await.unwrap().as_string().unwrap();
+    let params = web_sys::Url::new(&url).unwrap().search_params();
+    let sent: Value = serde_json::from_str(&params.get("authorization_details").unwrap()).unwrap();
+    assert_eq!(sent, payment);
+    let pending: Value = serde_json::from_str(&session_get(&pending_key(&id)).unwrap().unwrap()).unwrap();
+    stub_fetch(&json!({}));
+    add_route(
+        &format!("{AS}/token"),
+        &json!([{"status": 200, "body": {"access_token": "at", "token_type": "DPoP", "authorization_details": payment}}]),
+    );
+    let result = wait(client.complete_login(&callback(&pending))).await.unwrap();
+    restore_fetch();
+    let granted: Value =
+        serde_json::from_str(&js_sys::JSON::stringify(&get(&result, "authorizationDetails")).unwrap().as_string().unwrap())
+            .unwrap();
+    assert_eq!(granted, payment);
+
+    // With PAR: in the pushed form.
+    let par = client_with(&key, &json!({"scope": "accounts", "metadata": metadata(true)})).await.unwrap();
+    stub_fetch(&json!({}));
+    add_route(
+        &format!("{AS}/par"),
+        &json!([{"status": 201, "body": {"request_uri": "urn:ietf:params:oauth:request_uri:x", "expires_in": 60}}]),
+    );
+    let options = js(&json!({"authorizationDetails": payment}));
+    wait(par.start_login(Some(options.unchecked_into()))).await.unwrap();
+    let pushed = calls()[0]["body"].as_str().unwrap().to_owned();
+    restore_fetch();
+    let form: std::collections::HashMap<String, String> = web_sys::UrlSearchParams::new_with_str(&pushed)
+        .map(|p| {
+            ["authorization_details", "client_id"]
+                .iter()
+                .filter_map(|k| p.get(k).map(|v| ((*k).to_owned(), v)))
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&form["authorization_details"]).unwrap(), payment);
+
+    for bad in [json!({"type": "x"}), json!([]), json!([{"amount": 1}]), json!(["x"]), json!([[]])] {
+        let options = js(&json!({"authorizationDetails": bad}));
+        let err = wait(client.start_login(Some(options.unchecked_into()))).await.unwrap_err();
+        assert_keybound_error(&err, Some("invalid_request"), "invalid_argument");
+    }
+}
