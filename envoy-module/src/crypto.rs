@@ -40,6 +40,35 @@ impl Verifier for Ring {
     }
 }
 
+/// The verifier a configuration chooses: `"verifier": "rust"` keeps keybound-core's pure Rust
+/// ([`RustCrypto`]), anything else (`"auto"`, the default) is [`Ring`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// [`Ring`].
+    Ring,
+    /// [`RustCrypto`].
+    Rust,
+}
+
+impl Choice {
+    /// What the load-time log line says verifies ES256.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Choice::Ring => "ring (native)",
+            Choice::Rust => "keybound-core (pure Rust)",
+        }
+    }
+}
+
+impl Verifier for Choice {
+    fn verify(&self, alg: Alg, key: &PublicKey, message: &[u8], sig: &[u8]) -> bool {
+        match self {
+            Choice::Ring => Ring.verify(alg, key, message, sig),
+            Choice::Rust => RustCrypto.verify(alg, key, message, sig),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,

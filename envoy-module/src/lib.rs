@@ -137,13 +137,22 @@ impl ModuleConfig {
         self.config.has_remote_keys()
     }
 
+    /// The signature verifier this configuration chose.
+    pub fn verifier(&self) -> crypto::Choice {
+        match self.config.verifier {
+            VerifierChoice::Rust => crypto::Choice::Rust,
+            _ => crypto::Choice::Ring,
+        }
+    }
+
     /// The one-line summary logged when the configuration loads.
     pub fn summary(&self) -> String {
         let gate = Gate::new(self.config.clone());
         format!(
-            "keybound: configured {} issuer(s); replay cache up to {} bytes shared by all workers; ES256, PS256 and RS256 verified by ring; ABI {ABI_VERSION}",
+            "keybound: configured {} issuer(s); replay cache up to {} bytes shared by all workers; ES256 verified by {}; ABI {ABI_VERSION}",
             self.config.issuers.len(),
             gate.replay().max_bytes(),
+            self.verifier().describe(),
         )
     }
 
@@ -266,13 +275,13 @@ pub fn on_request_headers(config: &ModuleConfig, stream: &mut Stream, host: &dyn
         }
     };
     config.adopt_shared_keys(&gate, host.now());
-    adapter::on_request_headers(&gate, stream, host, store::shared(), &crypto::Ring)
+    adapter::on_request_headers(&gate, stream, host, store::shared(), &config.verifier())
 }
 
 /// The answer to the HTTP callout a paused request waits for ([`adapter::on_fetch_answer`]).
 pub fn on_fetch_answer(config: &ModuleConfig, stream: &mut Stream, host: &dyn Host, status: Option<u16>, body: &[u8]) {
     match config.gate() {
-        Ok(gate) => adapter::on_fetch_answer(&gate, stream, host, store::shared(), &crypto::Ring, status, body),
+        Ok(gate) => adapter::on_fetch_answer(&gate, stream, host, store::shared(), &config.verifier(), status, body),
         Err(e) => {
             host.log(Level::Critical, &format!("keybound: {e}"));
             unavailable(host);
