@@ -356,6 +356,20 @@ fn module_headers<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)]) -> Vec<Modul
         .collect()
 }
 
+/// Envoy's bytes as an owned string: valid UTF-8 (every header Envoy's codecs accept but
+/// obs-text) is copied as is, the rest converted lossily; names are lower-cased (they already
+/// are from Envoy's HTTP/1 and HTTP/2 codecs, so this is a check, not a copy).
+fn owned(bytes: &[u8], lower: bool) -> String {
+    let mut s = match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    };
+    if lower && s.bytes().any(|b| b.is_ascii_uppercase()) {
+        s.make_ascii_lowercase();
+    }
+    s
+}
+
 /// Envoy's buffer as a string (lossy), if the call succeeded.
 ///
 /// # Safety
@@ -424,10 +438,7 @@ impl Host for Envoy<'_> {
                         .bytes(),
                     )
                 };
-                (
-                    String::from_utf8_lossy(k).to_ascii_lowercase(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
+                (owned(k, true), owned(v, false))
             })
             .collect()
     }
