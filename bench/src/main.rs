@@ -316,6 +316,15 @@ fn run(opts: &Options) -> Result<(), String> {
     let opaque_get = load::get("/api", &[("authorization", "Bearer opaque-bench-token")]);
     let plain = Transport::Plain;
     let mtls = Transport::Tls(tls_client(&pki, &pki.alice)?);
+    // The configurations both adapters run (scenarios 2/2m, 4/4m, 7/7m).
+    let noauth_config = keybound_config(&issuer, json!({"rules": [{"prefix": "/", "auth": "none"}]}));
+    let mtls_config = keybound_config(&issuer, json!({"mtls": {"source": "connection"}}));
+    let introspection_config = keybound_config(
+        &issuer,
+        json!({"rules": [{"prefix": "/", "allow_bearer": true}],
+            "introspection": {"endpoint": "http://as.internal/introspect", "cluster": "as",
+                "client_id": "gateway", "client_secret": "s3cret", "issuer": ISS, "audiences": [AUD]}}),
+    );
     let mut specs: Vec<Spec<'_>> = Vec::new();
     let mut scenario = |name: &'static str,
                         title: &'static str,
@@ -350,10 +359,7 @@ fn run(opts: &Options) -> Result<(), String> {
     scenario(
         "2-keybound-noauth",
         "keybound on a no-auth route (wasm VM cost)",
-        Filter::Keybound(keybound_config(
-            &issuer,
-            json!({"rules": [{"prefix": "/", "auth": "none"}]}),
-        )),
+        Filter::Keybound(noauth_config.clone()),
         Listener::Plain,
         &[],
         &plain,
@@ -399,7 +405,7 @@ fn run(opts: &Options) -> Result<(), String> {
     scenario(
         "4-keybound-mtls",
         "keybound, certificate-bound JWT over mTLS (token cached)",
-        Filter::Keybound(keybound_config(&issuer, json!({"mtls": {"source": "connection"}}))),
+        Filter::Keybound(mtls_config.clone()),
         Listener::Mtls(&pki),
         &[],
         &mtls,
@@ -446,12 +452,7 @@ fn run(opts: &Options) -> Result<(), String> {
     scenario(
         "7-keybound-introspection",
         "keybound, opaque bearer token via introspection (cached)",
-        Filter::Keybound(keybound_config(
-            &issuer,
-            json!({"rules": [{"prefix": "/", "allow_bearer": true}],
-                "introspection": {"endpoint": "http://as.internal/introspect", "cluster": "as",
-                    "client_id": "gateway", "client_secret": "s3cret", "issuer": ISS, "audiences": [AUD]}}),
-        )),
+        Filter::Keybound(introspection_config.clone()),
         Listener::Plain,
         &[("as", server.port)],
         &plain,
@@ -462,10 +463,7 @@ fn run(opts: &Options) -> Result<(), String> {
     scenario(
         "2m-module-noauth",
         "module: keybound on a no-auth route",
-        Filter::Module(keybound_config(
-            &issuer,
-            json!({"rules": [{"prefix": "/", "auth": "none"}]}),
-        )),
+        Filter::Module(noauth_config.clone()),
         Listener::Plain,
         &[],
         &plain,
@@ -474,7 +472,7 @@ fn run(opts: &Options) -> Result<(), String> {
     scenario(
         "4m-module-mtls",
         "module: certificate-bound JWT over mTLS (token cached)",
-        Filter::Module(keybound_config(&issuer, json!({"mtls": {"source": "connection"}}))),
+        Filter::Module(mtls_config.clone()),
         Listener::Mtls(&pki),
         &[],
         &mtls,
@@ -495,12 +493,7 @@ fn run(opts: &Options) -> Result<(), String> {
     scenario(
         "7m-module-introspection",
         "module: opaque bearer token via introspection (cached)",
-        Filter::Module(keybound_config(
-            &issuer,
-            json!({"rules": [{"prefix": "/", "allow_bearer": true}],
-                "introspection": {"endpoint": "http://as.internal/introspect", "cluster": "as",
-                    "client_id": "gateway", "client_secret": "s3cret", "issuer": ISS, "audiences": [AUD]}}),
-        )),
+        Filter::Module(introspection_config.clone()),
         Listener::Plain,
         &[("as", server.port)],
         &plain,

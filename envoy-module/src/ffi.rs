@@ -99,6 +99,27 @@ impl EnvoyBuffer {
     }
 }
 
+impl EnvoyHeader {
+    /// The name and the value.
+    ///
+    /// # Safety
+    /// Envoy filled this header in the current event hook: both buffers outlive `'a`.
+    unsafe fn bytes<'a>(&self) -> (&'a [u8], &'a [u8]) {
+        let (k, v) = (
+            EnvoyBuffer {
+                ptr: self.key_ptr,
+                length: self.key_length,
+            },
+            EnvoyBuffer {
+                ptr: self.value_ptr,
+                length: self.value_length,
+            },
+        );
+        // SAFETY: per the function's contract.
+        unsafe { (k.bytes(), v.bytes()) }
+    }
+}
+
 // `envoy_dynamic_module_type_http_header_type`.
 const REQUEST_HEADER: u32 = 0;
 const RESPONSE_HEADER: u32 = 2;
@@ -424,20 +445,7 @@ impl Host for Envoy<'_> {
         raw.iter()
             .map(|h| {
                 // SAFETY: as above: Envoy's buffers, alive for this hook.
-                let (k, v) = unsafe {
-                    (
-                        EnvoyBuffer {
-                            ptr: h.key_ptr,
-                            length: h.key_length,
-                        }
-                        .bytes(),
-                        EnvoyBuffer {
-                            ptr: h.value_ptr,
-                            length: h.value_length,
-                        }
-                        .bytes(),
-                    )
-                };
+                let (k, v) = unsafe { h.bytes() };
                 (owned(k, true), owned(v, false))
             })
             .collect()
@@ -789,20 +797,7 @@ unsafe fn answer(
     };
     let status = headers.iter().find_map(|h| {
         // SAFETY: Envoy's buffers, alive for this hook.
-        let (k, v) = unsafe {
-            (
-                EnvoyBuffer {
-                    ptr: h.key_ptr,
-                    length: h.key_length,
-                }
-                .bytes(),
-                EnvoyBuffer {
-                    ptr: h.value_ptr,
-                    length: h.value_length,
-                }
-                .bytes(),
-            )
-        };
+        let (k, v) = unsafe { h.bytes() };
         (k == b":status")
             .then(|| std::str::from_utf8(v).ok()?.parse().ok())
             .flatten()
