@@ -1,7 +1,7 @@
 //! What every host adapter (the proxy-wasm filter, the native Envoy module) does around a
 //! [`Gate`] decision, independent of the host's API: build the [`Request`] from the header list
 //! and the connection and route properties the configuration reads, turn an
-//! [`Outcome::Allow`](crate::gate::Outcome::Allow) into header edits, choose the counters, log
+//! [`Outcome::Allow`] into header edits, choose the counters, log
 //! lines and filter state of a decision, pause a request for a fetch (JWKS, introspection) and
 //! decide it again on the answer. [`on_request_headers`], [`on_fetch_answer`] and
 //! [`on_response_headers`] are the whole request flow; an adapter implements [`Host`] (moving
