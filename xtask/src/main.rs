@@ -73,7 +73,7 @@ struct Outcome {
 /// The e2e tests that also run against the native module (`KEYBOUND_ADAPTER=module`): the same
 /// files as for the wasm filter (the harness picks the adapter), except the cases about what only
 /// the wasm host has, listed in [`WASM_ONLY`].
-const MODULE_E2E: [&str; 22] = [
+const MODULE_E2E: [&str; 24] = [
     "test",
     "-p",
     "keybound-e2e",
@@ -96,6 +96,8 @@ const MODULE_E2E: [&str; 22] = [
     "conformance",
     "--test",
     "gateway",
+    "--test",
+    "instances",
 ];
 
 /// E2e cases that test the wasm host itself, skipped for the module: Envoy's `verify_signature`
@@ -217,7 +219,7 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
         &mut || cargo(root, &["test", "--workspace", "--locked"]),
     );
     step(
-        "e2e against the native module (KEYBOUND_ADAPTER=module): envoy, module, keys, mtls, behind_proxy, seams, headers, conformance, gateway",
+        "e2e against the native module (KEYBOUND_ADAPTER=module): envoy, module, keys, mtls, behind_proxy, seams, headers, conformance, gateway, instances",
         &mut || {
             let mut cmd = cargo_cmd();
             cmd.current_dir(root)
