@@ -9,9 +9,13 @@
 //! Every callback imported below is checked by name against the `nm -D` table of the Envoy the
 //! project installs (tests/tests/module.rs), and the module is linked with `-z now`, so a
 //! missing one fails the load with "undefined symbol", never a call at runtime. The signatures
-//! follow the ABI header; `http_filter_config_increment_counter`, absent from the stored header
-//! versions, was read from the installed Envoy's machine code (the same registers as
-//! `http_filter_increment_counter`: pointer, id, label values, their count, value).
+//! follow the ABI header (v0.2.0-era `abi.h`: buffers by value, `get_attribute_string` and
+//! `get_metadata_string` filling an `envoy_buffer*`, callouts returning their id through a
+//! `uint64_t*`); `http_filter_config_increment_counter`, absent from the header versions we could
+//! read, was read from the installed Envoy's machine code (`objdump -d`: the same argument
+//! registers as `http_filter_increment_counter`: pointer, id, label values, their count, value).
+//! Attribute ids are positions in `envoy_dynamic_module_type_attribute_id`; the e2e tests that
+//! read them (client certificate digest and URI SAN, route name) fail if one is off.
 #![allow(
     unsafe_code,
     reason = "the C ABI of Envoy's dynamic modules; each block has a SAFETY comment"

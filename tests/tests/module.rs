@@ -2,7 +2,10 @@
 //! callback it imports is exported by that Envoy (a wrong name fails here, not in Envoy), every
 //! hook it exports is one Envoy knows, and it is linked for immediate binding, so an Envoy
 //! without one of its callbacks refuses to load it with "undefined symbol: <name>".
-//! The request tests (tests/tests/envoy.rs) run against it with `KEYBOUND_ADAPTER=module`.
+//! The request tests (envoy, keys, mtls, behind_proxy, seams, headers, conformance, gateway,
+//! instances) run against it with `KEYBOUND_ADAPTER=module` (`cargo xtask test` does); a wrong
+//! attribute id, metadata source or callout signature fails them (the mTLS, XFCC, route and JWKS
+//! cases read exactly those).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
