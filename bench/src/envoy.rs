@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keybound_e2e::{Pki, TempDir, envoy_binary, free_port, request, wasm_filter_yaml, yaml_str};
+use keybound_e2e::{
+    Pki, TempDir, envoy_binary, envoy_module, free_port, module_filter_yaml, request, wasm_filter_yaml, yaml_str,
+};
 
 /// The HTTP filter under test.
 pub enum Filter {
@@ -14,6 +16,9 @@ pub enum Filter {
     None,
     /// The keybound filter with this JSON configuration.
     Keybound(String),
+    /// The keybound native module (`target/release/libkeybound_envoy_module.so`) with this JSON
+    /// configuration.
+    Module(String),
     /// Envoy's `jwt_authn` for this issuer, audience and inline JWKS.
     JwtAuthn {
         /// `iss`.
@@ -101,7 +106,7 @@ impl Envoy {
     ) -> Result<Envoy, String> {
         let dir = TempDir::new("bench")?;
         let (port, admin) = (free_port()?, free_port()?);
-        let yaml = bootstrap(port, admin, filter, listener, clusters, wasm);
+        let yaml = bootstrap(port, admin, filter, listener, clusters, wasm)?;
         let cfg = dir.0.join("envoy.yaml");
         std::fs::write(&cfg, yaml).map_err(|e| e.to_string())?;
         let child = Command::new("taskset")
@@ -152,10 +157,11 @@ fn bootstrap(
     listener: &Listener<'_>,
     clusters: &[(&str, u16)],
     wasm: &Path,
-) -> String {
+) -> Result<String, String> {
     let http_filter = match filter {
         Filter::None => String::new(),
         Filter::Keybound(config) => wasm_filter_yaml(&wasm.display().to_string(), config),
+        Filter::Module(config) => module_filter_yaml(&envoy_module()?.display().to_string(), config),
         Filter::JwtAuthn {
             issuer,
             audience,
@@ -226,7 +232,7 @@ fn bootstrap(
     } else {
         format!("  clusters:{extra}")
     };
-    format!(
+    Ok(format!(
         r#"static_resources:
   listeners:
   - name: main
@@ -252,5 +258,5 @@ fn bootstrap(
 admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
 "#
-    )
+    ))
 }

@@ -8,7 +8,14 @@
 //!
 //! Every callback imported below is checked by name against the `nm -D` table of the Envoy the
 //! project installs (tests/tests/module.rs), and the module is linked with `-z now`, so a
-//! missing one fails the load with "undefined symbol", never a call at runtime.
+//! missing one fails the load with "undefined symbol", never a call at runtime. The signatures
+//! follow the ABI header (v0.2.0-era `abi.h`: buffers by value, `get_attribute_string` and
+//! `get_metadata_string` filling an `envoy_buffer*`, callouts returning their id through a
+//! `uint64_t*`); `http_filter_config_increment_counter`, absent from the header versions we could
+//! read, was read from the installed Envoy's machine code (`objdump -d`: the same argument
+//! registers as `http_filter_increment_counter`: pointer, id, label values, their count, value).
+//! Attribute ids are positions in `envoy_dynamic_module_type_attribute_id`; the e2e tests that
+//! read them (client certificate digest and URI SAN, route name) fail if one is off.
 #![allow(
     unsafe_code,
     reason = "the C ABI of Envoy's dynamic modules; each block has a SAFETY comment"
@@ -18,9 +25,12 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
-use keybound_filter::adapter;
+use keybound_filter::adapter::{self, Property};
+use keybound_filter::gate::{DecisionLog, Fetch, Gate, HttpCall};
 use keybound_filter::metrics::LABELS;
 
 use crate::{ABI_VERSION, Action, COUNTERS, DECISION_COUNTER, Host, Level, ModuleConfig, Stream};
@@ -93,6 +103,27 @@ impl EnvoyBuffer {
     }
 }
 
+impl EnvoyHeader {
+    /// The name and the value.
+    ///
+    /// # Safety
+    /// Envoy filled this header in the current event hook: both buffers outlive `'a`.
+    unsafe fn bytes<'a>(&self) -> (&'a [u8], &'a [u8]) {
+        let (k, v) = (
+            EnvoyBuffer {
+                ptr: self.key_ptr,
+                length: self.key_length,
+            },
+            EnvoyBuffer {
+                ptr: self.value_ptr,
+                length: self.value_length,
+            },
+        );
+        // SAFETY: per the function's contract.
+        unsafe { (k.bytes(), v.bytes()) }
+    }
+}
+
 // `envoy_dynamic_module_type_http_header_type`.
 const REQUEST_HEADER: u32 = 0;
 const RESPONSE_HEADER: u32 = 2;
@@ -153,6 +184,80 @@ unsafe extern "C" {
     );
 }
 
+unsafe extern "C" {
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        filter_envoy: *mut c_void,
+        attribute_id: u32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_metadata_string(
+        filter_envoy: *mut c_void,
+        source: u32,
+        namespace: ModuleBuffer,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        filter_envoy: *mut c_void,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter_envoy: *mut c_void,
+        callout_id: *mut u64,
+        cluster_name: ModuleBuffer,
+        headers: *mut ModuleHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_milliseconds: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter_envoy: *mut c_void);
+    fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config_envoy: *mut c_void,
+        callout_id: *mut u64,
+        cluster_name: ModuleBuffer,
+        headers: *mut ModuleHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_milliseconds: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        config_envoy: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy: *mut c_void) -> *mut c_void;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: *mut c_void, event_id: u64);
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
+}
+
+// `envoy_dynamic_module_type_attribute_id` (in the header's order; checked against Envoy by the
+// mTLS, XFCC and route tests, which fail if an id reads another attribute).
+const ATTR_CONNECTION_URI_SAN_PEER_CERTIFICATE: u32 = 37;
+const ATTR_CONNECTION_SHA256_PEER_CERTIFICATE_DIGEST: u32 = 38;
+const ATTR_XDS_ROUTE_NAME: u32 = 61;
+
+// `envoy_dynamic_module_type_metadata_source_Route`.
+const METADATA_ROUTE: u32 = 1;
+
+// `envoy_dynamic_module_type_http_callout_init_result_Success` and
+// `envoy_dynamic_module_type_http_callout_result_Success`.
+const CALLOUT_INIT_SUCCESS: u32 = 0;
+const CALLOUT_SUCCESS: u32 = 0;
+
+/// The names of `envoy_dynamic_module_type_http_callout_init_result`, for the log.
+fn callout_init_error(r: u32) -> &'static str {
+    match r {
+        1 => "MissingRequiredHeaders",
+        2 => "ClusterNotFound",
+        3 => "DuplicateCalloutId",
+        4 => "CannotCreateRequest",
+        _ => "unknown",
+    }
+}
+
 fn log(l: Level, message: &str) {
     // SAFETY: the buffer points into `message`, alive for the call; Envoy copies it.
     unsafe { envoy_dynamic_module_callback_log(level(l), ModuleBuffer::of(message.as_bytes())) }
@@ -163,6 +268,92 @@ struct Loaded {
     config: ModuleConfig,
     counters: HashMap<&'static str, usize>,
     decisions: Option<usize>,
+    /// Envoy's configuration object (for background callouts and counters on the main thread).
+    config_envoy: *mut c_void,
+    /// The background JWKS refresh, when an issuer has a `jwks_uri`.
+    timer: Option<Timer>,
+    /// Background fetches in flight from the main thread, by callout id.
+    background: Mutex<HashMap<u64, Fetch>>,
+}
+
+/// Envoy's configuration scheduler, whose `commit` posts an event to the main thread.
+struct Scheduler(*mut c_void);
+
+// SAFETY: `envoy_dynamic_module_callback_http_filter_config_scheduler_commit` posts to the main
+// thread's dispatcher, which is thread-safe; the pointer is deleted only after the timer thread
+// that uses it has been joined (`Timer::stop`).
+unsafe impl Send for Scheduler {}
+
+/// A thread that posts a tick to the main thread every [`TICK`], like the wasm filter's
+/// `on_tick`: there the main thread refreshes JWKS that are due.
+struct Timer {
+    stop: std::sync::Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Scheduler>>,
+}
+
+/// The background tick period (the wasm filter's tick period).
+const TICK: Duration = Duration::from_millis(500);
+
+impl Timer {
+    fn start(config_envoy: *mut c_void) -> Option<Timer> {
+        // SAFETY: Envoy's live configuration pointer, on the main thread inside config_new.
+        let scheduler =
+            Scheduler(unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy) });
+        if scheduler.0.is_null() {
+            return None;
+        }
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("keybound-jwks".into())
+            .spawn(move || {
+                let scheduler = scheduler;
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::park_timeout(TICK);
+                    if flag.load(Ordering::Acquire) {
+                        break;
+                    }
+                    // SAFETY: the scheduler lives until this thread is joined (`Timer::stop`).
+                    unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler.0, 0) };
+                }
+                scheduler
+            })
+            .ok()?;
+        Some(Timer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread, then deletes the scheduler (on the main thread, in config_destroy).
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            if let Ok(scheduler) = t.join() {
+                // SAFETY: made by scheduler_new, no longer used by the joined thread.
+                unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler.0) };
+            }
+        }
+    }
+}
+
+impl Loaded {
+    /// Increments one of [`COUNTERS`] from the main thread.
+    fn count_on_main(&self, name: &str) {
+        if let Some(id) = self.counters.get(name) {
+            // SAFETY: Envoy's live configuration pointer; no labels, as defined.
+            unsafe {
+                envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                    self.config_envoy,
+                    *id,
+                    ptr::null(),
+                    0,
+                    1,
+                );
+            }
+        }
+    }
 }
 
 /// The per-request object handed to Envoy.
@@ -175,6 +366,63 @@ struct Filter {
 struct Envoy<'a> {
     filter: *mut c_void,
     loaded: &'a Loaded,
+}
+
+/// Module-owned headers in the ABI's layout, pointing into `headers`.
+fn module_headers<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)]) -> Vec<ModuleHeader> {
+    headers
+        .iter()
+        .map(|(k, v)| ModuleHeader {
+            key_ptr: k.as_ref().as_ptr().cast(),
+            key_length: k.as_ref().len(),
+            value_ptr: v.as_ref().as_ptr().cast(),
+            value_length: v.as_ref().len(),
+        })
+        .collect()
+}
+
+/// Envoy's bytes as an owned string: valid UTF-8 (every header Envoy's codecs accept but
+/// obs-text) is copied as is, the rest converted lossily; names are lower-cased (they already
+/// are from Envoy's HTTP/1 and HTTP/2 codecs, so this is a check, not a copy).
+fn owned(bytes: &[u8], lower: bool) -> String {
+    let mut s = match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    };
+    if lower && s.bytes().any(|b| b.is_ascii_uppercase()) {
+        s.make_ascii_lowercase();
+    }
+    s
+}
+
+/// Envoy's buffer as a string (lossy), if the call succeeded.
+///
+/// # Safety
+/// `buf` was filled by Envoy in this event hook.
+unsafe fn envoy_string(ok: bool, buf: EnvoyBuffer) -> Option<String> {
+    // SAFETY: per the function's contract.
+    ok.then(|| String::from_utf8_lossy(unsafe { buf.bytes() }).into_owned())
+        .filter(|s| !s.is_empty())
+}
+
+impl Envoy<'_> {
+    fn count_id(&self, id: usize, labels: &[ModuleBuffer]) {
+        // SAFETY: live filter pointer of a filter made from the configuration that defined `id`;
+        // as many label values as the definition has names, alive for the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_increment_counter(
+                self.filter,
+                id,
+                if labels.is_empty() {
+                    ptr::null()
+                } else {
+                    labels.as_ptr()
+                },
+                labels.len(),
+                1,
+            );
+        }
+    }
 }
 
 impl Host for Envoy<'_> {
@@ -201,26 +449,43 @@ impl Host for Envoy<'_> {
         raw.iter()
             .map(|h| {
                 // SAFETY: as above: Envoy's buffers, alive for this hook.
-                let (k, v) = unsafe {
-                    (
-                        EnvoyBuffer {
-                            ptr: h.key_ptr,
-                            length: h.key_length,
-                        }
-                        .bytes(),
-                        EnvoyBuffer {
-                            ptr: h.value_ptr,
-                            length: h.value_length,
-                        }
-                        .bytes(),
-                    )
-                };
-                (
-                    String::from_utf8_lossy(k).to_ascii_lowercase(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
+                let (k, v) = unsafe { h.bytes() };
+                (owned(k, true), owned(v, false))
             })
             .collect()
+    }
+
+    fn property(&self, property: Property) -> Option<String> {
+        let mut buf = EnvoyBuffer {
+            ptr: ptr::null(),
+            length: 0,
+        };
+        let attribute = match property {
+            Property::PeerCertDigest => ATTR_CONNECTION_SHA256_PEER_CERTIFICATE_DIGEST,
+            Property::PeerUriSan => ATTR_CONNECTION_URI_SAN_PEER_CERTIFICATE,
+            Property::RouteName => ATTR_XDS_ROUTE_NAME,
+            Property::RouteRequirement => {
+                // SAFETY: live filter pointer; the buffers point into static strings; Envoy
+                // fills `buf` with a pointer into the route's metadata, alive for this hook.
+                let ok = unsafe {
+                    envoy_dynamic_module_callback_http_get_metadata_string(
+                        self.filter,
+                        METADATA_ROUTE,
+                        ModuleBuffer::of(b"keybound"),
+                        ModuleBuffer::of(b"requirement"),
+                        &mut buf,
+                    )
+                };
+                // SAFETY: filled by Envoy just now.
+                return unsafe { envoy_string(ok, buf) };
+            }
+        };
+        // SAFETY: live filter pointer; Envoy fills `buf` with a pointer into the connection's
+        // or route's data, alive for this hook.
+        let ok =
+            unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(self.filter, attribute, &mut buf) };
+        // SAFETY: filled by Envoy just now.
+        unsafe { envoy_string(ok, buf) }
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
@@ -250,15 +515,7 @@ impl Host for Envoy<'_> {
     }
 
     fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
-        let hs: Vec<ModuleHeader> = headers
-            .iter()
-            .map(|(k, v)| ModuleHeader {
-                key_ptr: k.as_ptr().cast(),
-                key_length: k.len(),
-                value_ptr: v.as_ptr().cast(),
-                value_length: v.len(),
-            })
-            .collect();
+        let hs = module_headers(headers);
         let details = b"keybound";
         // SAFETY: live filter pointer; `hs` points into `headers`, and both, `body` and
         // `details` outlive the call (Envoy copies them into the reply).
@@ -274,40 +531,79 @@ impl Host for Envoy<'_> {
         }
     }
 
-    fn count(&self, name: &str) {
-        if let Some(id) = self.loaded.counters.get(name) {
-            // SAFETY: live filter pointer of a filter made from the configuration that defined
-            // `id`; no labels.
-            unsafe {
-                envoy_dynamic_module_callback_http_filter_increment_counter(self.filter, *id, ptr::null(), 0, 1);
-            }
-        }
-    }
-
-    fn count_decision(&self, labels: [&str; 4]) {
+    fn record(&self, gate: &Gate, log: &DecisionLog) {
         if let Some(id) = self.loaded.decisions {
-            let values = labels.map(|l| ModuleBuffer::of(l.as_bytes()));
-            // SAFETY: as `count`; four label values for the four label names of the definition,
-            // pointing into `labels`, alive for the call.
-            unsafe {
-                envoy_dynamic_module_callback_http_filter_increment_counter(
-                    self.filter,
-                    id,
-                    values.as_ptr(),
-                    values.len(),
-                    1,
-                );
-            }
+            let labels = [
+                log.decision,
+                log.reason,
+                gate.requirement_name(log.requirement),
+                log.mode.as_str(),
+            ]
+            .map(|l| ModuleBuffer::of(l.as_bytes()));
+            self.count_id(id, &labels);
+        }
+        for name in adapter::extra_counters(log) {
+            self.count(name);
         }
     }
 
-    fn log_enabled(&self, l: Level) -> bool {
+    fn count(&self, name: &'static str) {
+        if let Some(id) = self.loaded.counters.get(name) {
+            self.count_id(*id, &[]);
+        }
+    }
+
+    fn log_enabled(&self, l: Level, _now: u64) -> bool {
         // SAFETY: a plain query.
         unsafe { envoy_dynamic_module_callback_log_enabled(level(l)) }
     }
 
     fn log(&self, l: Level, message: &str) {
         log(l, message);
+    }
+
+    fn set_filter_state(&self, name: &str, value: &str) {
+        let key = format!("keybound.{name}");
+        // SAFETY: live filter pointer; both buffers alive for the call (Envoy copies them).
+        unsafe {
+            envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.filter,
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    fn http_call(&self, call: &HttpCall<'_>) -> Result<(), String> {
+        let mut hs = module_headers(&call.headers);
+        let mut id = 0u64;
+        // SAFETY: live filter pointer; every buffer points into `call`/`hs`, alive for the call
+        // (Envoy copies them into the request); `id` is a valid out-pointer.
+        let r = unsafe {
+            envoy_dynamic_module_callback_http_filter_http_callout(
+                self.filter,
+                &mut id,
+                ModuleBuffer::of(call.target.cluster.as_bytes()),
+                hs.as_mut_ptr(),
+                hs.len(),
+                call.body.as_deref().map_or_else(ModuleBuffer::null, ModuleBuffer::of),
+                call.target.timeout_ms,
+            )
+        };
+        if r == CALLOUT_INIT_SUCCESS {
+            Ok(())
+        } else {
+            Err(format!(
+                "HTTP callout to cluster {:?} not sent: {}",
+                call.target.cluster,
+                callout_init_error(r)
+            ))
+        }
+    }
+
+    fn resume(&self) {
+        // SAFETY: live filter pointer, its request paused in request_headers.
+        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.filter) }
     }
 
     fn now(&self) -> u64 {
@@ -325,7 +621,8 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     ABI_VERSION_C.as_ptr().cast()
 }
 
-/// A filter configuration: parse, refuse with the field named, define the counters.
+/// A filter configuration: parse, refuse with the field named, define the counters, start the
+/// background JWKS refresh if an issuer has a `jwks_uri`.
 ///
 /// # Safety
 /// Called by Envoy on the main thread with its configuration pointer and two buffers it owns
@@ -373,15 +670,31 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         .collect();
     let decisions = define(DECISION_COUNTER, &LABELS);
     log(Level::Info, &config.summary());
+    let timer = if config.has_remote_keys() {
+        let t = Timer::start(config_envoy);
+        if t.is_none() {
+            log(
+                Level::Warn,
+                "keybound: no background JWKS refresh (scheduler unavailable); keys are fetched on demand",
+            );
+        }
+        t
+    } else {
+        None
+    };
     let loaded = Box::new(Loaded {
         config,
         counters,
         decisions,
+        config_envoy,
+        timer,
+        background: Mutex::new(HashMap::new()),
     });
     Box::into_raw(loaded).cast_const().cast()
 }
 
-/// Frees a configuration.
+/// Frees a configuration: stops its timer; worker threads free their gates for it at their next
+/// request (`ModuleConfig::gate`).
 ///
 /// # Safety
 /// `config` is a pointer returned by `envoy_dynamic_module_on_http_filter_config_new`, destroyed
@@ -390,8 +703,159 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
     if !config.is_null() {
         // SAFETY: made by `Box::into_raw` in config_new and destroyed once.
-        drop(unsafe { Box::from_raw(config.cast_mut().cast::<Loaded>()) });
+        let mut loaded = unsafe { Box::from_raw(config.cast_mut().cast::<Loaded>()) };
+        if let Some(t) = loaded.timer.as_mut() {
+            t.stop();
+        }
+        drop(loaded);
     }
+}
+
+/// The timer's tick, on the main thread: background JWKS fetches that are due.
+///
+/// # Safety
+/// Envoy's configuration pointer and ours, alive (Envoy drops events of a destroyed
+/// configuration).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    config_envoy: *mut c_void,
+    config: *const c_void,
+    _event_id: u64,
+) {
+    // SAFETY: per this hook's contract.
+    let Some(loaded) = (unsafe { config.cast::<Loaded>().as_ref() }) else {
+        return;
+    };
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let now = adapter::unix_secs(SystemTime::now());
+        let fetches = match loaded.config.background_fetches(now) {
+            Ok(f) => f,
+            Err(e) => {
+                log(Level::Critical, &format!("keybound: {e}"));
+                return;
+            }
+        };
+        for (fetch, call) in fetches {
+            loaded.count_on_main(adapter::fetch_counter(&fetch));
+            let mut hs = module_headers(&call.headers);
+            let mut id = 0u64;
+            // SAFETY: Envoy's live configuration pointer on the main thread; every buffer
+            // points into `call`/`hs`, alive for the call; `id` is a valid out-pointer.
+            let r = unsafe {
+                envoy_dynamic_module_callback_http_filter_config_http_callout(
+                    config_envoy,
+                    &mut id,
+                    ModuleBuffer::of(call.cluster.as_bytes()),
+                    hs.as_mut_ptr(),
+                    hs.len(),
+                    if call.body.is_empty() {
+                        ModuleBuffer::null()
+                    } else {
+                        ModuleBuffer::of(&call.body)
+                    },
+                    call.timeout_ms,
+                )
+            };
+            if r == CALLOUT_INIT_SUCCESS {
+                if let Ok(mut b) = loaded.background.lock() {
+                    b.insert(id, fetch);
+                }
+            } else {
+                let report = loaded.config.background_answer(&fetch, None, b"", now);
+                if let Some(c) = report.counter {
+                    loaded.count_on_main(c);
+                }
+                log(
+                    Level::Warn,
+                    &format!(
+                        "keybound: JWKS fetch not sent to cluster {:?}: {}",
+                        call.cluster,
+                        callout_init_error(r)
+                    ),
+                );
+            }
+        }
+    }));
+}
+
+/// The `:status` and the body of a callout's answer.
+///
+/// # Safety
+/// Envoy's arrays of `headers_size` headers and `chunks_size` buffers (or null), alive for the
+/// current hook.
+unsafe fn answer(
+    result: u32,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    chunks: *const EnvoyBuffer,
+    chunks_size: usize,
+) -> (Option<u16>, Vec<u8>) {
+    if result != CALLOUT_SUCCESS {
+        return (None, Vec::new());
+    }
+    let headers: &[EnvoyHeader] = if headers.is_null() {
+        &[]
+    } else {
+        // SAFETY: per the function's contract.
+        unsafe { std::slice::from_raw_parts(headers, headers_size) }
+    };
+    let status = headers.iter().find_map(|h| {
+        // SAFETY: Envoy's buffers, alive for this hook.
+        let (k, v) = unsafe { h.bytes() };
+        (k == b":status")
+            .then(|| std::str::from_utf8(v).ok()?.parse().ok())
+            .flatten()
+    });
+    let chunks: &[EnvoyBuffer] = if chunks.is_null() {
+        &[]
+    } else {
+        // SAFETY: per the function's contract.
+        unsafe { std::slice::from_raw_parts(chunks, chunks_size) }
+    };
+    let mut body = Vec::new();
+    for c in chunks {
+        // SAFETY: Envoy's buffers, alive for this hook.
+        body.extend_from_slice(unsafe { c.bytes() });
+    }
+    (status, body)
+}
+
+/// A background callout's answer, on the main thread: the keys are published for the workers.
+///
+/// # Safety
+/// Envoy's pointers for this hook (see `answer`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    _config_envoy: *mut c_void,
+    config: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    chunks: *const EnvoyBuffer,
+    chunks_size: usize,
+) {
+    // SAFETY: per this hook's contract.
+    let Some(loaded) = (unsafe { config.cast::<Loaded>().as_ref() }) else {
+        return;
+    };
+    // SAFETY: per this hook's contract.
+    let (status, body) = unsafe { answer(result, headers, headers_size, chunks, chunks_size) };
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let Some(fetch) = loaded.background.lock().ok().and_then(|mut b| b.remove(&callout_id)) else {
+            return;
+        };
+        let report = loaded
+            .config
+            .background_answer(&fetch, status, &body, adapter::unix_secs(SystemTime::now()));
+        if let Some(c) = report.counter {
+            loaded.count_on_main(c);
+        }
+        // SAFETY: a plain query.
+        if report.level != Level::Debug || unsafe { envoy_dynamic_module_callback_log_enabled(level(Level::Debug)) } {
+            log(report.level, &report.message);
+        }
+    }));
 }
 
 /// A filter for one HTTP stream.
@@ -435,6 +899,16 @@ unsafe fn parts<'a>(filter: *const c_void) -> Option<(&'a mut Filter, &'a Loaded
     Some((f, l))
 }
 
+/// Fails closed after a panic, without taking Envoy down.
+fn internal_error(host: &Envoy<'_>) {
+    log(Level::Critical, "keybound: internal error deciding a request; refused");
+    host.send_response(
+        503,
+        &[("content-type".to_owned(), "application/json".to_owned())],
+        adapter::UNAVAILABLE,
+    );
+}
+
 /// The request headers: the decision.
 ///
 /// # Safety
@@ -460,15 +934,42 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         Ok(Action::Continue) => CONTINUE,
         Ok(Action::Stop) => STOP_ITERATION,
         Err(_) => {
-            // Fail closed, without taking Envoy down.
-            log(Level::Critical, "keybound: internal error deciding a request; refused");
-            host.send_response(
-                503,
-                &[("content-type".to_owned(), "application/json".to_owned())],
-                adapter::UNAVAILABLE,
-            );
+            internal_error(&host);
             STOP_ITERATION
         }
+    }
+}
+
+/// The answer of the callout a paused request waits for: decide again, resume or refuse.
+///
+/// # Safety
+/// Envoy's live filter pointer, our filter pointer, and Envoy's arrays for this hook.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    filter_envoy: *mut c_void,
+    filter: *const c_void,
+    _callout_id: u64,
+    result: u32,
+    headers: *const EnvoyHeader,
+    headers_size: usize,
+    chunks: *const EnvoyBuffer,
+    chunks_size: usize,
+) {
+    // SAFETY: per this hook's contract.
+    let Some((f, loaded)) = (unsafe { parts(filter) }) else {
+        return;
+    };
+    // SAFETY: per this hook's contract.
+    let (status, body) = unsafe { answer(result, headers, headers_size, chunks, chunks_size) };
+    let host = Envoy {
+        filter: filter_envoy,
+        loaded,
+    };
+    let done = catch_unwind(AssertUnwindSafe(|| {
+        crate::on_fetch_answer(&loaded.config, &mut f.stream, &host, status, &body);
+    }));
+    if done.is_err() {
+        internal_error(&host);
     }
 }
 
@@ -522,20 +1023,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(_: *mut 
 /// Stream complete: nothing to flush.
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(_: *mut c_void, _: *const c_void) {}
-
-/// One-shot HTTP callout done: the module makes none yet.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _: *mut c_void,
-    _: *const c_void,
-    _: u64,
-    _: u32,
-    _: *mut EnvoyHeader,
-    _: usize,
-    _: *mut EnvoyBuffer,
-    _: usize,
-) {
-}
 
 /// Streamed callout headers: none made.
 #[unsafe(no_mangle)]

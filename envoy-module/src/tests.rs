@@ -19,11 +19,16 @@ struct Fake {
     set: RefCell<Vec<(String, Option<String>)>>,
     reply: RefCell<Option<Reply>>,
     decisions: RefCell<Vec<[String; 4]>>,
+    calls: RefCell<Vec<String>>,
+    resumed: RefCell<bool>,
 }
 
 impl Host for Fake {
     fn request_headers(&self) -> Vec<(String, String)> {
         self.headers.clone()
+    }
+    fn property(&self, _: Property) -> Option<String> {
+        None
     }
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         self.set.borrow_mut().push((name.into(), value.map(Into::into)));
@@ -32,14 +37,30 @@ impl Host for Fake {
     fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
         *self.reply.borrow_mut() = Some((status, headers.to_vec(), body.to_vec()));
     }
-    fn count(&self, _: &str) {}
-    fn count_decision(&self, labels: [&str; 4]) {
-        self.decisions.borrow_mut().push(labels.map(String::from));
+    fn record(&self, gate: &Gate, log: &keybound_filter::gate::DecisionLog) {
+        self.decisions.borrow_mut().push(
+            [
+                log.decision,
+                log.reason,
+                gate.requirement_name(log.requirement),
+                log.mode.as_str(),
+            ]
+            .map(String::from),
+        );
     }
-    fn log_enabled(&self, _: Level) -> bool {
+    fn count(&self, _: &'static str) {}
+    fn log_enabled(&self, _: Level, _: u64) -> bool {
         true
     }
     fn log(&self, _: Level, _: &str) {}
+    fn set_filter_state(&self, _: &str, _: &str) {}
+    fn http_call(&self, call: &keybound_filter::gate::HttpCall<'_>) -> Result<(), String> {
+        self.calls.borrow_mut().push(call.target.cluster.clone());
+        Ok(())
+    }
+    fn resume(&self) {
+        *self.resumed.borrow_mut() = true;
+    }
     fn now(&self) -> u64 {
         1_700_000_000
     }
@@ -95,17 +116,76 @@ fn a_request_without_a_token_is_refused_and_an_open_route_passes_with_spoofed_he
 }
 
 #[test]
-fn what_the_module_cannot_do_yet_is_refused_naming_the_field() {
+fn what_the_module_cannot_do_is_refused_naming_the_field() {
     let e = load_config(br#"{"issuers": []}"#).unwrap_err();
     assert!(e.contains("issuers"), "{e}");
-    let with = |extra: &str| {
-        let mut v: serde_json::Value = serde_json::from_str(&config_json()).unwrap();
-        let extra: serde_json::Value = serde_json::from_str(extra).unwrap();
-        for (k, x) in extra.as_object().unwrap() {
-            v[k] = x.clone();
-        }
-        load_config(v.to_string().as_bytes()).unwrap_err()
-    };
-    assert!(with(r#"{"filter_state": true}"#).contains("`filter_state`"));
-    assert!(with(r#"{"verifier": "envoy"}"#).contains("`verifier`"));
+    let mut v: serde_json::Value = serde_json::from_str(&config_json()).unwrap();
+    v["verifier"] = "envoy".into();
+    let e = load_config(v.to_string().as_bytes()).unwrap_err();
+    assert!(e.contains("`verifier`"), "{e}");
+}
+
+/// A token from a remote issuer the worker has no keys for: the request pauses for a JWKS
+/// callout; the answer's keys let it through (resumed), and they are published for the others.
+#[test]
+fn a_remote_jwks_is_fetched_through_a_callout_and_the_request_resumes() {
+    let issuer = keybound_core::jws::P256Signer::from_bytes(&[200; 32]).unwrap();
+    let mut jwk: serde_json::Value = serde_json::from_str(&issuer.public_key().to_json()).unwrap();
+    jwk["kid"] = "k1".into();
+    let jwks = serde_json::json!({"keys": [jwk]}).to_string();
+    let config = serde_json::json!({
+        "issuers": [{"issuer": "https://as.example.com", "audiences": ["https://rs.example.com"],
+                     "jwks_uri": "http://as.internal/jwks", "jwks_cluster": "as"}],
+        "rules": [{"prefix": "/", "allow_bearer": true}], "dpop": {"origins": ["http://rs.example.com"]},
+    })
+    .to_string();
+    let config = load_config(config.as_bytes()).unwrap();
+    assert!(config.has_remote_keys());
+    let claims = serde_json::json!({"iss": "https://as.example.com", "aud": "https://rs.example.com",
+        "exp": 1_700_000_600u64, "iat": 1_700_000_000u64, "sub": "alice", "client_id": "c1", "jti": "t1"});
+    let token = keybound_core::jws::sign_json(&issuer, Some("at+jwt"), Some("k1"), &claims).unwrap();
+    let host = fake("/api", &[("authorization", &format!("Bearer {token}"))]);
+    let mut stream = Stream::default();
+    assert_eq!(on_request_headers(&config, &mut stream, &host), Action::Stop);
+    assert_eq!(*host.calls.borrow(), ["as"]);
+    assert!(host.reply.borrow().is_none());
+    on_fetch_answer(&config, &mut stream, &host, Some(200), jwks.as_bytes());
+    assert!(*host.resumed.borrow(), "{:?}", host.decisions.borrow());
+    assert_eq!(host.decisions.borrow().last().unwrap()[0], "allow");
+
+    // A failed fetch: refused with 503, never resumed.
+    let config2 = load_config(
+        serde_json::json!({"issuers": [{"issuer": "https://as2.example.com", "audiences": ["x"],
+            "jwks_uri": "http://as.internal/jwks2", "jwks_cluster": "as"}],
+            "rules": [{"prefix": "/", "allow_bearer": true}], "dpop": {"origins": ["http://rs.example.com"]}})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let claims = serde_json::json!({"iss": "https://as2.example.com", "aud": "x", "exp": 1_700_000_600u64,
+        "iat": 1_700_000_000u64, "sub": "alice", "client_id": "c1", "jti": "t2"});
+    let token = keybound_core::jws::sign_json(&issuer, Some("at+jwt"), Some("k1"), &claims).unwrap();
+    let host = fake("/api", &[("authorization", &format!("Bearer {token}"))]);
+    let mut stream = Stream::default();
+    assert_eq!(on_request_headers(&config2, &mut stream, &host), Action::Stop);
+    on_fetch_answer(&config2, &mut stream, &host, None, b"");
+    assert!(!*host.resumed.borrow());
+    assert_eq!(host.reply.borrow().as_ref().unwrap().0, 503);
+}
+
+/// A worker frees its gates of destroyed configurations at its next request.
+#[test]
+fn gates_of_destroyed_configurations_are_freed() {
+    std::thread::spawn(|| {
+        let a = load_config(config_json().as_bytes()).unwrap();
+        let b = load_config(config_json().as_bytes()).unwrap();
+        on_request_headers(&a, &mut Stream::default(), &fake("/health", &[]));
+        on_request_headers(&b, &mut Stream::default(), &fake("/health", &[]));
+        assert_eq!(gates_on_this_thread(), 2);
+        drop(a);
+        on_request_headers(&b, &mut Stream::default(), &fake("/health", &[]));
+        assert_eq!(gates_on_this_thread(), 1);
+    })
+    .join()
+    .unwrap();
 }

@@ -387,6 +387,17 @@ impl Gate {
         out
     }
 
+    /// Adopts the JWKS that another VM or thread fetched and published, for every remote
+    /// issuer, without claiming a fetch (a host whose fetches are made elsewhere calls this
+    /// periodically; [`Gate::due_fetches`] does it too).
+    pub fn adopt_shared_keys(&mut self, store: &dyn SharedStore) {
+        for (i, issuer) in self.config.issuers.iter().enumerate() {
+            if let (Keys::Remote(remote), Some(state)) = (&issuer.keys, self.keys.get_mut(i)) {
+                sync_keys(state, remote, store, &mut self.tokens, i);
+            }
+        }
+    }
+
     /// The HTTP call for a fetch (`None` if it does not apply to this configuration).
     pub fn call_for(&self, fetch: &Fetch) -> Option<HttpCall<'_>> {
         match fetch {

@@ -10,12 +10,12 @@ use keybound_core::jwk::PublicKey;
 use keybound_core::jws::{Alg, P256Signer, RustCrypto, Signer, Verifier};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::adapter::{self, Edit, UNAVAILABLE};
-use crate::config::{CertSource, Config, VerifierChoice};
+use crate::adapter::{self, Level, Property, UNAVAILABLE};
+use crate::config::{Config, VerifierChoice};
 use crate::envoy_crypto::{es256_verify_args, result_is_valid};
-use crate::gate::{DecisionLog, Fetch, Gate, Outcome, Request};
+use crate::gate::{DecisionLog, Fetch, Gate, HttpCall};
 use crate::policy::Mode;
 use crate::replay::{Cas, SharedStore, StoreError};
 
@@ -181,11 +181,10 @@ fn now_secs(t: SystemTime) -> u64 {
     adapter::unix_secs(t)
 }
 
-/// Makes the HTTP call for a fetch from `ctx`; returns the call's token.
-fn dispatch(ctx: &dyn Context, gate: &Gate, fetch: &Fetch) -> Result<u32, String> {
-    let call = gate.call_for(fetch).ok_or("no such fetch")?;
+/// Makes an HTTP call from the current context; returns the call's token.
+fn dispatch(call: &HttpCall<'_>) -> Result<u32, String> {
     let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    ctx.dispatch_http_call(
+    hostcalls::dispatch_http_call(
         &call.target.cluster,
         headers,
         call.body.as_deref(),
@@ -195,31 +194,23 @@ fn dispatch(ctx: &dyn Context, gate: &Gate, fetch: &Fetch) -> Result<u32, String
     .map_err(|s| format!("dispatch to cluster {:?} failed: {s:?}", call.target.cluster))
 }
 
-/// Hands a call's answer to the gate, with metrics and a log line.
+/// Hands a background fetch's answer to the gate, with metrics and a log line.
 fn take_answer(gate: &mut Gate, metrics: &mut Metrics, fetch: &Fetch, status: Option<u16>, body: &[u8], now: u64) {
-    match fetch {
-        Fetch::Jwks(i) => match gate.jwks_response(*i, status, body, &Shared, now) {
-            Ok(n) => {
-                metrics.inc("keybound.jwks_fetch_ok");
-                log(LogLevel::Info, &format!("keybound: issuer {i}: fetched {n} key(s)"));
-            }
-            Err(e) => {
-                metrics.inc("keybound.jwks_fetch_failed");
-                log(
-                    LogLevel::Warn,
-                    &format!("keybound: issuer {i}: JWKS fetch failed ({e}); keeping the keys we have"),
-                );
-            }
-        },
-        Fetch::Introspect(token) => {
-            if let Err(reason) = gate.introspection_response(token, status, body, now) {
-                metrics.inc("keybound.introspection_failed");
-                log(
-                    LogLevel::Warn,
-                    &format!("keybound: introspection failed ({reason}, status {status:?})"),
-                );
-            }
-        }
+    let report = adapter::take_answer(gate, fetch, status, body, &Shared, now);
+    if let Some(c) = report.counter {
+        metrics.inc(c);
+    }
+    if report.level != Level::Debug {
+        log(wasm_level(report.level), &report.message);
+    }
+}
+
+fn wasm_level(l: Level) -> LogLevel {
+    match l {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Critical => LogLevel::Critical,
     }
 }
 
@@ -320,7 +311,12 @@ impl RootContext for Root {
         let fetches = gate.borrow_mut().due_fetches(&Shared, now);
         for fetch in fetches {
             self.metrics.borrow_mut().inc("keybound.jwks_fetches");
-            match dispatch(self, &gate.borrow(), &fetch) {
+            let sent = gate
+                .borrow()
+                .call_for(&fetch)
+                .ok_or_else(|| "no such fetch".to_owned())
+                .and_then(|call| dispatch(&call));
+            match sent {
                 Ok(token) => {
                     self.pending.insert(token, fetch);
                 }
@@ -337,8 +333,7 @@ impl RootContext for Root {
             gate: self.gate.clone(),
             metrics: self.metrics.clone(),
             verifier: self.verifier,
-            fresh_nonce: None,
-            pending: None,
+            stream: adapter::Stream::default(),
         }))
     }
 
@@ -351,210 +346,133 @@ struct Http {
     gate: Option<Rc<RefCell<Gate>>>,
     metrics: Rc<RefCell<Metrics>>,
     verifier: HostVerifier,
-    fresh_nonce: Option<String>,
-    /// The fetch this request waits for.
-    pending: Option<Fetch>,
+    stream: adapter::Stream,
 }
 
 fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
-impl Http {
-    /// Decides the request (again, after a fetch, if `resumed`) and acts on the outcome.
-    fn run(&mut self, resumed: bool) -> Action {
-        let Some(gate) = self.gate.clone() else {
-            // Fail closed: no configuration, no traffic.
-            self.send_http_response(503, vec![("content-type", "application/json")], Some(UNAVAILABLE));
-            return Action::Pause;
+/// The proxy-wasm host of the current HTTP context.
+struct WasmHost<'a> {
+    metrics: &'a RefCell<Metrics>,
+}
+
+impl adapter::Host for WasmHost<'_> {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+    }
+
+    fn property(&self, property: Property) -> Option<String> {
+        let path = match property {
+            Property::PeerCertDigest => vec!["connection", "sha256_peer_certificate_digest"],
+            Property::PeerUriSan => vec!["connection", "uri_san_peer_certificate"],
+            Property::RouteRequirement => vec!["xds", "route_metadata", "filter_metadata", "keybound", "requirement"],
+            Property::RouteName => vec!["xds", "route_name"],
         };
-        let headers = self.get_http_request_headers();
-        // The client certificate's digest, only when the configuration reads it (a property read
-        // is a call into Envoy).
-        let digest = if gate.borrow().config().cert_source == CertSource::Connection {
-            self.get_property(vec!["connection", "sha256_peer_certificate_digest"])
-                .and_then(|b| String::from_utf8(b).ok())
-        } else {
-            None
-        };
-        // The client certificate's first URI SAN, only when XFCC is trusted from a front proxy
-        // with a configured identity.
-        let uri_san = match &gate.borrow().config().cert_source {
-            CertSource::Xfcc {
-                front_proxy_uri_sans, ..
-            } if !front_proxy_uri_sans.is_empty() => self
-                .get_property(vec!["connection", "uri_san_peer_certificate"])
-                .and_then(|b| String::from_utf8(b).ok()),
-            _ => None,
-        };
-        // The route's requirement and name, only when the configuration lets routes choose.
-        let (route_requirement, route_name) = {
-            let g = gate.borrow();
-            let routes = &g.config().routes;
-            let requirement = if routes.metadata {
-                self.get_property(vec![
-                    "xds",
-                    "route_metadata",
-                    "filter_metadata",
-                    "keybound",
-                    "requirement",
-                ])
-                .and_then(|b| String::from_utf8(b).ok())
-            } else {
-                None
-            };
-            let name = if routes.names.is_empty() {
-                None
-            } else {
-                self.get_property(vec!["xds", "route_name"])
-                    .and_then(|b| String::from_utf8(b).ok())
-            };
-            (requirement, name)
-        };
-        let now = now_secs(self.get_current_time());
-        let req = Request {
-            peer_cert_digest: digest.as_deref(),
-            peer_uri_san: uri_san.as_deref(),
-            route_name: route_name.as_deref(),
-            route_requirement: route_requirement.as_deref(),
-            ..adapter::request(&headers, now)
-        };
-        let outcome = if resumed {
-            gate.borrow_mut().decide_again(&req, &Shared, &self.verifier)
-        } else {
-            gate.borrow_mut().decide(&req, &Shared, &self.verifier)
-        };
-        self.metrics.borrow_mut().maybe_gauges(&gate.borrow());
-        match outcome {
-            Outcome::Allow {
-                strip,
-                path,
-                set,
-                fresh_nonce,
-                log: l,
-            } => {
-                for edit in adapter::allow_edits(&gate.borrow(), strip, path.as_deref(), &set, &headers) {
-                    match edit {
-                        Edit::Remove(name) => self.set_http_request_header(name, None),
-                        Edit::Set(name, value) => self.set_http_request_header(name, Some(value)),
-                    }
-                }
-                self.fresh_nonce = fresh_nonce;
-                self.metrics.borrow_mut().record(&l, &gate.borrow());
-                self.filter_state(&gate.borrow(), &l);
-                if adapter::logs_allow(&l) && self.metrics.borrow_mut().info_enabled(now) {
-                    log(LogLevel::Info, &l.to_json());
-                }
-                if resumed {
-                    self.resume_http_request();
-                }
-                Action::Continue
-            }
-            Outcome::Deny {
-                status,
-                headers,
-                body,
-                log: l,
-            } => {
-                self.metrics.borrow_mut().record(&l, &gate.borrow());
-                self.filter_state(&gate.borrow(), &l);
-                if adapter::logs_reply(&l) && self.metrics.borrow_mut().info_enabled(now) {
-                    log(LogLevel::Info, &l.to_json());
-                }
-                let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                self.send_http_response(u32::from(status), hs, Some(body.as_bytes()));
-                Action::Pause
-            }
-            Outcome::Fetch(fetch) => {
-                let metric = match fetch {
-                    Fetch::Jwks(_) => "keybound.jwks_fetches",
-                    Fetch::Introspect(_) => "keybound.introspection_calls",
-                };
-                self.metrics.borrow_mut().inc(metric);
-                let sent = if resumed {
-                    Err("a second fetch for one request".to_owned())
-                } else {
-                    dispatch(self, &gate.borrow(), &fetch)
-                };
-                match sent {
-                    Ok(_) => {
-                        self.pending = Some(fetch);
-                    }
-                    Err(e) => {
-                        log(LogLevel::Warn, &format!("keybound: {e}"));
-                        let reason = match fetch {
-                            Fetch::Jwks(_) => "jwks_unavailable",
-                            Fetch::Introspect(_) => "introspection_unavailable",
-                        };
-                        self.metrics.borrow_mut().record(
-                            &DecisionLog {
-                                decision: "unavailable",
-                                reason,
-                                ..DecisionLog::default()
-                            },
-                            &gate.borrow(),
-                        );
-                        self.send_http_response(503, vec![("content-type", "application/json")], Some(UNAVAILABLE));
-                    }
-                }
-                Action::Pause
-            }
+        hostcalls::get_property(path)
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn set_response_header(&self, name: &str, value: &str) {
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+    }
+
+    fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) {
+        let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let _ = hostcalls::send_http_response(u32::from(status), hs, Some(body));
+    }
+
+    fn record(&self, gate: &Gate, log: &DecisionLog) {
+        let mut m = self.metrics.borrow_mut();
+        m.record(log, gate);
+        m.maybe_gauges(gate);
+    }
+
+    fn count(&self, name: &'static str) {
+        self.metrics.borrow_mut().inc(name);
+    }
+
+    fn log_enabled(&self, level: Level, now: u64) -> bool {
+        match level {
+            Level::Info => self.metrics.borrow_mut().info_enabled(now),
+            Level::Debug => hostcalls::get_log_level().is_ok_and(|l| l as u32 <= LogLevel::Debug as u32),
+            Level::Warn | Level::Critical => true,
         }
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        log(wasm_level(level), message);
+    }
+
+    fn set_filter_state(&self, name: &str, value: &str) {
+        // Envoy stores it as filter state `wasm.keybound.<name>`.
+        let _ = hostcalls::set_property(vec![&format!("keybound.{name}")], Some(value.as_bytes()));
+    }
+
+    fn http_call(&self, call: &HttpCall<'_>) -> Result<(), String> {
+        dispatch(call).map(|_| ())
+    }
+
+    fn resume(&self) {
+        let _ = hostcalls::resume_http_request();
+    }
+
+    fn now(&self) -> u64 {
+        now_secs(hostcalls::get_current_time().unwrap_or(std::time::UNIX_EPOCH))
     }
 }
 
 impl Http {
-    /// The decision in Envoy filter state (`wasm.keybound.decision`, `.reason`, `.requirement`,
-    /// `.mode`, `.binding`, and the forwarded claims), for access logs and RBAC, when
-    /// `filter_state` is configured.
-    fn filter_state(&self, gate: &Gate, l: &DecisionLog) {
-        if !gate.config().filter_state {
-            return;
-        }
-        let put = |name: &str, value: &str| {
-            self.set_property(vec![&format!("keybound.{name}")], Some(value.as_bytes()));
-        };
-        put("decision", l.decision);
-        put("reason", l.reason);
-        put("requirement", gate.requirement_name(l.requirement));
-        put("mode", l.mode.as_str());
-        if let Some(b) = l.binding {
-            put("binding", b);
-        }
-        for (name, value) in &l.claims {
-            put(name, value);
-        }
+    /// Fails closed without a configuration: no traffic.
+    fn no_gate(&self) -> Action {
+        self.send_http_response(503, vec![("content-type", "application/json")], Some(UNAVAILABLE));
+        Action::Pause
+    }
+}
+
+fn action(a: adapter::Action) -> Action {
+    match a {
+        adapter::Action::Continue => Action::Continue,
+        adapter::Action::Stop => Action::Pause,
     }
 }
 
 impl Context for Http {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let (Some(fetch), Some(gate)) = (self.pending.take(), self.gate.clone()) else {
+        let Some(gate) = self.gate.clone() else {
             return;
         };
         let (status, body) = call_answer(self, body_size);
-        let now = now_secs(self.get_current_time());
-        take_answer(
-            &mut gate.borrow_mut(),
-            &mut self.metrics.borrow_mut(),
-            &fetch,
-            status,
-            &body,
-            now,
-        );
-        self.run(true);
+        let host = WasmHost { metrics: &self.metrics };
+        adapter::on_fetch_answer(&gate, &mut self.stream, &host, &Shared, &self.verifier, status, &body);
     }
 }
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        self.run(false)
+        let Some(gate) = self.gate.clone() else {
+            return self.no_gate();
+        };
+        let host = WasmHost { metrics: &self.metrics };
+        action(adapter::on_request_headers(
+            &gate,
+            &mut self.stream,
+            &host,
+            &Shared,
+            &self.verifier,
+        ))
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        if let Some(nonce) = self.fresh_nonce.take() {
-            self.set_http_response_header(adapter::NONCE_HEADER, Some(&nonce));
-        }
+        let host = WasmHost { metrics: &self.metrics };
+        adapter::on_response_headers(&mut self.stream, &host);
         Action::Continue
     }
 }

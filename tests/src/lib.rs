@@ -114,6 +114,26 @@ impl Adapter {
         }
     }
 
+    /// The filter-state key of the decision's `name` (`decision`, `reason`, `binding`...):
+    /// `wasm.keybound.<name>` for the wasm filter (Envoy prefixes a VM's properties),
+    /// `keybound.<name>` for the module.
+    pub fn filter_state_key(self, name: &str) -> String {
+        match self {
+            Adapter::Wasm => format!("wasm.keybound.{name}"),
+            Adapter::Module => format!("keybound.{name}"),
+        }
+    }
+
+    /// The prefix of the filter's series in `/stats/prometheus`: none for the wasm filter (its
+    /// configurations strip `wasmcustom.` with `stats_tags`), `envoy_dynamicmodulescustom_` for
+    /// the module (its counters carry Envoy tags, no `stats_tags`).
+    pub fn prometheus_prefix(self) -> &'static str {
+        match self {
+            Adapter::Wasm => "",
+            Adapter::Module => "envoy_dynamicmodulescustom_",
+        }
+    }
+
     /// The prefix Envoy gives the filter's custom stats: `wasmcustom.` for the wasm filter, the
     /// module's `metrics_namespace` for the module.
     pub fn stats_prefix(self) -> &'static str {
@@ -528,6 +548,15 @@ impl EnvoyOptions {
     pub fn adapter(&self) -> Adapter {
         self.adapter.unwrap_or_else(Adapter::from_env)
     }
+
+    /// The environment of the Envoy process: `vm_env` for the native module (it reads the
+    /// process environment), nothing for the wasm filter (its VM gets `vm_env`).
+    fn process_env(&self) -> &[(String, String)] {
+        match self.adapter() {
+            Adapter::Wasm => &[],
+            Adapter::Module => &self.vm_env,
+        }
+    }
 }
 
 /// `s` as a YAML scalar (a JSON string, which YAML reads as the same string).
@@ -804,9 +833,10 @@ impl Envoy {
     /// As [`Envoy::start`].
     pub fn start_with(filter_config: &str, upstream: &Upstream, opts: &EnvoyOptions) -> Result<Envoy, String> {
         let filter = opts.adapter().artifact()?.display().to_string();
-        let mut envoy = Envoy::start_on_free_ports(|port, admin| {
-            bootstrap(port, admin, upstream.port, Some((&filter, filter_config)), opts)
-        })?;
+        let mut envoy = Envoy::start_on_free_ports_env(
+            |port, admin| bootstrap(port, admin, upstream.port, Some((&filter, filter_config)), opts),
+            opts.process_env(),
+        )?;
         envoy.adapter = opts.adapter();
         Ok(envoy)
     }
@@ -823,9 +853,10 @@ impl Envoy {
         opts: &EnvoyOptions,
     ) -> Result<Envoy, String> {
         let filter = opts.adapter().artifact()?.display().to_string();
-        let mut envoy = Envoy::start_on_free_ports(|port, admin| {
-            bootstrap(port, admin, upstream.port, Some((&filter, &filter_config(port))), opts)
-        })?;
+        let mut envoy = Envoy::start_on_free_ports_env(
+            |port, admin| bootstrap(port, admin, upstream.port, Some((&filter, &filter_config(port))), opts),
+            opts.process_env(),
+        )?;
         envoy.adapter = opts.adapter();
         Ok(envoy)
     }
@@ -844,18 +875,24 @@ impl Envoy {
     /// binds it; when Envoy exits because an address is in use, this tries again with new ports
     /// (three attempts).
     fn start_on_free_ports(yaml: impl Fn(u16, u16) -> String) -> Result<Envoy, String> {
-        Envoy::start_on_ports(free_port, yaml)
+        Envoy::start_on_ports(free_port, yaml, &[])
+    }
+
+    /// [`Envoy::start_on_free_ports`] with environment variables for the Envoy process.
+    fn start_on_free_ports_env(yaml: impl Fn(u16, u16) -> String, env: &[(String, String)]) -> Result<Envoy, String> {
+        Envoy::start_on_ports(free_port, yaml, env)
     }
 
     /// [`Envoy::start_on_free_ports`] with the ports from `next_port`.
     fn start_on_ports(
         mut next_port: impl FnMut() -> Result<u16, String>,
         yaml: impl Fn(u16, u16) -> String,
+        env: &[(String, String)],
     ) -> Result<Envoy, String> {
         let mut last = String::new();
         for _ in 0..3 {
             let (port, admin) = (next_port()?, next_port()?);
-            match Envoy::start_yaml(&yaml(port, admin), port, admin) {
+            match Envoy::start_yaml_env(&yaml(port, admin), port, admin, env) {
                 Err(e) if e.contains("already in use") => last = e,
                 started => return started,
             }
@@ -869,6 +906,12 @@ impl Envoy {
     /// # Errors
     /// As [`Envoy::start`].
     pub fn start_yaml(yaml: &str, port: u16, admin: u16) -> Result<Envoy, String> {
+        Envoy::start_yaml_env(yaml, port, admin, &[])
+    }
+
+    /// [`Envoy::start_yaml`] with environment variables for the Envoy process (where the native
+    /// module reads `*_from_env` secrets; the wasm filter reads its VM's).
+    fn start_yaml_env(yaml: &str, port: u16, admin: u16, env: &[(String, String)]) -> Result<Envoy, String> {
         let envoy = envoy_binary()?;
         let dir = TempDir::new("envoy")?;
         let cfg = dir.0.join("envoy.yaml");
@@ -886,6 +929,7 @@ impl Envoy {
             ])
             .arg("--log-path")
             .arg(&log)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1047,6 +1091,7 @@ mod tests {
         let envoy = Envoy::start_on_ports(
             || ports.next().unwrap(),
             |port, admin| bootstrap(port, admin, 9, None, &EnvoyOptions::default()),
+            &[],
         )
         .unwrap();
         assert_ne!(envoy.port, busy);

@@ -13,7 +13,7 @@ mod common;
 
 use common::{config, dpop_token, eventually, p256, proof, sign_token, token_claims};
 use keybound_core::jws::Signer;
-use keybound_e2e::{Envoy, EnvoyOptions, Response, TempDir, Upstream, request, validate_with};
+use keybound_e2e::{Adapter, Envoy, EnvoyOptions, Response, TempDir, Upstream, request, validate_with};
 use serde_json::json;
 
 const API: &str = "http://rs.example.com";
@@ -32,17 +32,22 @@ const ROUTES: &str = r#"              - match: { prefix: "/meta-open" }
 
 /// RBAC after keybound: a request whose token was an unbound bearer token is refused, read from
 /// the filter state keybound wrote.
-const RBAC: &str = r#"          - name: envoy.filters.http.rbac
+fn rbac() -> String {
+    format!(
+        r#"          - name: envoy.filters.http.rbac
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
               rules:
                 action: DENY
                 policies:
                   bearer-tokens:
-                    permissions: [{ any: true }]
+                    permissions: [{{ any: true }}]
                     principals:
-                    - filter_state: { key: wasm.keybound.binding, string_match: { exact: bearer } }
-"#;
+                    - filter_state: {{ key: {}, string_match: {{ exact: bearer }} }}
+"#,
+        Adapter::from_env().filter_state_key("binding")
+    )
+}
 
 fn gateway_config() -> String {
     config(json!({
@@ -84,14 +89,20 @@ fn routes_hosts_report_mode_cors_claims_filter_state_and_prometheus() {
     let access_log = dir.0.join("access.log");
     let opts = EnvoyOptions {
         routes: Some(ROUTES.into()),
-        filters_after: RBAC.into(),
-        access_log: Some((
-            access_log.clone(),
-            "%REQ(:PATH)% %RESPONSE_CODE% decision=%FILTER_STATE(wasm.keybound.decision:PLAIN)% \
-             reason=%FILTER_STATE(wasm.keybound.reason:PLAIN)% requirement=%FILTER_STATE(wasm.keybound.requirement:PLAIN)% \
-             mode=%FILTER_STATE(wasm.keybound.mode:PLAIN)% sub=%FILTER_STATE(wasm.keybound.sub:PLAIN)%"
-                .into(),
-        )),
+        filters_after: rbac(),
+        access_log: Some((access_log.clone(), {
+            let k = |n: &str| Adapter::from_env().filter_state_key(n);
+            format!(
+                "%REQ(:PATH)% %RESPONSE_CODE% decision=%FILTER_STATE({}:PLAIN)% \
+                 reason=%FILTER_STATE({}:PLAIN)% requirement=%FILTER_STATE({}:PLAIN)% \
+                 mode=%FILTER_STATE({}:PLAIN)% sub=%FILTER_STATE({}:PLAIN)%",
+                k("decision"),
+                k("reason"),
+                k("requirement"),
+                k("mode"),
+                k("sub")
+            )
+        })),
         ..EnvoyOptions::default()
     };
     let envoy = Envoy::start_with(&gateway_config(), &up, &opts).unwrap();
@@ -183,9 +194,14 @@ fn routes_hosts_report_mode_cors_claims_filter_state_and_prometheus() {
         r#"keybound_requests_total{decision="allow",reason="cors_preflight",requirement="none",mode="enforce"} 1"#,
         r#"keybound_requests_total{decision="allow",reason="no_credentials",requirement="rule_1",mode="enforce"} 1"#,
     ] {
-        assert!(prom.contains(series), "{series} in\n{prom}");
+        let series = format!("{}{series}", Adapter::from_env().prometheus_prefix());
+        assert!(prom.contains(&series), "{series} in\n{prom}");
     }
-    assert!(prom.contains("# TYPE keybound_requests_total counter"));
+    let series_type = format!(
+        "# TYPE {}keybound_requests_total counter",
+        Adapter::from_env().prometheus_prefix()
+    );
+    assert!(prom.contains(&series_type), "{prom}");
 
     // The access log reads the decision from filter state.
     assert!(

@@ -2,7 +2,10 @@
 //! callback it imports is exported by that Envoy (a wrong name fails here, not in Envoy), every
 //! hook it exports is one Envoy knows, and it is linked for immediate binding, so an Envoy
 //! without one of its callbacks refuses to load it with "undefined symbol: <name>".
-//! The request tests (tests/tests/envoy.rs) run against it with `KEYBOUND_ADAPTER=module`.
+//! The request tests (envoy, keys, mtls, behind_proxy, seams, headers, conformance, gateway,
+//! instances) run against it with `KEYBOUND_ADAPTER=module` (`cargo xtask test` does); a wrong
+//! attribute id, metadata source or callout signature fails them (the mTLS, XFCC, route and JWKS
+//! cases read exactly those).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use keybound_e2e::{envoy_module, root};
+use keybound_e2e::{Adapter, EnvoyOptions, envoy_module, root, validate_with};
 
 /// The real Envoy executable (`.tools/envoy/bin/envoy` is the PyPI package's launcher).
 fn envoy_executable() -> PathBuf {
@@ -128,4 +131,30 @@ fn the_module_binds_every_callback_at_load() {
         .expect("readelf (binutils) runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("BIND_NOW") || text.contains("Flags: NOW"), "{text}");
+}
+
+/// What only the wasm host has is refused when Envoy loads the module, naming the field:
+/// `"verifier": "envoy"` (the wasm host's `verify_signature` foreign function); `"rust"` and
+/// the default load.
+#[test]
+fn the_wasm_hosts_verifier_is_refused_at_load_naming_the_field() {
+    let opts = EnvoyOptions {
+        adapter: Some(Adapter::Module),
+        ..EnvoyOptions::default()
+    };
+    use keybound_core::jws::{P256Signer, Signer};
+    let key = P256Signer::from_bytes(&[7; 32]).unwrap();
+    let jwk: serde_json::Value = serde_json::from_str(&key.public_key().to_json()).unwrap();
+    let config = |verifier: &str| {
+        serde_json::json!({"issuers": [{"issuer": "https://as.example.com", "audiences": ["https://rs.example.com"],
+            "jwks": {"keys": [jwk]}}], "dpop": {"origins": ["http://rs.example.com"]}, "verifier": verifier})
+        .to_string()
+    };
+    let (ok, out) = validate_with(&config("envoy"), &opts).unwrap();
+    assert!(!ok, "accepted");
+    assert!(out.contains("invalid configuration `verifier`"), "{out}");
+    for verifier in ["rust", "auto"] {
+        let (ok, out) = validate_with(&config(verifier), &opts).unwrap();
+        assert!(ok, "{verifier}: {out}");
+    }
 }

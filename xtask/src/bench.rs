@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: installs what the benchmarks need (wasm targets, Envoy, a Python venv with
 //! matplotlib), runs the keybound-core micro-benchmarks (criterion, natively and as
-//! `wasm32-wasip1` inside V8 under node's WASI), builds the filter and `keybound-bench` in release
-//! mode, runs the gateway scenarios pinned to CPU 1 (each Envoy it starts is pinned to CPU 0), and
+//! `wasm32-wasip1` inside V8 under node's WASI), builds the filter, the native module and
+//! `keybound-bench` in release mode, runs the gateway scenarios pinned to CPU 1 (each Envoy it starts is pinned to CPU 0), and
 //! renders the plot. `keybound-bench` rewrites `BENCHMARKS.md`; arguments are passed through
 //! (`--runs`, `--seconds`, `--only`, `--connections`, `--memory-proofs`); `--no-micro` skips the
 //! micro-benchmarks, `--no-authz` the token-endpoint benchmark (`bench/authz`), `--no-browser` the
@@ -67,8 +67,9 @@ fn steps(root: &Path, args: &[String]) -> Result<(), String> {
     if browser_wanted {
         browser(root)?;
     }
-    println!("==> build the filter and keybound-bench (release)");
+    println!("==> build the filter, the native module and keybound-bench (release)");
     tools::build_filter(root)?;
+    cargo(root, &["build", "-p", "keybound-envoy-module", "--release", "--locked"])?;
     cargo(root, &["build", "-p", "keybound-bench", "--release", "--locked"])?;
     println!("==> run the gateway scenarios (on CPU 1; each Envoy on CPU 0)");
     let (mut cmd, _) = tools::pinned("1", &tools::target_dir(root).join("release/keybound-bench"));
