@@ -674,9 +674,17 @@ impl Config {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| toml_error(&e))?;
-        crate::overrides::apply_env(&mut table, vars)?;
+        let from_env = crate::overrides::apply_env_named(&mut table, vars)?;
         crate::overrides::read_secret_files(&mut table, base, "")?;
-        let raw: RawConfig = toml::Value::Table(table).try_into().map_err(|e| toml_error(&e))?;
+        let raw: RawConfig = toml::Value::Table(table).try_into().map_err(|e| {
+            let mut e = toml_error(&e);
+            // A key the environment set: say which variable, or an unknown one reads as a typo in
+            // the file.
+            if let Some((_, var)) = from_env.iter().find(|(key, _)| *key == e.field) {
+                e.reason = format!("{} (set by the environment variable {var})", e.reason);
+            }
+            e
+        })?;
         validate(raw, base)
     }
 

@@ -57,6 +57,19 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
 /// # Errors
 /// The variable's name as the field when it does not name a key of a table.
 pub fn apply_env(root: &mut toml::Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), FieldError> {
+    apply_env_named(root, vars).map(|_| ())
+}
+
+/// As [`apply_env`]; also returns, for each top-level key the environment set, the variable
+/// that set it (so an unknown key is reported with the variable's name).
+///
+/// # Errors
+/// As [`apply_env`].
+pub fn apply_env_named(
+    root: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, FieldError> {
+    let mut set = Vec::new();
     let mut vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     vars.sort();
     for (name, value) in vars {
@@ -90,8 +103,11 @@ pub fn apply_env(root: &mut toml::Table, vars: impl IntoIterator<Item = (String,
             None => table.remove(&format!("{leaf}_file")),
         };
         table.insert(leaf.clone(), parsed);
+        if let Some(top) = path.first() {
+            set.push((top.clone(), name.clone()));
+        }
     }
-    Ok(())
+    Ok(set)
 }
 
 /// Replaces every `<secret>_file` in `value` (recursively) by the file's content.

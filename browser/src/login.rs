@@ -207,7 +207,9 @@ pub fn authorization_details(options: &JsValue) -> Result<Option<String>, Browse
     if value.is_undefined() || value.is_null() {
         return Ok(None);
     }
-    let bad = || BrowserError::bad_argument("`authorizationDetails` must be a non-empty array of objects with a string `type`");
+    let bad = || {
+        BrowserError::bad_argument("`authorizationDetails` must be a non-empty array of objects with a string `type`")
+    };
     let list = value.dyn_ref::<js_sys::Array>().ok_or_else(bad)?;
     let typed = list.length() > 0
         && list

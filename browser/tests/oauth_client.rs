@@ -601,9 +601,15 @@ async fn authorization_details_go_with_the_request_and_come_back_with_the_token(
         "creditorName": "Café Example"}]);
     let id = unique("rar");
     let key = key(&id).await;
-    let client = client_with(&key, &json!({"scope": "accounts", "autoRefresh": false})).await.unwrap();
+    let client = client_with(&key, &json!({"scope": "accounts", "autoRefresh": false}))
+        .await
+        .unwrap();
     let options = js(&json!({"authorizationDetails": payment}));
-    let url = wait(client.start_login(Some(options.unchecked_into()))).await.unwrap().as_string().unwrap();
+    let url = wait(client.start_login(Some(options.unchecked_into())))
+        .await
+        .unwrap()
+        .as_string()
+        .unwrap();
     let params = web_sys::Url::new(&url).unwrap().search_params();
     let sent: Value = serde_json::from_str(&params.get("authorization_details").unwrap()).unwrap();
     assert_eq!(sent, payment);
@@ -615,13 +621,19 @@ async fn authorization_details_go_with_the_request_and_come_back_with_the_token(
     );
     let result = wait(client.complete_login(&callback(&pending))).await.unwrap();
     restore_fetch();
-    let granted: Value =
-        serde_json::from_str(&js_sys::JSON::stringify(&get(&result, "authorizationDetails")).unwrap().as_string().unwrap())
-            .unwrap();
+    let granted: Value = serde_json::from_str(
+        &js_sys::JSON::stringify(&get(&result, "authorizationDetails"))
+            .unwrap()
+            .as_string()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(granted, payment);
 
     // With PAR: in the pushed form.
-    let par = client_with(&key, &json!({"scope": "accounts", "metadata": metadata(true)})).await.unwrap();
+    let par = client_with(&key, &json!({"scope": "accounts", "metadata": metadata(true)}))
+        .await
+        .unwrap();
     stub_fetch(&json!({}));
     add_route(
         &format!("{AS}/par"),
@@ -639,11 +651,22 @@ async fn authorization_details_go_with_the_request_and_come_back_with_the_token(
                 .collect()
         })
         .unwrap();
-    assert_eq!(serde_json::from_str::<Value>(&form["authorization_details"]).unwrap(), payment);
+    assert_eq!(
+        serde_json::from_str::<Value>(&form["authorization_details"]).unwrap(),
+        payment
+    );
 
-    for bad in [json!({"type": "x"}), json!([]), json!([{"amount": 1}]), json!(["x"]), json!([[]])] {
+    for bad in [
+        json!({"type": "x"}),
+        json!([]),
+        json!([{"amount": 1}]),
+        json!(["x"]),
+        json!([[]]),
+    ] {
         let options = js(&json!({"authorizationDetails": bad}));
-        let err = wait(client.start_login(Some(options.unchecked_into()))).await.unwrap_err();
+        let err = wait(client.start_login(Some(options.unchecked_into())))
+            .await
+            .unwrap_err();
         assert_keybound_error(&err, Some("invalid_request"), "invalid_argument");
     }
 }

@@ -73,13 +73,15 @@ struct Outcome {
 /// The e2e tests that also run against the native module (`KEYBOUND_ADAPTER=module`): the same
 /// files as for the wasm filter (the harness picks the adapter), except the cases about what only
 /// the wasm host has, listed in [`WASM_ONLY`].
-const MODULE_E2E: [&str; 24] = [
+const MODULE_E2E: [&str; 26] = [
     "test",
     "-p",
     "keybound-e2e",
     "--locked",
     "--test",
     "envoy",
+    "--test",
+    "open_banking",
     "--test",
     "module",
     "--test",
@@ -230,12 +232,12 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
         &mut || {
             run(cargo_cmd()
                 .current_dir(root)
-                .env("KEYBOUND_AUTHZ_TEST_STORAGE", "postgres")
+                .env("KEYBOUND_TEST_STORAGE", "postgres")
                 .args(["test", "-p", "keybound-authz", "--locked"]))
         },
     );
     step(
-        "e2e against the native module (KEYBOUND_ADAPTER=module): envoy, module, keys, mtls, behind_proxy, seams, headers, conformance, gateway, instances",
+        "e2e against the native module (KEYBOUND_ADAPTER=module): envoy, open_banking, module, keys, mtls, behind_proxy, seams, headers, conformance, gateway, instances",
         &mut || {
             let mut cmd = cargo_cmd();
             cmd.current_dir(root)

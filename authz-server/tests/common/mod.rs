@@ -89,7 +89,7 @@ pub struct Options {
     pub extra: String,
     /// Keep the server's state in a fresh database of the harness's PostgreSQL (started on
     /// first use, `keybound_e2e::postgres`) instead of an SQLite file. Default: whether
-    /// `KEYBOUND_AUTHZ_TEST_STORAGE=postgres` is set, so the whole suite can run on PostgreSQL.
+    /// `KEYBOUND_TEST_STORAGE=postgres` is set, so the whole suite can run on PostgreSQL.
     pub postgres: bool,
 }
 
@@ -100,7 +100,7 @@ impl Default for Options {
             par_lifetime: 90,
             code_lifetime: 60,
             extra: String::new(),
-            postgres: std::env::var("KEYBOUND_AUTHZ_TEST_STORAGE").is_ok_and(|v| v == "postgres"),
+            postgres: std::env::var("KEYBOUND_TEST_STORAGE").is_ok_and(|v| v == "postgres"),
         }
     }
 }
@@ -521,7 +521,16 @@ impl InProcess {
         let config = keybound_authz::config::Config::parse_with_env(
             &text,
             &env.dir,
-            [("KEYBOUND_AUTHZ_DATABASE".to_owned(), ":memory:".to_owned())],
+            // In memory whatever the suite's storage (the `database` spelling or `storage.url`).
+            [(
+                if env.postgres {
+                    "KEYBOUND_AUTHZ_STORAGE__URL"
+                } else {
+                    "KEYBOUND_AUTHZ_DATABASE"
+                }
+                .to_owned(),
+                ":memory:".to_owned(),
+            )],
         )
         .unwrap();
         let clock = Arc::new(keybound_authz::state::ManualClock::at(now()));
