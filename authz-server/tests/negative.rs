@@ -489,7 +489,9 @@ async fn certificate_client_authentication_failures() {
 async fn authorization_endpoint_request_uri_rules() {
     let env = Env::new(&Options {
         nonce: false,
-        par_lifetime: 2,
+        // Short, so the expiry below is seen soon; long enough for the steps before it on a
+        // loaded machine (two TLS connections and three argon2 checks per step).
+        par_lifetime: 5,
         ..Options::default()
     });
     let _server = env.start();
@@ -559,7 +561,7 @@ async fn authorization_endpoint_request_uri_rules() {
     let r = https.get(&page("mtls", &uri)).await;
     assert_eq!((r.status, r.page_error().as_str()), (400, "invalid_request_uri"));
 
-    // par-attempt-to-use-expired-request_uri (lifetime 2 s here)
+    // par-attempt-to-use-expired-request_uri (lifetime 5 s here)
     let uri = https
         .post_form("/par", &authz_params("mtls", &challenge, REDIRECT), &[])
         .await
@@ -567,7 +569,7 @@ async fn authorization_endpoint_request_uri_rules() {
         .as_str()
         .unwrap()
         .to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(6100)).await;
     let r = https.get(&page("mtls", &uri)).await;
     assert_eq!((r.status, r.page_error().as_str()), (400, "invalid_request_uri"));
 }

@@ -309,7 +309,11 @@ fn the_container_image_definition_matches_the_workspace() {
 async fn readiness_follows_the_database() {
     let pg = keybound_e2e::postgres::Postgres::start().unwrap();
     let url = pg.create_database().unwrap();
-    let env = Env::new(&no_nonce());
+    // Its own PostgreSQL (stopped below), whatever KEYBOUND_TEST_AUTHZ_STORAGE says.
+    let env = Env::new(&Options {
+        postgres: false,
+        ..no_nonce()
+    });
     let text = std::fs::read_to_string(&env.config).unwrap();
     let text: String = text
         .lines()
