@@ -29,7 +29,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AuthMethod, Client};
-use crate::server::{App, OAuthError, Params};
+use crate::error::OAuthError;
+use crate::http::Params;
+use crate::state::App;
 use crate::tls::PeerCerts;
 
 /// The `client_assertion_type` for JWT client authentication.
@@ -269,13 +271,13 @@ mod tests {
         let err = present(&app, &params, now).await.unwrap_err();
         assert_eq!(
             (err.code, err.reason.as_str()),
-            ("invalid_client", "client assertion replayed")
+            (crate::error::Code::InvalidClient, "client assertion replayed")
         );
         // At `exp` it is refused as expired.
         let err = present(&app, &assertion(now + 1, "other"), now + 1).await.unwrap_err();
         assert_eq!(
             (err.code, err.reason.as_str()),
-            ("invalid_client", "client assertion: expired")
+            (crate::error::Code::InvalidClient, "client assertion: expired")
         );
     }
 

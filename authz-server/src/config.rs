@@ -35,6 +35,15 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl From<crate::overrides::FieldError> for ConfigError {
+    fn from(e: crate::overrides::FieldError) -> Self {
+        ConfigError {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
@@ -78,6 +87,17 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     trusted_proxy: Option<RawTrustedProxy>,
+    #[serde(default)]
+    authorization_details_types: Option<toml::Table>,
+    #[serde(default)]
+    psd2: Option<RawPsd2>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPsd2 {
+    #[serde(default)]
+    scope_roles: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +280,12 @@ pub(crate) struct RawClient {
     pub(crate) subject_type: SubjectType,
     #[serde(default)]
     pub(crate) sector: Option<String>,
+    #[serde(default)]
+    pub(crate) authorization_details_types: Vec<String>,
+    #[serde(default)]
+    pub(crate) require_signed_request_object: bool,
+    #[serde(default)]
+    pub(crate) psd2_roles: Vec<String>,
 }
 
 /// Which subject identifiers a client gets (OIDC Core §8).
@@ -382,6 +408,13 @@ pub struct Client {
     pub introspection: bool,
     /// The sector of a pairwise client (`None`: public subjects).
     pub sector: Option<String>,
+    /// The RFC 9396 `authorization_details` types the client may request (RFC 9396 §10
+    /// `authorization_details_types`).
+    pub authorization_details_types: Vec<String>,
+    /// Pushed requests must be signed request objects (RFC 9101 `require_signed_request_object`).
+    pub require_signed_request_object: bool,
+    /// PSD2 roles its client certificate must carry (ETSI TS 119 495).
+    pub psd2_roles: Vec<keybound_core::qc::PspRole>,
 }
 
 /// A user who can log in.
@@ -593,6 +626,10 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The plain-HTTP listener for a trusted TLS-terminating proxy, if any.
     pub trusted_proxy: Option<TrustedProxy>,
+    /// The registered RFC 9396 `authorization_details` types.
+    pub detail_types: keybound_core::rar::DetailTypes,
+    /// PSD2 roles a client certificate must carry to be granted a scope (`psd2.scope_roles`).
+    pub scope_roles: BTreeMap<String, Vec<keybound_core::qc::PspRole>>,
 }
 
 impl Config {
@@ -848,9 +885,31 @@ fn validate(mut raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         None => None,
     };
     let login = validate_login(&raw.login)?;
+    let detail_types = match &raw.authorization_details_types {
+        None => keybound_core::rar::DetailTypes::default(),
+        Some(table) => {
+            let json = serde_json::to_value(table).map_err(|e| err("authorization_details_types", e.to_string()))?;
+            keybound_core::rar::DetailTypes::from_config(&json, "authorization_details_types")
+                .map_err(|e| core_config_error(&e, "authorization_details_types"))?
+        }
+    };
+    let mut scope_roles = BTreeMap::new();
+    for (scope, roles) in raw.psd2.map(|p| p.scope_roles).unwrap_or_default() {
+        let field = format!("psd2.scope_roles.{scope}");
+        if !raw.scopes.contains(&scope) {
+            return Err(err(field, "not one of the top-level scopes"));
+        }
+        scope_roles.insert(scope, psd2_roles(&roles, &field)?);
+    }
     let mut clients = BTreeMap::new();
     for (i, c) in raw.clients.into_iter().enumerate() {
-        let client = validate_client(c, i, &raw.scopes, &raw.audience, default_resource.as_deref(), base)?;
+        let client = validate_client(
+            c,
+            i,
+            (&raw.scopes, &raw.audience, default_resource.as_deref()),
+            &detail_types,
+            base,
+        )?;
         if client.sector.is_some() && pairwise_salt.is_none() {
             return Err(err("pairwise_salt", "required when a client uses pairwise subjects"));
         }
@@ -913,6 +972,8 @@ fn validate(mut raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         log: raw.log,
         admin,
         trusted_proxy,
+        detail_types,
+        scope_roles,
     })
 }
 
@@ -1041,9 +1102,8 @@ pub(crate) fn validate_registered(c: RawClient, config: &Config) -> Result<Clien
     let client = validate_client(
         c,
         0,
-        &config.scopes,
-        &config.audience,
-        config.default_resource.as_deref(),
+        (&config.scopes, &config.audience, config.default_resource.as_deref()),
+        &config.detail_types,
         Path::new("/nonexistent"),
     )?;
     if client.sector.is_some() && config.pairwise_salt.is_none() {
@@ -1066,15 +1126,49 @@ pub fn resource_uri_ok(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// PSD2 role names (`PSP_PI`) as roles, `field` naming the list in errors.
+fn psd2_roles(names: &[String], field: &str) -> Result<Vec<keybound_core::qc::PspRole>, ConfigError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(j, n)| {
+            keybound_core::qc::PspRole::from_name(n).ok_or_else(|| {
+                err(
+                    format!("{field}[{j}]"),
+                    format!("{n:?}: expected PSP_AS, PSP_PI, PSP_AI or PSP_IC"),
+                )
+            })
+        })
+        .collect()
+}
+
 fn validate_client(
     c: RawClient,
     i: usize,
-    scopes: &[String],
-    audience: &[String],
-    server_default: Option<&str>,
+    (scopes, audience, server_default): (&[String], &[String], Option<&str>),
+    detail_types: &keybound_core::rar::DetailTypes,
     base: &Path,
 ) -> Result<Client, ConfigError> {
     let f = |name: &str| format!("clients[{i}].{name}");
+    for (j, t) in c.authorization_details_types.iter().enumerate() {
+        if !detail_types.names().any(|n| n == t) {
+            return Err(err(
+                format!("clients[{i}].authorization_details_types[{j}]"),
+                "not one of the registered authorization_details_types",
+            ));
+        }
+    }
+    let psd2 = psd2_roles(&c.psd2_roles, &f("psd2_roles"))?;
+    if !psd2.is_empty()
+        && c.auth_method != AuthMethod::TlsClientAuth
+        && c.auth_method != AuthMethod::SelfSignedTlsClientAuth
+        && c.sender_constraint != SenderConstraint::Mtls
+    {
+        return Err(err(
+            f("psd2_roles"),
+            "needs a client certificate: tls_client_auth, self_signed_tls_client_auth or sender_constraint mtls",
+        ));
+    }
     if c.client_id.is_empty() || !c.client_id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(err(f("client_id"), "must be non-empty printable ASCII"));
     }
@@ -1199,6 +1293,12 @@ fn validate_client(
             }
         }
     };
+    if c.require_signed_request_object && jwks.is_none() {
+        return Err(err(
+            f("require_signed_request_object"),
+            "needs the client's jwks to verify its request objects",
+        ));
+    }
     Ok(Client {
         sector,
         name: c.name.unwrap_or_else(|| c.client_id.clone()),
@@ -1215,6 +1315,9 @@ fn validate_client(
         tls_san_dns: c.tls_client_auth_san_dns,
         certificate,
         introspection: c.introspection,
+        authorization_details_types: c.authorization_details_types,
+        require_signed_request_object: c.require_signed_request_object,
+        psd2_roles: psd2,
     })
 }
 

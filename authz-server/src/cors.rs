@@ -14,9 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::server::{AppState, paths};
+use crate::paths;
+use crate::state::AppState;
 
-fn allowed_origin(app: &crate::server::App, headers: &HeaderMap) -> Option<HeaderValue> {
+fn allowed_origin(app: &crate::state::App, headers: &HeaderMap) -> Option<HeaderValue> {
     let origin = headers.get(header::ORIGIN)?;
     let s = origin.to_str().ok()?;
     app.config.cors_origins.iter().any(|o| o == s).then(|| origin.clone())

@@ -19,10 +19,11 @@
 //! Every failure is `invalid_target` (RFC 8707 §2). Resources are compared as exact strings.
 
 use crate::config::{Client, resource_uri_ok};
-use crate::server::{OAuthError, Params};
+use crate::error::{Code, OAuthError};
+use crate::http::Params;
 
 fn invalid_target(reason: impl Into<String>) -> OAuthError {
-    OAuthError::bad("invalid_target", reason)
+    OAuthError::new(Code::InvalidTarget, reason)
 }
 
 /// The requested resources, without duplicates, each well-formed and registered for `client`.
@@ -118,11 +119,11 @@ mod tests {
         assert_eq!(for_authorization(&c, &params(&[B, A, B])).unwrap(), vec![B, A]);
         assert_eq!(for_authorization(&c, &params(&[])).unwrap(), vec![A]);
         let e = for_authorization(&client(&[A, B], None), &params(&[])).unwrap_err();
-        assert_eq!(e.code, "invalid_target");
+        assert_eq!(e.code, crate::error::Code::InvalidTarget);
         for bad in ["https://c.example", "b.example", "https://a.example#x"] {
             assert_eq!(
                 for_authorization(&c, &params(&[A, bad])).unwrap_err().code,
-                "invalid_target"
+                crate::error::Code::InvalidTarget
             );
         }
     }
@@ -137,15 +138,15 @@ mod tests {
         for (asked, granted) in [(vec![A], vec![B.to_string()]), (vec![A, B], vec![A.into(), B.into()])] {
             assert_eq!(
                 for_token(&c, &params(&asked), &granted).unwrap_err().code,
-                "invalid_target"
+                crate::error::Code::InvalidTarget
             );
         }
         let no_default = client(&[A, B], None);
         let e = for_token(&no_default, &params(&[]), &[A.into(), B.into()]).unwrap_err();
-        assert_eq!(e.code, "invalid_target");
+        assert_eq!(e.code, crate::error::Code::InvalidTarget);
         // A resource no longer registered for the client is not issued, even if granted.
         let narrowed = client(&[A], Some(A));
         let e = for_token(&narrowed, &params(&[B]), &[A.into(), B.into()]).unwrap_err();
-        assert_eq!(e.code, "invalid_target");
+        assert_eq!(e.code, crate::error::Code::InvalidTarget);
     }
 }

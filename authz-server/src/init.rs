@@ -10,9 +10,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use keybound_core::jws::{P256Signer, Signer};
+use keybound_core::qc::PspRole;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 /// What `init` needs.
@@ -66,6 +67,17 @@ fn leaf_params(cn: &str, sans: Vec<String>, eku: ExtendedKeyUsagePurpose) -> Res
     p.not_before = rcgen::date_time_ymd(2025, 1, 1);
     p.not_after = rcgen::date_time_ymd(2035, 1, 1);
     Ok(p)
+}
+
+/// The demo competent authority's name and id in the PSD2 statements of the dev certificates.
+pub const DEMO_NCA: (&str, &str) = ("keybound Demo Competent Authority", "XX-KBD");
+
+/// A QCStatements extension with a PSD2 statement of these roles from [`DEMO_NCA`].
+fn psd2_extension(roles: &[PspRole]) -> CustomExtension {
+    CustomExtension::from_oid_content(
+        &keybound_core::qc::QC_STATEMENTS_ARCS,
+        keybound_core::qc::encode_psd2_qc_statements(roles, DEMO_NCA.0, DEMO_NCA.1),
+    )
 }
 
 /// A new P-256 key for `private_key_jwt`: (the base64url private scalar, the public JWK JSON).
@@ -138,17 +150,34 @@ pub fn run(dir: &Path, opts: &InitOptions) -> Result<String, String> {
     write_public(&dir.join("server.pem"), &server.pem())?;
     write_private(&dir.join("server-key.pem"), &server_key.serialize_pem())?;
 
-    // tls_client_auth client
+    // tls_client_auth client: a payment provider's qualified certificate, with the PSD2 roles
+    // PSP_PI and PSP_AI (ETSI TS 119 495) from a made-up competent authority.
     let mtls_key = KeyPair::generate().map_err(rc)?;
-    let mtls = leaf_params(
+    let mut mtls_params = leaf_params(
         "mtls-client",
         vec!["mtls-client.keybound.test".into()],
         ExtendedKeyUsagePurpose::ClientAuth,
-    )?
-    .signed_by(&mtls_key, &ca)
-    .map_err(rc)?;
+    )?;
+    mtls_params.custom_extensions = vec![psd2_extension(&[
+        PspRole::PaymentInitiation,
+        PspRole::AccountInformation,
+    ])];
+    let mtls = mtls_params.signed_by(&mtls_key, &ca).map_err(rc)?;
     write_public(&dir.join("mtls-client.pem"), &mtls.pem())?;
     write_private(&dir.join("mtls-client-key.pem"), &mtls_key.serialize_pem())?;
+
+    // The same client's other certificate, with the PSD2 role PSP_AI only: it may read accounts
+    // but not initiate payments.
+    let ai_key = KeyPair::generate().map_err(rc)?;
+    let mut ai_params = leaf_params(
+        "mtls-client",
+        vec!["mtls-client.keybound.test".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
+    ai_params.custom_extensions = vec![psd2_extension(&[PspRole::AccountInformation])];
+    let ai = ai_params.signed_by(&ai_key, &ca).map_err(rc)?;
+    write_public(&dir.join("mtls-client-ai.pem"), &ai.pem())?;
+    write_private(&dir.join("mtls-client-ai-key.pem"), &ai_key.serialize_pem())?;
 
     // self_signed_tls_client_auth client
     let ss_key = KeyPair::generate().map_err(rc)?;
@@ -200,6 +229,29 @@ par_lifetime = 90
 nonce = "required"
 nonce_secrets = ["{nonce_secret}"]
 
+# Rich Authorization Requests (RFC 9396): the authorization_details types clients may ask for,
+# each with its shape and the sentence the consent page shows.
+[authorization_details_types.payment_initiation]
+consent = "Pay {{/instructedAmount/amount}} {{/instructedAmount/currency}} to {{/creditorName}} (account {{/creditorAccount/iban}})"
+[authorization_details_types.payment_initiation.shape]
+type = "object"
+required = ["instructedAmount", "creditorName", "creditorAccount"]
+additionalProperties = false
+properties.actions = {{ type = "array", items = {{ enum = ["initiate", "status", "cancel"] }} }}
+properties.locations = {{ type = "array", items = {{ type = "string" }} }}
+properties.instructedAmount = {{ type = "object", required = ["currency", "amount"], additionalProperties = false, properties = {{ currency = {{ enum = ["EUR", "GBP"] }}, amount = {{ type = "string", minLength = 1, maxLength = 18 }} }} }}
+properties.creditorName = {{ type = "string", minLength = 1, maxLength = 70 }}
+properties.creditorAccount = {{ type = "object", required = ["iban"], properties = {{ iban = {{ type = "string", minLength = 15, maxLength = 34 }} }} }}
+properties.remittanceInformationUnstructured = {{ type = "string", maxLength = 140 }}
+
+[authorization_details_types.account_information]
+consent = "Read the balances and transactions of the accounts {{/accounts}}"
+shape = {{ type = "object", required = ["accounts"], properties = {{ accounts = {{ type = "array", minItems = 1, items = {{ type = "string" }} }}, actions = {{ type = "array" }} }} }}
+
+# PSD2 roles (ETSI TS 119 495) a client certificate must carry to be granted a scope.
+[psd2]
+scope_roles = {{ payments = ["PSP_PI"] }}
+
 # Password and TOTP guessing throttle (these are the defaults): failures per account and per
 # client address before a lock, quiet seconds after which the count starts again, the first lock
 # (doubled by each further failure) and the longest.
@@ -221,6 +273,7 @@ scopes = ["openid", "accounts", "payments"]
 resources = ["https://api.keybound.test"]
 grant_types = ["authorization_code", "refresh_token", "client_credentials"]
 jwks = '{{"keys":[{fapi_jwk}]}}'
+authorization_details_types = ["payment_initiation", "account_information"]
 
 # A confidential FAPI client: tls_client_auth + certificate-bound tokens (mtls-client.pem).
 [[clients]]
@@ -230,9 +283,10 @@ auth_method = "tls_client_auth"
 tls_client_auth_subject_dn = "CN=mtls-client,O=keybound demo"
 sender_constraint = "mtls"
 redirect_uris = ["https://client.keybound.test/cb"]
-scopes = ["openid", "accounts"]
+scopes = ["openid", "accounts", "payments"]
 resources = ["https://api.keybound.test"]
 grant_types = ["authorization_code", "refresh_token", "client_credentials"]
+authorization_details_types = ["payment_initiation", "account_information"]
 
 # self_signed_tls_client_auth (selfsigned-client.pem).
 [[clients]]
@@ -254,6 +308,7 @@ redirect_uris = ["http://127.0.0.1:8080/cb", "http://localhost:8080/cb"]
 scopes = ["openid", "accounts"]
 resources = ["https://api.keybound.test"]
 grant_types = ["authorization_code", "refresh_token"]
+authorization_details_types = ["payment_initiation", "account_information"]
 
 # A resource server allowed to introspect (key in resource-server.key).
 [[clients]]

@@ -26,42 +26,46 @@
 //!   (RFC 7591/7592, [`registration`]).
 //! - Operations ([`ops`]): `/healthz`, `/readyz`, Prometheus metrics ([`metrics`]) on an admin
 //!   listener, structured logs with levels ([`log`]), `KEYBOUND_AUTHZ_*` overrides and secrets
-//!   from files ([`overrides`]), a graceful stop on SIGTERM ([`server::run`]), and a plain-HTTP
+//!   from files ([`overrides`]), a graceful stop on SIGTERM ([`serve::run`]), and a plain-HTTP
 //!   listener for a trusted TLS-terminating proxy that forwards the client certificate
 //!   ([`proxy`]).
 //!
 //! ## What it does not do
-//! Request objects (JAR), `jwks_uri` for clients, `client_secret_*`, plain authorization requests
+//! Request objects outside PAR, `jwks_uri` for clients, `client_secret_*`, plain authorization requests
 //! without PAR, and TLS to PostgreSQL.
 //!
 //! The binary is `keybound-authz` (`init`, `serve`, `check`, `hash-password`, `keys rotate`,
 //! `migrate`).
 
-pub mod authorize;
+pub mod authz_request;
 pub mod client_auth;
+pub mod clients;
 pub mod config;
 pub mod cors;
 pub mod crypto;
-pub mod discovery;
+pub mod endpoints;
+pub mod error;
+pub mod http;
 pub mod indicators;
 pub mod init;
-pub mod introspect;
 pub mod keys;
 pub mod log;
 pub mod metrics;
 pub mod ops;
 pub mod overrides;
-pub mod par;
+pub mod paths;
 pub mod proof;
 pub mod proxy;
+pub mod psd2;
 pub mod random;
-pub mod registration;
-pub mod server;
+pub mod respond;
+pub mod routes;
+pub mod serve;
+pub mod state;
 pub mod storage;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod throttle;
 pub mod tls;
-pub mod token;
+pub mod tokens;
 pub mod totp;
-pub mod userinfo;

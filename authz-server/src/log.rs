@@ -134,6 +134,25 @@ fn text_value(v: &str) -> String {
     }
 }
 
+fn level(name: &str) -> Level {
+    match name {
+        "debug" => Level::Debug,
+        "info" => Level::Info,
+        "warn" => Level::Warn,
+        _ => Level::Error,
+    }
+}
+
+/// Logs one line (`debug`, `info`, `warn`, `error`; see the module) with a `detail`.
+pub fn log_line(level_name: &str, name: &str, detail: &str) {
+    event(level(level_name), name, serde_json::json!({ "detail": detail }));
+}
+
+/// Logs one line with `fields` (an object) next to `ts`, `level`, `event`.
+pub fn log_event(level_name: &str, name: &str, fields: serde_json::Value) {
+    event(level(level_name), name, fields);
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]

@@ -100,7 +100,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Serve { config } => {
             let config = load(&config)?;
             keybound_authz::log::init(&config.log);
-            Ok(runtime()?.block_on(keybound_authz::server::run(config))?)
+            Ok(runtime()?.block_on(keybound_authz::serve::run(config))?)
         }
         Command::Migrate { config } => {
             let config = load(&config)?;
@@ -149,7 +149,7 @@ fn run(command: Command) -> Result<(), Failure> {
         } => {
             let config = load(&config)?;
             let (app, kid) = runtime()?.block_on(async {
-                let app = keybound_authz::server::App::new(config).await?;
+                let app = keybound_authz::state::App::new(config).await?;
                 let kid = keybound_authz::keys::KeyRing::rotate(
                     app.store.as_ref(),
                     keybound_authz::random::now(),

@@ -16,8 +16,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::http::ClientAddr;
 use crate::log::Level;
-use crate::server::{AppState, ClientAddr};
+use crate::state::AppState;
 
 /// Liveness.
 pub const HEALTHZ: &str = "/healthz";

@@ -12,7 +12,15 @@
 
 use std::path::Path;
 
-use crate::config::ConfigError;
+/// A value that cannot be taken: the field (or variable) and why. The configuration reports it as
+/// its own error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path or the variable's name.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "KEYBOUND_AUTHZ_";
@@ -37,8 +45,8 @@ pub const SECRET_FIELDS: [(&str, FileValue); 7] = [
     ("totp_secret", FileValue::Text),
 ];
 
-fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
+fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError {
         field: field.into(),
         reason: reason.into(),
     }
@@ -48,7 +56,7 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 ///
 /// # Errors
 /// The variable's name as the field when it does not name a key of a table.
-pub fn apply_env(root: &mut toml::Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+pub fn apply_env(root: &mut toml::Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), FieldError> {
     let mut vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     vars.sort();
     for (name, value) in vars {
@@ -91,7 +99,7 @@ pub fn apply_env(root: &mut toml::Table, vars: impl IntoIterator<Item = (String,
 /// # Errors
 /// The `…_file` field when the file cannot be read, is not text or is empty, or when the field is
 /// also given directly.
-pub fn read_secret_files(value: &mut toml::Table, base: &Path, at: &str) -> Result<(), ConfigError> {
+pub fn read_secret_files(value: &mut toml::Table, base: &Path, at: &str) -> Result<(), FieldError> {
     for (name, kind) in SECRET_FIELDS {
         let file_key = format!("{name}_file");
         let Some(path) = value.remove(&file_key) else {
@@ -225,7 +233,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field, "pairwise_salt_file");
         let e = read_secret_files(&mut table("pairwise_salt_file = \"empty\""), &dir, "").unwrap_err();
-        assert!(e.reason.contains("empty"), "{e}");
+        assert!(e.reason.contains("empty"), "{e:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,7 +12,8 @@ use keybound_core::htu::Htu;
 use keybound_core::nonce::NonceAge;
 use keybound_core::request::single_dpop_header;
 
-use crate::server::{App, OAuthError};
+use crate::error::{Code, OAuthError};
+use crate::state::App;
 
 /// A verified proof, and the nonce to send back if the proof's was from the previous step.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub struct Proof {
 /// The error for a failed proof: 400 with the core's code, and a fresh nonce for `use_dpop_nonce`.
 pub fn proof_error(app: &App, e: &keybound_core::Error, now: u64) -> OAuthError {
     let mut err = OAuthError::from_core(e);
-    if err.code == "use_dpop_nonce" {
+    if err.code == Code::UseDpopNonce {
         err.dpop_nonce = app.config.dpop.nonce.as_ref().map(|n| n.issue(now));
     }
     err
@@ -42,7 +43,7 @@ pub fn check(app: &App, headers: &HeaderMap, path: &str, now: u64) -> Result<Opt
         .iter()
         .map(|v| v.to_str())
         .collect::<Result<_, _>>()
-        .map_err(|_| OAuthError::bad("invalid_dpop_proof", "DPoP header is not ASCII"))?;
+        .map_err(|_| OAuthError::new(Code::InvalidDpopProof, "DPoP header is not ASCII"))?;
     let Some(jwt) = single_dpop_header(&values).map_err(|e| proof_error(app, &e, now))? else {
         return Ok(None);
     };
@@ -81,7 +82,7 @@ pub async fn record(app: &App, proof: &Proof, now: u64) -> Result<(), OAuthError
     {
         Ok(())
     } else {
-        Err(OAuthError::bad("invalid_dpop_proof", "proof jti replayed"))
+        Err(OAuthError::new(Code::InvalidDpopProof, "proof jti replayed"))
     }
 }
 
@@ -89,7 +90,7 @@ pub async fn record(app: &App, proof: &Proof, now: u64) -> Result<(), OAuthError
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
     use super::*;
-    use crate::server::paths;
+    use crate::paths;
     use crate::test_support;
     use axum::http::HeaderValue;
     use keybound_core::dpop::{NewProof, create_proof};
@@ -129,10 +130,10 @@ mod tests {
         let err = record(&app, &again, now).await.unwrap_err();
         assert_eq!(
             (err.code, err.reason.as_str()),
-            ("invalid_dpop_proof", "proof jti replayed")
+            (crate::error::Code::InvalidDpopProof, "proof jti replayed")
         );
         // One second later the proof itself is out of its window.
         let err = check(&app, &headers(&jwt), paths::TOKEN, now + 1).unwrap_err();
-        assert_eq!(err.code, "invalid_dpop_proof");
+        assert_eq!(err.code, crate::error::Code::InvalidDpopProof);
     }
 }

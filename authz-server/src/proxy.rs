@@ -26,7 +26,8 @@ use keybound_core::cert::{Xfcc, XfccPolicy, client_cert_chain_header, client_cer
 use rustls::pki_types::CertificateDer;
 
 use crate::config::CertHeader;
-use crate::server::{ClientAddr, OAuthError};
+use crate::error::OAuthError;
+use crate::http::ClientAddr;
 use crate::tls::PeerCerts;
 
 /// Envoy's client certificate header.
@@ -157,12 +158,12 @@ mod tests {
             headers(&[("client-cert-chain", ":Y2E=:")]),
         ] {
             let e = peer_certs(CertHeader::ClientCert, &bad).unwrap_err();
-            assert_eq!(e.code, "invalid_request");
+            assert_eq!(e.code, crate::error::Code::InvalidRequest);
         }
         // The other header kind is not read.
         assert!(peer_certs(CertHeader::Xfcc, &h).unwrap().0.is_none());
         let e = peer_certs(CertHeader::Xfcc, &headers(&[(XFCC, "Hash=00")])).unwrap_err();
-        assert_eq!(e.code, "invalid_request");
+        assert_eq!(e.code, crate::error::Code::InvalidRequest);
     }
 
     #[test]

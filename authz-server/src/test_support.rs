@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use keybound_core::jws::{P256Signer, Signer};
 
 use crate::config::Config;
-use crate::server::App;
+use crate::state::App;
 
 /// The issuer of the test config.
 pub const ISSUER: &str = "https://127.0.0.1:8443";

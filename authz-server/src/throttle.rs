@@ -26,7 +26,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::config::LoginThrottle;
-use crate::server::App;
+use crate::state::App;
 use crate::storage::{StorageError, ThrottleFn, ThrottleRecord};
 
 /// The throttle key of an account (a user name as typed).

@@ -181,28 +181,7 @@ async fn password_guessing_across_fresh_transactions_is_throttled() {
     assert!(!log.contains("wrong-guess-7f3a"), "the password typed is never logged");
 }
 
-/// After the backoff the right password works again (a 2 s lock configured here).
-#[tokio::test]
-async fn the_right_password_works_again_after_the_backoff() {
-    let env = Env::new(&Options {
-        extra: "[login]\nlockout = 2\n".into(),
-        ..no_nonce()
-    });
-    let _server = env.start();
-    let https = Https::mtls(&env);
-    for _ in 1..5 {
-        assert_eq!(attempt(&https, "alice", "nope").await.status, 401);
-    }
-    let r = attempt(&https, "alice", "nope").await;
-    assert_eq!(r.status, 429);
-    let wait = retry_after(&r);
-    assert!((1..=2).contains(&wait), "{wait}");
-    assert_eq!(attempt(&https, "alice", PASSWORD).await.status, 429);
-    tokio::time::sleep(std::time::Duration::from_secs(wait + 1)).await;
-    let r = attempt(&https, "alice", PASSWORD).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("decision"), "consent page");
-}
+// The lock's end, to the second: `tests/in_process.rs::the_login_lock_ends_after_its_length`.
 
 /// The throttle is stored: a restart of the server process does not reset it.
 #[tokio::test]

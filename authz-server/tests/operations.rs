@@ -133,18 +133,7 @@ async fn health_readiness_metrics_and_request_logs() {
     assert_eq!(https.get("/metrics").await.status, 404, "metrics are not public");
     assert_eq!(admin_get(admin, "/readyz").0, 200);
     // A certificate-bound token, an unauthenticated client, an unknown path.
-    let mtls = Https::mtls(&env);
-    let r = mtls
-        .post_form(
-            "/token",
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", "mtls"),
-                ("scope", "accounts"),
-            ],
-            &[],
-        )
-        .await;
+    let r = mtls_client_credentials(&Https::mtls(&env)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let token = r.json()["access_token"].as_str().unwrap().to_owned();
     let r = https

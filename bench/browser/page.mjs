@@ -5,7 +5,7 @@
 // The page is cross-origin isolated (COOP/COEP headers from run.mjs), so performance.now() has
 // fine resolution; each sample still times a batch of operations and divides.
 
-import init, { DpopKey } from "/keybound/keybound_browser.js";
+import init, { DpopKey } from "/keybound/index.js";
 import * as DPoP from "/dpop/index.js";
 
 const METHOD = "POST";

@@ -66,9 +66,14 @@ function walk(dir) {
     e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)],
   );
 }
-// An entry of the package: its wasm, and its JS (the glue and its snippets), raw and gzipped.
+// An entry of the package: its wasm, and its JS (index.js, the glue and its snippets), raw and
+// gzipped.
 function entry(dir, name) {
-  const js = [join(dir, `${name}.js`), ...walk(join(dir, "snippets")).filter((f) => f.endsWith(".js"))];
+  const js = [
+    join(dir, "index.js"),
+    join(dir, `${name}.js`),
+    ...walk(join(dir, "snippets")).filter((f) => f.endsWith(".js")),
+  ];
   const wasm = join(dir, `${name}_bg.wasm`);
   return {
     wasm: size(wasm),

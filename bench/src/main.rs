@@ -982,19 +982,21 @@ fn markdown(r: &Value) -> String {
              `bench/browser/package-lock.json`; size only):\n\n\
              | | raw bytes | gzipped bytes |\n|---|---|---|\n\
              | `keybound-browser/dpop` wasm (`dpop/keybound_dpop_bg.wasm`) | {} | {} |\n\
-             | `keybound-browser/dpop` JS glue (`dpop/keybound_dpop.js` + `snippets/`) | {} | {} |\n\
+             | `keybound-browser/dpop` JS as published, minified (`dpop/index.js`, glue `dpop/keybound_dpop.js`, `snippets/`: DpopKey) | {} | {} |\n\
              | **`keybound-browser/dpop` total** (budget: 20000 gzipped) | {} | {} |\n\
              | `keybound-browser` wasm (`keybound_browser_bg.wasm`) | {} | {} |\n\
-             | `keybound-browser` JS glue (`keybound_browser.js` + `snippets/`) | {} | {} |\n\
+             | `keybound-browser` JS as published, minified (`index.js`, glue `keybound_browser.js`, `snippets/`: DpopKey, login glue) | {} | {} |\n\
              | **`keybound-browser` total** | {} | {} |\n\
              | dpop `build/index.js` (as published, not minified; no dependencies) | {} | {} |\n\
              | oauth4webapi `build/index.js` (as published, not minified; no dependencies) | {} | {} |\n\n\
              keybound-browser's wasm initialisation (`await init()`, fetch + compile + instantiate) took {:.1} ms \
              once per page. Its larger size buys the proof code shared with the gateway and the authorization server \
              (keybound-core: JSON, SHA-256, `htu` normalisation), IndexedDB key persistence and the nonce-retrying \
-             `fetch`; dpop only makes proofs.\n\n\
-             Repeat: `cargo xtask bench --no-micro --no-authz` (with the gateway scenarios), or only this: \
-             `cargo xtask package npm && (cd bench/browser && npm ci && npm install --no-save \
+             `fetch`; dpop only makes proofs. `cargo xtask package npm` fails when `keybound-browser/dpop` weighs \
+             more than its budget (measured as here: node's zlib, level 9).\n\n\
+             Repeat: `cargo xtask bench --browser-only` (this benchmark alone, then BENCHMARKS.md from the \
+             results on disk), `cargo xtask bench --no-micro --no-authz` (with the gateway scenarios), or by \
+             hand: `cargo xtask package npm && (cd bench/browser && npm ci && npm install --no-save \
              ../../target/package/keybound-browser-*.tgz) && node bench/browser/run.mjs` \
              (`--rounds`, `--samples`, `--batch`; writes `target/bench/browser.json`).\n\n",
             s(&b, "dpop_version"),

@@ -41,3 +41,12 @@ export async function benchSubtleSign(samples, batch, length) {
   }
   return median(times);
 }
+
+// The namespace of this benchmark's own wasm-bindgen module, to bind the DpopKey class to.
+export async function benchGlue() {
+  const mod = await import(new URL("/wasm-bindgen-test.js", globalThis.location.href).href);
+  // The runner may have loaded its module under another URL: then this is a second instance of
+  // the same (stateless) functions; `init` does nothing when it is already initialised.
+  await mod.default({ module_or_path: new URL("/wasm-bindgen-test_bg.wasm", globalThis.location.href) });
+  return mod;
+}

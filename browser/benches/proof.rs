@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark code")]
 
 use js_sys::{Object, Promise, Reflect};
-use keybound_browser::DpopKey;
+use keybound_browser::{DpopKey, open_key};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{Criterion, console_log, wasm_bindgen_bench, wasm_bindgen_test_configure};
@@ -15,6 +15,8 @@ wasm_bindgen_test_configure!(run_in_browser);
 extern "C" {
     #[wasm_bindgen(js_name = benchCreateProof)]
     fn bench_create_proof(key: JsValue, samples: u32, batch: u32) -> Promise;
+    #[wasm_bindgen(js_name = benchGlue)]
+    fn bench_glue() -> Promise;
     #[wasm_bindgen(js_name = benchSubtleSign)]
     fn bench_subtle_sign(samples: u32, batch: u32, length: u32) -> Promise;
 }
@@ -27,7 +29,9 @@ async fn open(options: &[(&str, &str)]) -> JsValue {
     for (k, v) in options {
         Reflect::set(&o, &JsValue::from_str(k), &JsValue::from_str(v)).unwrap();
     }
-    DpopKey::open(JsValue::from(o).unchecked_into()).await.unwrap().into()
+    let glue = JsFuture::from(bench_glue()).await.unwrap();
+    let key: DpopKey = open_key(&glue, &o.into()).await.unwrap();
+    key.into()
 }
 
 async fn median(p: Promise) -> f64 {

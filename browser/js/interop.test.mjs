@@ -15,7 +15,7 @@ const withSoftwareKey = process.env.KEYBOUND_SOFTWARE_KEY === "1";
 let init, DpopKey, isKeyboundError;
 if (process.env.KEYBOUND_PKG) {
   const pkg = pathToFileURL(process.env.KEYBOUND_PKG.replace(/\/?$/, "/"));
-  ({ default: init, DpopKey, isKeyboundError } = await import(new URL("keybound_browser.js", pkg).href));
+  ({ default: init, DpopKey, isKeyboundError } = await import(new URL("index.js", pkg).href));
   await init({ module_or_path: await readFile(new URL("keybound_browser_bg.wasm", pkg)) });
 } else {
   ({ default: init, DpopKey, isKeyboundError } = await import("keybound-browser"));

@@ -36,6 +36,26 @@ for (const [specifier, mod, file] of [
   });
 }
 
+test("keybound-browser/dpop's small allocator gives memory back: 3000 proofs do not grow the wasm memory", async () => {
+  const { memory } = await dpop.default();
+  const key = await dpop.DpopKey.open({ clientId: "node-memory", storage: "memory" });
+  const proofs = async (n) => {
+    for (let i = 0; i < n; i++) {
+      // Varying sizes, as real requests have: the token, the URL and the nonce.
+      await key.createProof({
+        method: "POST",
+        url: `https://api.example.com/${"p".repeat(i % 500)}`,
+        accessToken: "t".repeat(1 + (i % 2000)),
+        nonce: "n".repeat(1 + (i % 300)),
+      });
+    }
+  };
+  await proofs(500); // warm up: the heap reaches its working size
+  const before = memory.buffer.byteLength;
+  await proofs(3000);
+  assert.equal(memory.buffer.byteLength, before, "the wasm memory grew");
+});
+
 test("keybound-browser has login; keybound-browser/dpop does not", () => {
   assert.equal(typeof full.OAuthClient, "function");
   assert.equal(dpop.OAuthClient, undefined);

@@ -10,6 +10,16 @@ use keybound_core::ErrorCode;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 
+#[wasm_bindgen(module = "/src/dpop.js")]
+extern "C" {
+    /// `keyboundError(code, reason, message)`: the `KeyboundError` JavaScript and Rust both throw.
+    #[wasm_bindgen(js_name = keyboundError)]
+    fn keybound_error(code: Option<String>, reason: &str, message: &str) -> JsValue;
+    /// Whether `value` is an error thrown by keybound-browser (a `KeyboundError`).
+    #[wasm_bindgen(js_name = isKeyboundError)]
+    pub fn is_keybound_error(value: &JsValue) -> bool;
+}
+
 /// The `name` of every error keybound-browser throws.
 pub const ERROR_NAME: &str = "KeyboundError";
 
@@ -80,23 +90,14 @@ impl From<keybound_core::Error> for BrowserError {
             code: Some(e.code().unwrap_or(ErrorCode::InvalidRequest).as_str().into()),
             reason: e.reason(),
             // The reason, not the Display text: the same information, and much smaller wasm.
-            message: format!("keybound: {}", e.reason()),
+            message: ["keybound: ", e.reason()].concat(),
         }
     }
 }
 
 impl From<BrowserError> for JsValue {
     fn from(e: BrowserError) -> JsValue {
-        let err = js_sys::Error::new(&e.message);
-        err.set_name(ERROR_NAME);
-        let code = match &e.code {
-            Some(code) => JsValue::from_str(code),
-            None => JsValue::NULL,
-        };
-        // Setting a property on a fresh Error object cannot fail; ignore the Result anyway.
-        let _ = js_sys::Reflect::set(&err, &JsValue::from_str("code"), &code);
-        let _ = js_sys::Reflect::set(&err, &JsValue::from_str("reason"), &JsValue::from_str(e.reason));
-        err.into()
+        keybound_error(e.code, e.reason, &e.message)
     }
 }
 
@@ -107,12 +108,6 @@ pub fn is_error_code(code: &str) -> bool {
         && code
             .bytes()
             .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
-}
-
-/// Whether `value` is an error thrown by keybound-browser (a `KeyboundError`).
-#[wasm_bindgen(js_name = isKeyboundError, unchecked_return_type = "value is KeyboundError")]
-pub fn is_keybound_error(#[wasm_bindgen(unchecked_param_type = "unknown")] value: &JsValue) -> bool {
-    value.dyn_ref::<js_sys::Error>().is_some_and(|e| e.name() == ERROR_NAME)
 }
 
 #[cfg(test)]

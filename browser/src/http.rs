@@ -17,7 +17,7 @@ pub fn dpop_challenge_error(www_authenticate: &str) -> Option<String> {
     while !rest.is_empty() {
         // A token: a scheme name or a parameter name.
         let end = rest.find(|c: char| c == '=' || c == ',' || c.is_ascii_whitespace());
-        let (token, after) = rest.split_at(end.unwrap_or(rest.len()));
+        let (token, after) = rest.split_at_checked(end.unwrap_or(rest.len())).unwrap_or((rest, ""));
         let after_ws = after.trim_start();
         if let Some(value_part) = after_ws.strip_prefix('=') {
             // auth-param: token = (token / quoted-string)
@@ -59,7 +59,7 @@ fn read_param_value(input: &str) -> (String, &str) {
         let end = input
             .find(|c: char| c == ',' || c.is_ascii_whitespace())
             .unwrap_or(input.len());
-        let (value, rest) = input.split_at(end);
+        let (value, rest) = input.split_at_checked(end).unwrap_or((input, ""));
         (value.to_string(), rest)
     }
 }

@@ -1,26 +1,17 @@
-//! Bindings to `glue.js` (IndexedDB as Promises, the global scope's `crypto.subtle`, `fetch` and
-//! `sessionStorage`)
-//! and small conversions between JavaScript values and Rust.
+//! Bindings to `glue.js` (the login's: the global scope's `fetch`, `Date.now()` and
+//! `sessionStorage`) and small conversions between JavaScript values and Rust.
 
 use js_sys::{Object, Promise, Reflect};
+#[cfg(feature = "login")]
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::error::BrowserError;
 
+#[cfg(feature = "login")]
 #[wasm_bindgen(module = "/src/glue.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = idbOpen, catch)]
-    fn idb_open_promise(name: &str) -> Result<Promise, JsValue>;
-    #[wasm_bindgen(js_name = idbGet, catch)]
-    fn idb_get_promise(db: &JsValue, id: &str) -> Result<Promise, JsValue>;
-    #[wasm_bindgen(js_name = idbAddIfAbsent, catch)]
-    fn idb_add_promise(db: &JsValue, id: &str, value: &JsValue) -> Result<Promise, JsValue>;
-    #[wasm_bindgen(js_name = idbDelete, catch)]
-    fn idb_delete_promise(db: &JsValue, id: &str) -> Result<Promise, JsValue>;
-    #[wasm_bindgen(js_name = subtleCrypto)]
-    fn subtle_crypto_value() -> JsValue;
     #[wasm_bindgen(js_name = globalFetch, catch)]
     fn global_fetch_promise(request: &web_sys::Request) -> Result<Promise, JsValue>;
     /// `Date.now()`.
@@ -35,57 +26,21 @@ extern "C" {
     /// `sessionStorage.removeItem(key)`.
     #[wasm_bindgen(js_name = sessionRemove, catch)]
     pub fn session_remove(key: &str) -> Result<(), JsValue>;
-    /// `Date.parse(value)` (NaN when unparseable).
-    #[wasm_bindgen(js_name = parseHttpDate)]
-    pub fn parse_http_date(value: &str) -> f64;
 }
 
 /// Awaits a Promise-returning call.
+///
+/// # Errors
+/// What the call threw or the Promise rejected with.
 pub async fn call(promise: Result<Promise, JsValue>) -> Result<JsValue, JsValue> {
     JsFuture::from(promise?).await
-}
-
-/// Opens the key database.
-///
-/// # Errors
-/// What IndexedDB said (missing, refused, blocked, version error).
-pub async fn idb_open(name: &str) -> Result<JsValue, JsValue> {
-    call(idb_open_promise(name)).await
-}
-
-/// The record under `id` (`undefined` if none).
-///
-/// # Errors
-/// What IndexedDB said.
-pub async fn idb_get(db: &JsValue, id: &str) -> Result<JsValue, JsValue> {
-    call(idb_get_promise(db, id)).await
-}
-
-/// Adds the record if `id` is free; `false` when another writer was first.
-///
-/// # Errors
-/// What IndexedDB said, e.g. `DataCloneError` where CryptoKeys cannot be stored.
-pub async fn idb_add_if_absent(db: &JsValue, id: &str, value: &JsValue) -> Result<bool, JsValue> {
-    Ok(call(idb_add_promise(db, id, value)).await?.as_bool().unwrap_or(false))
-}
-
-/// Deletes the record under `id`.
-///
-/// # Errors
-/// What IndexedDB said.
-pub async fn idb_delete(db: &JsValue, id: &str) -> Result<(), JsValue> {
-    call(idb_delete_promise(db, id)).await.map(|_| ())
-}
-
-/// `crypto.subtle`, if this context has it (secure contexts only).
-pub fn subtle() -> Option<web_sys::SubtleCrypto> {
-    subtle_crypto_value().dyn_into().ok()
 }
 
 /// The global `fetch(request)`.
 ///
 /// # Errors
 /// What `fetch` rejected with (a network error is a `TypeError`).
+#[cfg(feature = "login")]
 pub async fn fetch(request: &web_sys::Request) -> Result<web_sys::Response, JsValue> {
     call(global_fetch_promise(request)).await?.dyn_into()
 }

@@ -25,7 +25,7 @@ pub mod oidc;
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
-use keybound_core::id_token::IdTokenPolicy;
+use keybound_core::id_token::{IdTokenChecks, IdTokenClaims, IdTokenPolicy};
 use keybound_core::jwk::Jwks;
 use keybound_core::{b64, pkce};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -33,10 +33,12 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
 
 use crate::error::BrowserError;
-use crate::{DpopKey, Inner, dpop_fetch, http, js, js_err};
+use crate::{DpopKey, http, js, js_err};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_LOGIN_TYPES: &str = r#"
+import type { DpopKey } from "./dpop.js";
+
 /** Options of `OAuthClient.create`. */
 export interface LoginOptions {
   /** The authorization server's issuer identifier (https, or http on a loopback host). */
@@ -96,6 +98,13 @@ export type OAuthClientEventType = OAuthClientEvent["type"];
 export interface StartLoginOptions {
   /** The scope to ask for, instead of the client's default. */
   scope?: string;
+  /**
+   * RFC 9396 authorization details: an array of objects, each with a `type` the server
+   * registered (e.g. a payment: amount, currency, payee). Sent with the pushed request (or in
+   * the authorization URL without PAR); the server shows them on its consent page and the
+   * access token carries what was granted (`TokenResult.authorizationDetails`).
+   */
+  authorizationDetails?: Array<{ type: string } & Record<string, unknown>>;
 }
 
 /** What a successful code exchange or refresh gave (the refresh token stays inside the module). */
@@ -114,6 +123,8 @@ export interface TokenResult {
   idTokenClaims?: Record<string, unknown>;
   /** Whether a refresh token was issued (or kept from before). */
   hasRefreshToken: boolean;
+  /** The RFC 9396 authorization details granted, if the server said. */
+  authorizationDetails?: Array<{ type: string } & Record<string, unknown>>;
 }
 "#;
 
@@ -184,6 +195,32 @@ pub fn new_state() -> Result<String, BrowserError> {
     let mut bytes = [0u8; STATE_BYTES];
     random(&mut bytes)?;
     Ok(b64::encode(&bytes))
+}
+
+/// The `authorizationDetails` of `startLogin` options as the JSON text of the
+/// `authorization_details` parameter: `None` when absent.
+///
+/// # Errors
+/// `invalid_request` unless it is a non-empty array of objects, each with a string `type`.
+pub fn authorization_details(options: &JsValue) -> Result<Option<String>, BrowserError> {
+    let value = js::get(options, "authorizationDetails");
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    let bad = || BrowserError::bad_argument("`authorizationDetails` must be a non-empty array of objects with a string `type`");
+    let list = value.dyn_ref::<js_sys::Array>().ok_or_else(bad)?;
+    let typed = list.length() > 0
+        && list
+            .iter()
+            .all(|d| d.is_object() && !js_sys::Array::is_array(&d) && js::get(&d, "type").is_string());
+    if !typed {
+        return Err(bad());
+    }
+    js_sys::JSON::stringify(&value)
+        .ok()
+        .and_then(|s| s.as_string())
+        .map(Some)
+        .ok_or_else(bad)
 }
 
 /// Whether a space-separated scope asks for OpenID Connect (`openid`).
@@ -445,8 +482,13 @@ struct Tokens {
     expires_in: Option<f64>,
     expires_at: Option<f64>,
     scope: Option<String>,
+    /// The RFC 9396 `authorization_details` granted, as the token response gave them.
+    authorization_details: Option<JsValue>,
     id_token: Option<String>,
     id_token_claims: Option<JsValue>,
+    /// The validated claims, as keybound-core read them (a refreshed ID token must keep their
+    /// `iss`, `sub` and `aud`).
+    id_claims: Option<IdTokenClaims>,
 }
 
 /// What started a refresh (the `trigger` of the refresh events).
@@ -473,7 +515,7 @@ impl Trigger {
 /// The state behind an [`OAuthClient`], shared with its pending Promises and its timer.
 struct ClientInner {
     this: Weak<ClientInner>,
-    key: Rc<Inner>,
+    key: DpopKey,
     client_id: String,
     redirect_uri: String,
     scope: Option<String>,
@@ -512,7 +554,18 @@ fn form(entries: &[(&str, &str)]) -> Result<web_sys::UrlSearchParams, JsValue> {
 
 /// POSTs a form with a DPoP proof (one nonce retry) and returns the status and the JSON body
 /// (`null` when the body is not JSON).
-async fn post_form(key: &Inner, url: &str, params: &web_sys::UrlSearchParams) -> Result<(u16, JsValue), JsValue> {
+/// The key's DPoP `fetch` (`src/dpop.js`: one retry on `use_dpop_nonce`).
+async fn dpop_fetch(
+    key: &DpopKey,
+    url: &str,
+    init: &web_sys::RequestInit,
+    access_token: Option<&str>,
+) -> Result<web_sys::Response, JsValue> {
+    let promise = key.fetch(url, Some(init.clone()), access_token.map(str::to_string));
+    js::call(Ok(promise)).await?.dyn_into()
+}
+
+async fn post_form(key: &DpopKey, url: &str, params: &web_sys::UrlSearchParams) -> Result<(u16, JsValue), JsValue> {
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     init.set_body(params);
@@ -557,9 +610,9 @@ fn parse_tokens(body: &JsValue, previous: Option<&Tokens>) -> Result<Tokens, Bro
         None
     };
     let id_token = js::str_of(body, "id_token");
-    let (previous_id, previous_claims) = match (&id_token, previous) {
-        (None, Some(p)) => (p.id_token.clone(), p.id_token_claims.clone()),
-        _ => (None, None),
+    let (previous_id, previous_claims, previous_id_claims) = match (&id_token, previous) {
+        (None, Some(p)) => (p.id_token.clone(), p.id_token_claims.clone(), p.id_claims.clone()),
+        _ => (None, None, None),
     };
     Ok(Tokens {
         access_token,
@@ -567,8 +620,12 @@ fn parse_tokens(body: &JsValue, previous: Option<&Tokens>) -> Result<Tokens, Bro
         expires_in,
         expires_at: expires_in.map(|s| js::now_millis() + s * 1000.0),
         scope: js::str_of(body, "scope"),
+        authorization_details: Some(js::get(body, "authorization_details"))
+            .filter(js_sys::Array::is_array)
+            .or_else(|| previous.and_then(|p| p.authorization_details.clone())),
         id_token: id_token.or(previous_id),
         id_token_claims: previous_claims,
+        id_claims: previous_id_claims,
     })
 }
 
@@ -589,6 +646,10 @@ fn token_result(tokens: &Tokens) -> JsValue {
             tokens.id_token_claims.as_ref().unwrap_or(&JsValue::UNDEFINED),
         ),
         ("hasRefreshToken", &JsValue::from_bool(tokens.refresh_token.is_some())),
+        (
+            "authorizationDetails",
+            tokens.authorization_details.as_ref().unwrap_or(&JsValue::UNDEFINED),
+        ),
     ])
     .into()
 }
@@ -679,9 +740,17 @@ impl ClientInner {
         Ok(Some(keys))
     }
 
-    /// Validates the ID token of `tokens` (when the issuer's keys are known) and keeps its claims.
-    /// `required`: an ID token must be there (`openid` was asked for at login).
-    async fn check_id_token(&self, tokens: &mut Tokens, nonce: Option<&str>, required: bool) -> Result<(), JsValue> {
+    /// Validates the ID token of `tokens` (when the issuer's keys are known) and keeps its claims:
+    /// its `at_hash` against the access token beside it; for a refresh, its `iss`, `sub` and
+    /// `aud` against the `original` ID token's. `required`: an ID token must be there (`openid`
+    /// was asked for at login).
+    async fn check_id_token(
+        &self,
+        tokens: &mut Tokens,
+        nonce: Option<&str>,
+        required: bool,
+        original: Option<&IdTokenClaims>,
+    ) -> Result<(), JsValue> {
         let Some(id_token) = tokens.id_token.clone().filter(|_| tokens.id_token_claims.is_none()) else {
             if required && tokens.id_token.is_none() {
                 return Err(js_err(BrowserError::protocol(
@@ -693,15 +762,21 @@ impl ClientInner {
             return Ok(());
         };
         let policy = IdTokenPolicy::new(self.endpoints.issuer.clone(), self.client_id.clone());
-        let now = http::iat(js::now_millis(), self.key.clock_offset.get());
+        let now = http::iat(js::now_millis(), self.key.clock_offset());
         let mut refetched = false;
         loop {
             let Some(keys) = self.keys(refetched).await? else {
                 return Ok(());
             };
-            match oidc::verify_id_token(&id_token, &keys, &policy, nonce, now).await {
+            let checks = IdTokenChecks {
+                nonce,
+                access_token: Some(&tokens.access_token),
+                previous: original,
+            };
+            match oidc::verify_id_token(&id_token, &keys, &policy, &checks, now).await {
                 Ok(claims) => {
                     tokens.id_token_claims = Some(oidc::claims_to_js(&claims));
+                    tokens.id_claims = Some(claims);
                     return Ok(());
                 }
                 // The issuer may have rotated its keys since the set was fetched: fetch it once more.
@@ -711,10 +786,11 @@ impl ClientInner {
         }
     }
 
-    async fn start(&self, scope: Option<String>) -> Result<String, JsValue> {
+    async fn start(&self, scope: Option<String>, details: Option<String>) -> Result<String, JsValue> {
         let pkce = new_pkce().map_err(js_err)?;
         let state = new_state().map_err(js_err)?;
         let scope = scope.or_else(|| self.scope.clone());
+        let jkt = self.key.thumbprint();
         let nonce = if is_openid(scope.as_deref()) {
             Some(new_state().map_err(js_err)?)
         } else {
@@ -727,13 +803,16 @@ impl ClientInner {
             ("state", state.as_str()),
             ("code_challenge", pkce.challenge.as_str()),
             ("code_challenge_method", "S256"),
-            ("dpop_jkt", self.key.jkt.as_str()),
+            ("dpop_jkt", jkt.as_str()),
         ];
         if let Some(scope) = scope.as_deref() {
             entries.push(("scope", scope));
         }
         if let Some(nonce) = nonce.as_deref() {
             entries.push(("nonce", nonce));
+        }
+        if let Some(details) = details.as_deref() {
+            entries.push(("authorization_details", details));
         }
         let url = web_sys::Url::new(&self.endpoints.authorization)?;
         if let Some(par) = &self.endpoints.par {
@@ -788,7 +867,7 @@ impl ClientInner {
             return Err(js_err(server_error("the code exchange", "token_failed", status, &body)));
         }
         let mut tokens = parse_tokens(&body, None).map_err(js_err)?;
-        self.check_id_token(&mut tokens, pending.nonce.as_deref(), pending.nonce.is_some())
+        self.check_id_token(&mut tokens, pending.nonce.as_deref(), pending.nonce.is_some(), None)
             .await?;
         let result = token_result(&tokens);
         self.set_tokens(tokens);
@@ -814,8 +893,10 @@ impl ClientInner {
             return Err(js_err(server_error("the refresh", "refresh_failed", status, &body)));
         }
         let mut tokens = parse_tokens(&body, previous.as_ref()).map_err(js_err)?;
-        // A new ID token from a refresh has no nonce to check (OpenID Connect Core §12.2).
-        self.check_id_token(&mut tokens, None, false).await?;
+        // A new ID token from a refresh has no nonce to check, and must be about the same
+        // end-user as the original (OpenID Connect Core §12.2).
+        let original = previous.as_ref().and_then(|t| t.id_claims.as_ref());
+        self.check_id_token(&mut tokens, None, false, original).await?;
         if self.tokens.borrow().is_none() {
             // Logged out while the refresh was in flight: keep nothing.
             return Err(js_err(BrowserError::environment(
@@ -939,7 +1020,7 @@ async fn discover(issuer: &str) -> Result<JsValue, JsValue> {
     Err(js_err(invalid("metadata_unavailable", statuses.join("; "))))
 }
 
-async fn create(key: Rc<Inner>, options: JsValue) -> Result<OAuthClient, JsValue> {
+async fn create(key: DpopKey, options: JsValue) -> Result<OAuthClient, JsValue> {
     let options = js::options_object(&options, "login options").map_err(js_err)?;
     let issuer = js::required_string(&options, "issuer").map_err(js_err)?;
     let client_id = js::required_string(&options, "clientId").map_err(js_err)?;
@@ -961,7 +1042,7 @@ async fn create(key: Rc<Inner>, options: JsValue) -> Result<OAuthClient, JsValue
             ))
         })?
     };
-    if client_id != key.client_id {
+    if client_id != key.client_id() {
         return Err(js_err(BrowserError::bad_argument(
             "clientId must be the client id the DpopKey was opened for",
         )));
@@ -1031,7 +1112,7 @@ impl OAuthClient {
     /// network (or CORS) failure.
     #[wasm_bindgen(unchecked_return_type = "Promise<OAuthClient>")]
     pub fn create(key: &DpopKey, options: LoginOptions) -> js_sys::Promise {
-        let key = Rc::clone(&key.inner);
+        let key = key.clone();
         let options: JsValue = options.into();
         future_to_promise(async move { create(key, options).await.map(JsValue::from) })
     }
@@ -1053,14 +1134,17 @@ impl OAuthClient {
         let inner = Rc::clone(&self.inner);
         let options: Option<JsValue> = options.map(Into::into);
         future_to_promise(async move {
-            let scope = match options.filter(|o| !o.is_undefined() && !o.is_null()) {
+            let (scope, details) = match options.filter(|o| !o.is_undefined() && !o.is_null()) {
                 Some(o) => {
                     let o = js::options_object(&o, "startLogin options").map_err(js_err)?;
-                    js::optional_string(&o, "scope").map_err(js_err)?
+                    (
+                        js::optional_string(&o, "scope").map_err(js_err)?,
+                        authorization_details(&o).map_err(js_err)?,
+                    )
                 }
-                None => None,
+                None => (None, None),
             };
-            inner.start(scope).await.map(|url| JsValue::from_str(&url))
+            inner.start(scope, details).await.map(|url| JsValue::from_str(&url))
         })
     }
 

@@ -13,8 +13,10 @@
 )]
 
 use js_sys::{Object, Promise, Reflect};
-use keybound_browser::DpopKey;
 use keybound_browser::error::is_keybound_error;
+use keybound_browser::{DpopKey, open_key};
+
+mod common;
 use keybound_core::b64;
 use keybound_core::dpop::{NonceCheck, ProofPolicy, ProofTarget, VerifiedProof, access_token_hash, verify_proof};
 use keybound_core::htu::Htu;
@@ -28,8 +30,8 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[wasm_bindgen(module = "/tests/helpers.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = openInNewInstance)]
-    fn open_in_new_instance(client_id: &str) -> Promise;
+    #[wasm_bindgen(js_name = newInstance)]
+    fn new_instance() -> Promise;
     fn hide(target: &JsValue, name: &str) -> js_sys::Function;
     #[wasm_bindgen(js_name = cryptoObject)]
     fn crypto_object() -> JsValue;
@@ -45,6 +47,17 @@ extern "C" {
     fn export_jwk(key: &JsValue) -> Promise;
     #[wasm_bindgen(js_name = fetchPlain)]
     fn fetch_plain(url: &str) -> Promise;
+}
+
+// IndexedDB as the key store uses it (src/dpop.js).
+#[wasm_bindgen(module = "/src/dpop.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = idbOpen)]
+    fn idb_open() -> Promise;
+    #[wasm_bindgen(js_name = idbGet)]
+    fn idb_get(db: &JsValue, id: &str) -> Promise;
+    #[wasm_bindgen(js_name = idbAddIfAbsent)]
+    fn idb_add_if_absent(db: &JsValue, id: &str, value: &JsValue) -> Promise;
 }
 
 // ---------- helpers ----------
@@ -82,11 +95,11 @@ async fn open(client_id: &str) -> DpopKey {
 }
 
 async fn open_with(options: JsValue) -> Result<DpopKey, JsValue> {
-    DpopKey::open(options.unchecked_into()).await
+    common::open_key(&options).await
 }
 
 async fn proof(key: &DpopKey, entries: &[(&str, JsValue)]) -> Result<String, JsValue> {
-    wait(key.create_proof(obj(entries).unchecked_into()))
+    wait(key.create_proof(&obj(entries)))
         .await
         .map(|v| v.as_string().unwrap())
 }
@@ -161,9 +174,10 @@ async fn key_persists_across_a_reload_in_a_new_module_instance() {
     drop(first);
 
     // A new JS module and wasm instance, same origin and IndexedDB: the same key.
-    let reloaded = wait(open_in_new_instance(&id)).await.unwrap();
-    assert_eq!(get(&reloaded, "thumbprint").as_string(), Some(jkt.clone()));
-    assert_eq!(get(&reloaded, "storage").as_string().as_deref(), Some("indexeddb"));
+    let glue = wait(new_instance()).await.unwrap();
+    let reloaded = open_key(&glue, &obj(&[("clientId", s(&id))])).await.unwrap();
+    assert_eq!(reloaded.thumbprint(), jkt);
+    assert_eq!(reloaded.storage(), "indexeddb");
 
     // And here again.
     assert_eq!(open(&id).await.thumbprint(), jkt);
@@ -229,27 +243,17 @@ async fn two_tabs_opening_at_once_share_one_key() {
 async fn creating_a_key_record_never_overwrites_one_that_exists() {
     // The primitive behind the multi-tab guarantee, deterministically: the second writer loses and
     // the first record stays.
-    let db = keybound_browser::js::idb_open(keybound_browser::key::DB_NAME)
-        .await
-        .unwrap();
+    let db = wait(idb_open()).await.unwrap();
     let id = unique("add");
     let first = obj(&[("x", s("first"))]);
     let second = obj(&[("x", s("second"))]);
-    assert!(keybound_browser::js::idb_add_if_absent(&db, &id, &first).await.unwrap());
-    assert!(
-        !keybound_browser::js::idb_add_if_absent(&db, &id, &second)
-            .await
-            .unwrap()
-    );
-    let stored = keybound_browser::js::idb_get(&db, &id).await.unwrap();
+    assert_eq!(wait(idb_add_if_absent(&db, &id, &first)).await.unwrap(), true);
+    assert_eq!(wait(idb_add_if_absent(&db, &id, &second)).await.unwrap(), false);
+    let stored = wait(idb_get(&db, &id)).await.unwrap();
     assert_eq!(get(&stored, "x").as_string().as_deref(), Some("first"));
     // A value IndexedDB cannot store is an error, not a silent loss.
     let function = js_sys::Function::new_no_args("return 1");
-    assert!(
-        keybound_browser::js::idb_add_if_absent(&db, &unique("clone"), &function)
-            .await
-            .is_err()
-    );
+    assert!(wait(idb_add_if_absent(&db, &unique("clone"), &function)).await.is_err());
 }
 
 /// Polls two futures to completion concurrently (no executor crate needed).
@@ -519,9 +523,7 @@ async fn bad_proof_requests_get_rfc_codes() {
         let err = proof(&key, entries).await.unwrap_err();
         assert_keybound_error(&err, Some(code), reason);
     }
-    let err = wait(key.create_proof(JsValue::NULL.unchecked_into()))
-        .await
-        .unwrap_err();
+    let err = wait(key.create_proof(&JsValue::NULL)).await.unwrap_err();
     assert_keybound_error(&err, Some("invalid_request"), "invalid_argument");
 }
 

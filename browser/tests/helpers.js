@@ -1,21 +1,24 @@
 // Test helpers that need plain JavaScript: a second instance of the test module (a "reload"),
 // hiding a global API the way browsers without it behave, and raw IndexedDB/WebCrypto access.
 
+// The namespace of this test's wasm-bindgen module, initialised: what a package's index.js binds
+// the DpopKey class to.
+export async function testGlue() {
+  const mod = await import(new URL("/wasm-bindgen-test.js", globalThis.location.href).href);
+  // The runner may have loaded its module under another URL: then this is a second instance of
+  // the same (stateless) functions; `init` does nothing when it is already initialised.
+  await mod.default({ module_or_path: new URL("/wasm-bindgen-test_bg.wasm", globalThis.location.href) });
+  return mod;
+}
+
 // Loads the test's own wasm-bindgen glue again under another URL, so the browser makes a new
 // JavaScript module and a new wasm instance (fresh memory, no Rust state), like a page reload, but
-// in the same origin and so with the same IndexedDB. Opens `clientId` there; returns the
-// thumbprint and where the key is stored.
-export async function openInNewInstance(clientId) {
-  const url = new URL("./wasm-bindgen-test.js?instance=" + Math.random(), location.href);
+// in the same origin and so with the same IndexedDB. Resolves to its namespace, initialised.
+export async function newInstance() {
+  const url = new URL("/wasm-bindgen-test.js?instance=" + Math.random(), location.href);
   const mod = await import(url.href);
-  await mod.default({ module_or_path: new URL("./wasm-bindgen-test_bg.wasm", location.href) });
-  if (!mod.DpopKey) {
-    throw new Error("the reloaded module has no DpopKey export");
-  }
-  const key = await mod.DpopKey.open({ clientId });
-  const out = { thumbprint: key.thumbprint(), storage: key.storage };
-  key.free();
-  return out;
+  await mod.default({ module_or_path: new URL("/wasm-bindgen-test_bg.wasm", location.href) });
+  return mod;
 }
 
 // Replaces `target[name]` by undefined; returns a function that restores it.

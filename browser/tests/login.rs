@@ -26,6 +26,13 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+mod common;
+
+/// Opens a key (see `common`); panics if it cannot.
+async fn open_key(options: &JsValue) -> DpopKey {
+    common::open_key(options).await.unwrap()
+}
+
 const REDIRECT: &str = "https://app.example/cb";
 
 fn obj(entries: &[(&str, JsValue)]) -> JsValue {
@@ -64,9 +71,7 @@ fn assert_keybound_error(err: &JsValue, code: Option<&str>, reason: &str) {
 }
 
 async fn key(client_id: &str) -> DpopKey {
-    DpopKey::open(obj(&[("clientId", s(client_id)), ("storage", s("memory"))]).unchecked_into())
-        .await
-        .unwrap()
+    open_key(&obj(&[("clientId", s(client_id)), ("storage", s("memory"))])).await
 }
 
 async fn client_with(key: &DpopKey, entries: &[(&str, JsValue)]) -> Result<OAuthClient, JsValue> {

@@ -18,6 +18,7 @@ use keybound_browser::DpopKey;
 use keybound_browser::error::is_keybound_error;
 use keybound_browser::js::session_get;
 use keybound_browser::login::{OAuthClient, is_openid, pending_key, refresh_delay_ms};
+use keybound_core::id_token::left_half_hash;
 use keybound_core::jwk::Jwk;
 use keybound_core::jws::{self, Alg, P256Signer, Signer as _};
 use serde_json::{Value, json};
@@ -26,6 +27,13 @@ use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+mod common;
+
+/// Opens a key (see `common`); panics if it cannot.
+async fn open_key(options: &JsValue) -> DpopKey {
+    common::open_key(options).await.unwrap()
+}
 
 const AS: &str = "https://as.example";
 const REDIRECT: &str = "https://app.example/cb";
@@ -68,9 +76,21 @@ fn now() -> i64 {
 }
 
 fn id_token(client_id: &str, nonce: &str) -> String {
-    let claims = json!({
-        "iss": AS, "sub": "alice", "aud": client_id, "iat": now(), "exp": now() + 300, "nonce": nonce,
+    id_token_with(client_id, &json!({ "nonce": nonce }))
+}
+
+/// An ID token for `client_id` about alice, with `extra` claims (`null` removes one).
+fn id_token_with(client_id: &str, extra: &Value) -> String {
+    let mut claims = json!({
+        "iss": AS, "sub": "alice", "aud": client_id, "iat": now(), "exp": now() + 300,
     });
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
     jws::sign_json(&issuer_key(), Some("JWT"), Some(KID), &claims).unwrap()
 }
 
@@ -116,7 +136,7 @@ fn restore_fetch() {
 
 async fn key(client_id: &str) -> DpopKey {
     let options = js(&json!({"clientId": client_id, "storage": "memory"}));
-    DpopKey::open(options.unchecked_into()).await.unwrap()
+    open_key(&options).await
 }
 
 fn metadata(par: bool) -> Value {
@@ -152,6 +172,16 @@ async fn start(client: &OAuthClient, client_id: &str) -> (web_sys::UrlSearchPara
     assert_eq!(format!("{}{}", url.origin(), url.pathname()), format!("{AS}/authorize"));
     let pending = session_get(&pending_key(client_id)).unwrap().unwrap();
     (url.search_params(), serde_json::from_str(&pending).unwrap())
+}
+
+/// A client (no auto-refresh) of a fresh key for the client id `<prefix>-<random>`, with a login
+/// started: the client id, the key, the client and the pending login.
+async fn started(prefix: &str) -> (String, DpopKey, OAuthClient, Value) {
+    let id = unique(prefix);
+    let key = key(&id).await;
+    let client = client_with(&key, &json!({"autoRefresh": false})).await.unwrap();
+    let (_, pending) = start(&client, &id).await;
+    (id, key, client, pending)
 }
 
 fn callback(pending: &Value) -> String {
@@ -270,7 +300,10 @@ async fn the_id_token_is_validated_after_the_code_exchange() {
     stub_fetch(&json!({}));
     add_route(
         &format!("{AS}/token"),
-        &token_response(Some(id_token(&id, pending["nonce"].as_str().unwrap()))),
+        &token_response(Some(id_token_with(
+            &id,
+            &json!({ "nonce": pending["nonce"], "at_hash": left_half_hash(Alg::Es256, "at-1") }),
+        ))),
     );
     let result = wait(client.complete_login(&callback(&pending))).await;
     let exchange = calls();
@@ -327,6 +360,15 @@ async fn the_id_token_is_validated_after_the_code_exchange() {
             "id_token_unknown_key",
         ),
         ("no ID token", Box::new(|_| None), json!({}), "id_token_missing"),
+        (
+            "the at_hash of another access token",
+            Box::new(|n| {
+                let at_hash = left_half_hash(Alg::Es256, "another-access-token");
+                Some(id_token_with(&id, &json!({ "nonce": n, "at_hash": at_hash })))
+            }),
+            json!({}),
+            "id_token_at_hash_mismatch",
+        ),
     ];
     for (name, make, options, reason) in cases {
         let mut options = options;
@@ -344,6 +386,52 @@ async fn the_id_token_is_validated_after_the_code_exchange() {
         assert_keybound_error(&err, Some("invalid_token"), reason);
         assert!(client.access_token().is_none(), "{name}");
     }
+}
+
+#[wasm_bindgen_test]
+async fn a_refreshed_id_token_must_be_about_the_same_end_user() {
+    let (id, _key, client, pending) = started("refresh-sub").await;
+    let response = |access: &str, id_token: String| {
+        json!({"status": 200, "headers": {"content-type": "application/json"}, "body": {
+            "access_token": access, "token_type": "DPoP", "expires_in": 300, "refresh_token": "rt",
+            "id_token": id_token,
+        }})
+    };
+    // A refreshed ID token has no nonce (OpenID Connect Core §12.2), and its at_hash is the new
+    // access token's.
+    let renewed = |sub: &str, access: &str| {
+        id_token_with(
+            &id,
+            &json!({ "sub": sub, "at_hash": left_half_hash(Alg::Es256, access) }),
+        )
+    };
+    stub_fetch(&json!({}));
+    add_route(
+        &format!("{AS}/token"),
+        &json!([
+            response("at-1", id_token(&id, pending["nonce"].as_str().unwrap())),
+            response("at-2", renewed("alice", "at-2")),
+            response("at-3", renewed("mallory", "at-3")),
+        ]),
+    );
+    let login = wait(client.complete_login(&callback(&pending))).await;
+    let same_user = wait(client.refresh()).await;
+    let other_user = wait(client.refresh()).await;
+    restore_fetch();
+    login.unwrap();
+    same_user.unwrap();
+    assert_eq!(client.access_token().as_deref(), Some("at-2"));
+    let err = other_user.err().unwrap();
+    assert_keybound_error(&err, Some("invalid_token"), "id_token_refresh_mismatch");
+    assert_eq!(
+        client.access_token().as_deref(),
+        Some("at-2"),
+        "the refused refresh's tokens are not kept"
+    );
+    assert_eq!(
+        get(&client.id_token_claims(), "sub").as_string().as_deref(),
+        Some("alice")
+    );
 }
 
 #[wasm_bindgen_test]
@@ -437,10 +525,7 @@ async fn a_401_invalid_token_refreshes_once_and_retries_once_and_the_timer_refre
 
 #[wasm_bindgen_test]
 async fn logout_builds_the_end_session_url_and_events_can_be_removed() {
-    let id = unique("logout");
-    let key = key(&id).await;
-    let client = client_with(&key, &json!({"autoRefresh": false})).await.unwrap();
-    let (_, pending) = start(&client, &id).await;
+    let (id, key, client, pending) = started("logout").await;
     stub_fetch(&json!({}));
     add_route(
         &format!("{AS}/token"),
@@ -505,4 +590,60 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B
     })
     .await;
     (ra.unwrap(), rb.unwrap())
+}
+
+/// RFC 9396: `authorizationDetails` go with the request (in the URL without PAR, in the pushed
+/// form with it) as the `authorization_details` JSON, and the granted ones come back in the
+/// token result; anything but an array of typed objects is refused before any request.
+#[wasm_bindgen_test]
+async fn authorization_details_go_with_the_request_and_come_back_with_the_token() {
+    let payment = json!([{"type": "payment_initiation", "instructedAmount": {"currency": "EUR", "amount": "42.00"},
+        "creditorName": "Café Example"}]);
+    let id = unique("rar");
+    let key = key(&id).await;
+    let client = client_with(&key, &json!({"scope": "accounts", "autoRefresh": false})).await.unwrap();
+    let options = js(&json!({"authorizationDetails": payment}));
+    let url = wait(client.start_login(Some(options.unchecked_into()))).await.unwrap().as_string().unwrap();
+    let params = web_sys::Url::new(&url).unwrap().search_params();
+    let sent: Value = serde_json::from_str(&params.get("authorization_details").unwrap()).unwrap();
+    assert_eq!(sent, payment);
+    let pending: Value = serde_json::from_str(&session_get(&pending_key(&id)).unwrap().unwrap()).unwrap();
+    stub_fetch(&json!({}));
+    add_route(
+        &format!("{AS}/token"),
+        &json!([{"status": 200, "body": {"access_token": "at", "token_type": "DPoP", "authorization_details": payment}}]),
+    );
+    let result = wait(client.complete_login(&callback(&pending))).await.unwrap();
+    restore_fetch();
+    let granted: Value =
+        serde_json::from_str(&js_sys::JSON::stringify(&get(&result, "authorizationDetails")).unwrap().as_string().unwrap())
+            .unwrap();
+    assert_eq!(granted, payment);
+
+    // With PAR: in the pushed form.
+    let par = client_with(&key, &json!({"scope": "accounts", "metadata": metadata(true)})).await.unwrap();
+    stub_fetch(&json!({}));
+    add_route(
+        &format!("{AS}/par"),
+        &json!([{"status": 201, "body": {"request_uri": "urn:ietf:params:oauth:request_uri:x", "expires_in": 60}}]),
+    );
+    let options = js(&json!({"authorizationDetails": payment}));
+    wait(par.start_login(Some(options.unchecked_into()))).await.unwrap();
+    let pushed = calls()[0]["body"].as_str().unwrap().to_owned();
+    restore_fetch();
+    let form: std::collections::HashMap<String, String> = web_sys::UrlSearchParams::new_with_str(&pushed)
+        .map(|p| {
+            ["authorization_details", "client_id"]
+                .iter()
+                .filter_map(|k| p.get(k).map(|v| ((*k).to_owned(), v)))
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&form["authorization_details"]).unwrap(), payment);
+
+    for bad in [json!({"type": "x"}), json!([]), json!([{"amount": 1}]), json!(["x"]), json!([[]])] {
+        let options = js(&json!({"authorizationDetails": bad}));
+        let err = wait(client.start_login(Some(options.unchecked_into()))).await.unwrap_err();
+        assert_keybound_error(&err, Some("invalid_request"), "invalid_argument");
+    }
 }

@@ -19,6 +19,13 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
+mod common;
+
+/// Opens a key (see `common`); panics if it cannot.
+async fn open_key(options: &JsValue) -> DpopKey {
+    common::open_key(options).await.unwrap()
+}
+
 fn options(entries: &[(&str, &str)]) -> JsValue {
     let o = Object::new();
     for (k, v) in entries {
@@ -28,9 +35,7 @@ fn options(entries: &[(&str, &str)]) -> JsValue {
 }
 
 async fn open(client_id: &str) -> DpopKey {
-    DpopKey::open(options(&[("clientId", client_id)]).unchecked_into())
-        .await
-        .unwrap()
+    open_key(&options(&[("clientId", client_id)])).await
 }
 
 #[wasm_bindgen_test]
@@ -46,7 +51,7 @@ async fn in_a_worker_keys_persist_and_proofs_verify() {
     assert_eq!(open(&id).await.thumbprint(), key.thumbprint());
 
     let url = "https://api.example.com/items";
-    let proof = JsFuture::from(key.create_proof(options(&[("method", "GET"), ("url", url)]).unchecked_into()))
+    let proof = JsFuture::from(key.create_proof(&options(&[("method", "GET"), ("url", url)])))
         .await
         .unwrap()
         .as_string()

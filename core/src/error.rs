@@ -222,6 +222,12 @@ pub enum Error {
     IdTokenIssuedInFuture,
     /// The ID token's `iat` is older than the policy accepts for a token just received.
     IdTokenTooOld,
+    /// The ID token's `at_hash` is not the left half of the hash of the access token issued with
+    /// it (OpenID Connect Core §3.1.3.8, §3.2.2.9).
+    IdTokenAtHashMismatch,
+    /// A refreshed ID token's `iss`, `sub` or `aud` differs from the original ID token's (OpenID
+    /// Connect Core §12.2): it is about another end-user or session.
+    IdTokenRefreshMismatch,
 
     // ---- binding ----
     /// The token is DPoP-bound but was presented with the `Bearer` scheme.
@@ -338,7 +344,9 @@ impl Error {
             | IdTokenNonceMismatch
             | IdTokenExpired
             | IdTokenIssuedInFuture
-            | IdTokenTooOld => ErrorCode::InvalidToken,
+            | IdTokenTooOld
+            | IdTokenAtHashMismatch
+            | IdTokenRefreshMismatch => ErrorCode::InvalidToken,
             InsufficientScope | AuthorizationDetailsMissing | Psd2RoleMissing => ErrorCode::InsufficientScope,
             PkceMismatch => ErrorCode::InvalidGrant,
         })
@@ -465,6 +473,8 @@ impl Error {
             IdTokenExpired => "id_token_expired",
             IdTokenIssuedInFuture => "id_token_issued_in_future",
             IdTokenTooOld => "id_token_too_old",
+            IdTokenAtHashMismatch => "id_token_at_hash_mismatch",
+            IdTokenRefreshMismatch => "id_token_refresh_mismatch",
             TokenNotYetValid => "token_not_yet_valid",
             TokenIssuedInFuture => "token_issued_in_future",
             TokenInactive => "token_inactive",

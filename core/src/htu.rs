@@ -42,7 +42,7 @@ impl Htu {
         }
         let (scheme, rest) = uri.split_once("://").ok_or(Error::InvalidHtu)?;
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, rest) = rest.split_at(end);
+        let (authority, rest) = rest.split_at_checked(end).ok_or(Error::InvalidHtu)?;
         let path = rest.split(['?', '#']).next().unwrap_or("");
         Htu::from_parts(scheme, authority, path)
     }
@@ -70,7 +70,7 @@ impl Htu {
         out.push_str(&host);
         if let Some(port) = port.filter(|p| *p != default_port) {
             out.push(':');
-            out.push_str(&alloc::format!("{port}"));
+            crate::json::push_u64(&mut out, u64::from(port));
         }
         if path.is_empty() {
             out.push('/');
@@ -203,7 +203,7 @@ fn default_port(scheme: &str) -> Result<u16> {
 fn split_host_port(authority: &str) -> Result<(&str, Option<u16>)> {
     let (host, port) = if authority.starts_with('[') {
         let close = authority.find(']').ok_or(Error::InvalidHtu)?;
-        let (host, rest) = authority.split_at(close + 1);
+        let (host, rest) = authority.split_at_checked(close + 1).ok_or(Error::InvalidHtu)?;
         match rest {
             "" => (host, None),
             r => (host, Some(r.strip_prefix(':').ok_or(Error::InvalidHtu)?)),
@@ -233,7 +233,7 @@ fn normalise_host(host: &str) -> Result<String> {
         if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return Err(Error::InvalidHtu);
         }
-        return Ok(alloc::format!("[{}]", inner.to_ascii_lowercase()));
+        return Ok(["[", &inner.to_ascii_lowercase(), "]"].concat());
     }
     let host = crate::path::normalise_percent(host, |b| b"!$&'()*+,;=".contains(&b)).map_err(|_| Error::InvalidHtu)?;
     if host

@@ -14,7 +14,13 @@
 //!    in the future ([`Error::IdTokenIssuedInFuture`]) nor older than
 //!    [`IdTokenPolicy::max_iat_age`] ([`Error::IdTokenTooOld`]), both with leeway; the `nonce` is
 //!    the one the client sent in the authorization request, when it sent one
-//!    ([`Error::IdTokenNonceMismatch`]; absent: [`Error::MissingClaim`]).
+//!    ([`Error::IdTokenNonceMismatch`]; absent: [`Error::MissingClaim`]);
+//! 4. with the access token issued beside it ([`IdTokenChecks::access_token`]): `at_hash`, when
+//!    present, is the base64url of the left half of the access token's hash by the `alg`'s hash
+//!    (SHA-256 for ES256, PS256, RS256; SHA-512 for EdDSA with Ed25519) ([OpenID Connect Core
+//!    1.0 §3.1.3.8] and §3.2.2.9; [`Error::IdTokenAtHashMismatch`]);
+//! 5. for an ID token from a refresh ([`IdTokenChecks::previous`], §12.2): `iss`, `sub` and
+//!    `aud` are the original ID token's ([`Error::IdTokenRefreshMismatch`]).
 //!
 //! A claim that is missing or of the wrong JSON type is [`Error::MissingClaim`] with
 //! [`Part::IdToken`]; every failure maps to `invalid_token`.
@@ -25,17 +31,22 @@
 //! [`UnverifiedIdToken::candidates`], [`UnverifiedIdToken::signature_verified_by`] (step 3).
 //!
 //! ## What this module does **not** check
-//! `at_hash` and `c_hash` (the code and the access token come straight from the token endpoint
-//! over TLS, so OpenID Connect Core §3.1.3.8 makes `at_hash` optional for this flow), `auth_time`
-//! against a `max_age` request, and `acr` values: they are in [`IdTokenClaims::all`] for the
-//! caller.
+//! A missing `at_hash` (optional for the code flow, whose tokens come straight from the token
+//! endpoint over TLS, §3.1.3.8), `c_hash`, `auth_time` against a `max_age` request, and `acr`
+//! values: they are in [`IdTokenClaims::all`] for the caller.
+//!
+//! The payload is read straight into the claims this module checks (no JSON value tree, so a
+//! browser's wasm carries only serde_json's parser); a payload that is not a JSON object, or has
+//! a checked claim twice, is [`Error::Malformed`].
 //!
 //! [OpenID Connect Core 1.0 §3.1.3.7]: https://openid.net/specs/openid-connect-core-1_0.html#IDTokenValidation
+//! [OpenID Connect Core 1.0 §3.1.3.8]: https://openid.net/specs/openid-connect-core-1_0.html#CodeIDToken
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::error::{Error, Part, Result};
 use crate::jwk::{Jwk, Jwks};
@@ -102,8 +113,22 @@ pub struct IdTokenClaims {
     pub auth_time: Option<i64>,
     /// `sid` (the session at the issuer, for logout), if present.
     pub sid: Option<String>,
-    /// Every claim of the payload, as JSON (an object).
-    pub all: serde_json::Value,
+    /// The payload: every claim, as the JSON text of an object (see [`IdTokenClaims::all`]).
+    pub payload: String,
+}
+
+/// What an ID token is checked against besides the [`IdTokenPolicy`]: this login's values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdTokenChecks<'a> {
+    /// The `nonce` sent in the authorization request (`None` if none was sent: then the token's
+    /// `nonce`, if any, is not checked).
+    pub nonce: Option<&'a str>,
+    /// The access token of the same token response: its hash is checked against `at_hash` when
+    /// the ID token has one.
+    pub access_token: Option<&'a str>,
+    /// For an ID token from a refresh: the original ID token's claims, whose `iss`, `sub` and
+    /// `aud` it must have.
+    pub previous: Option<&'a IdTokenClaims>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +142,7 @@ struct RawClaims {
     nonce: Option<String>,
     auth_time: Option<NumericDate>,
     sid: Option<String>,
+    at_hash: Option<String>,
 }
 
 /// An ID token parsed and checked up to its signature (step 1 of the module docs).
@@ -176,11 +202,9 @@ impl<'a> UnverifiedIdToken<'a> {
         }
     }
 
-    /// Checks the claims (step 3 of the module docs). Call it only once the signature verified
-    /// with one of [`UnverifiedIdToken::candidates`]: this does not look at the signature.
-    ///
-    /// `nonce` is the one sent in the authorization request (`None` if none was sent: then the
-    /// token's `nonce`, if any, is not checked).
+    /// Checks the claims (steps 3 to 5 of the module docs). Call it only once the signature
+    /// verified with one of [`UnverifiedIdToken::candidates`]: this does not look at the
+    /// signature.
     ///
     /// # Errors
     /// As [`verify_id_token`]'s claim checks.
@@ -188,10 +212,10 @@ impl<'a> UnverifiedIdToken<'a> {
         self,
         _key: &Jwk,
         policy: &IdTokenPolicy,
-        nonce: Option<&str>,
+        checks: &IdTokenChecks<'_>,
         now: UnixTime,
     ) -> Result<IdTokenClaims> {
-        check_claims(self.jws.payload(), policy, nonce, now)
+        check_claims(self.jws.payload(), self.jws.alg(), policy, checks, now)
     }
 }
 
@@ -203,25 +227,48 @@ pub fn verify_id_token(
     token: &str,
     keys: &Jwks,
     policy: &IdTokenPolicy,
-    nonce: Option<&str>,
+    checks: &IdTokenChecks<'_>,
     now: UnixTime,
     verifier: &dyn Verifier,
 ) -> Result<IdTokenClaims> {
     let parsed = UnverifiedIdToken::parse(token, policy)?;
     let key = parsed.jws.verify_with_set(keys, verifier, P)?;
-    parsed.signature_verified_by(key, policy, nonce, now)
+    parsed.signature_verified_by(key, policy, checks, now)
 }
 
-fn check_claims(payload: &[u8], policy: &IdTokenPolicy, nonce: Option<&str>, now: UnixTime) -> Result<IdTokenClaims> {
+/// The `at_hash` (and `c_hash`) of `value` for an ID token signed with `alg`: the base64url of the
+/// left half of its hash by the hash of `alg` (SHA-256 for ES256, PS256 and RS256; SHA-512 for
+/// EdDSA with Ed25519), OpenID Connect Core §3.1.3.6 and errata.
+pub fn left_half_hash(alg: Alg, value: &str) -> String {
+    match alg {
+        Alg::EdDsa => {
+            let hash = Sha512::digest(value.as_bytes());
+            crate::b64::encode(hash.get(..32).unwrap_or_default())
+        }
+        _ => {
+            let hash = Sha256::digest(value.as_bytes());
+            crate::b64::encode(hash.get(..16).unwrap_or_default())
+        }
+    }
+}
+
+fn check_claims(
+    payload: &[u8],
+    alg: Alg,
+    policy: &IdTokenPolicy,
+    checks: &IdTokenChecks<'_>,
+    now: UnixTime,
+) -> Result<IdTokenClaims> {
     let malformed = || Error::Malformed {
         part: P,
         what: "claims",
     };
-    let all: serde_json::Value = serde_json::from_slice(payload).map_err(|_| malformed())?;
-    if !all.is_object() {
+    // An object (serde would also read a struct from an array, by position).
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(malformed());
     }
-    let raw = RawClaims::deserialize(&all).map_err(|_| malformed())?;
+    let raw: RawClaims = serde_json::from_slice(payload).map_err(|_| malformed())?;
+    let text = core::str::from_utf8(payload).map_err(|_| malformed())?;
     let missing = |claim| Error::MissingClaim { part: P, claim };
     let iss = raw.iss.ok_or(missing("iss"))?;
     if iss != policy.issuer {
@@ -255,12 +302,22 @@ fn check_claims(payload: &[u8], policy: &IdTokenPolicy, nonce: Option<&str>, now
     if iat.saturating_add(max_age).saturating_add(leeway) < now {
         return Err(Error::IdTokenTooOld);
     }
-    if let Some(expected) = nonce {
+    if let Some(expected) = checks.nonce {
         match raw.nonce.as_deref() {
             None => return Err(missing("nonce")),
             Some(n) if n != expected => return Err(Error::IdTokenNonceMismatch),
             Some(_) => {}
         }
+    }
+    if let (Some(at_hash), Some(access_token)) = (raw.at_hash.as_deref(), checks.access_token)
+        && at_hash != left_half_hash(alg, access_token)
+    {
+        return Err(Error::IdTokenAtHashMismatch);
+    }
+    if let Some(original) = checks.previous
+        && (original.iss != iss || original.sub != sub || !same_set(&original.aud, &aud))
+    {
+        return Err(Error::IdTokenRefreshMismatch);
     }
     Ok(IdTokenClaims {
         iss,
@@ -272,6 +329,18 @@ fn check_claims(payload: &[u8], policy: &IdTokenPolicy, nonce: Option<&str>, now
         nonce: raw.nonce,
         auth_time: raw.auth_time.map(|d| d.0),
         sid: raw.sid,
-        all,
+        payload: text.into(),
     })
+}
+
+impl IdTokenClaims {
+    /// Every claim of the payload as a JSON value (an object).
+    pub fn all(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or_default()
+    }
+}
+
+/// Whether two audience lists have the same members (in any order).
+fn same_set(a: &[String], b: &[String]) -> bool {
+    a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
 }

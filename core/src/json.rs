@@ -1,8 +1,8 @@
 //! Writing JSON text without a value tree: strings escaped exactly as serde_json escapes them,
-//! and unsigned integers.
+//! and unsigned integers. No `core::fmt`: this is on the browser's proof path, whose wasm stays
+//! small without the formatting machinery.
 
 use alloc::string::String;
-use core::fmt::Write as _;
 
 /// Appends `s` as a JSON string: `"` and `\` escaped, control characters as `\b`, `\t`, `\n`,
 /// `\f`, `\r` or `\u00XX`, everything else (`/`, DEL, non-ASCII) as it is (RFC 8259 §7).
@@ -22,21 +22,27 @@ pub(crate) fn push_str(out: &mut String, s: &str) {
             _ => continue,
         };
         // Every byte matched above is ASCII, so `i` is a character boundary.
-        out.push_str(&s[start..i]);
+        out.push_str(s.get(start..i).unwrap_or_default());
         if escape.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
+            out.push_str("\\u00");
+            out.extend(char::from_digit(u32::from(b >> 4), 16));
+            out.extend(char::from_digit(u32::from(b & 0xf), 16));
         } else {
             out.push_str(escape);
         }
         start = i + 1;
     }
-    out.push_str(&s[start..]);
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 
 /// Appends `n` as a JSON number.
 pub(crate) fn push_u64(out: &mut String, n: u64) {
-    let _ = write!(out, "{n}");
+    if n >= 10 {
+        push_u64(out, n / 10);
+    }
+    // One decimal digit: `n % 10` is below 10.
+    out.extend(char::from_digit((n % 10) as u32, 10));
 }
 
 #[cfg(test)]

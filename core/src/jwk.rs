@@ -6,7 +6,9 @@
 //!
 //! Parsing checks the key itself (the EC point is on the curve, the Ed25519 point decodes and is
 //! not of small order, the RSA modulus is large enough and minimally encoded), so a [`Jwk`] is
-//! always a usable key.
+//! always a usable key. The two point checks are the default `curve-checks` feature: a build
+//! without it (keybound-browser, which verifies with WebCrypto, whose key import checks the
+//! points) checks only the encodings and sizes.
 //!
 //! [RFC 7517]: https://www.rfc-editor.org/rfc/rfc7517
 //! [RFC 7638]: https://www.rfc-editor.org/rfc/rfc7638
@@ -88,18 +90,25 @@ impl PublicKey {
     /// The canonical JSON of the required members, in lexicographic order, no whitespace
     /// (RFC 7638 §3.2). This is also the public JWK placed in a DPoP proof header.
     pub fn thumbprint_input(&self) -> String {
+        // Concatenated, not `format!`: the browser's proof path carries no `core::fmt`.
         match self {
-            PublicKey::P256 { x, y } => alloc::format!(
-                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                b64::encode(x),
-                b64::encode(y)
-            ),
-            PublicKey::Rsa { n, e } => {
-                alloc::format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64::encode(e), b64::encode(n))
-            }
-            PublicKey::Ed25519 { x } => {
-                alloc::format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64::encode(x))
-            }
+            PublicKey::P256 { x, y } => [
+                r#"{"crv":"P-256","kty":"EC","x":""#,
+                &b64::encode(x),
+                r#"","y":""#,
+                &b64::encode(y),
+                r#""}"#,
+            ]
+            .concat(),
+            PublicKey::Rsa { n, e } => [
+                r#"{"e":""#,
+                &b64::encode(e),
+                r#"","kty":"RSA","n":""#,
+                &b64::encode(n),
+                r#""}"#,
+            ]
+            .concat(),
+            PublicKey::Ed25519 { x } => [r#"{"crv":"Ed25519","kty":"OKP","x":""#, &b64::encode(x), r#""}"#].concat(),
         }
     }
 
@@ -131,15 +140,19 @@ impl PublicKey {
             ("EC", Some("P-256")) => {
                 let x: [u8; 32] = field(&raw.x, "x")?.try_into().map_err(|_| bad("x length"))?;
                 let y: [u8; 32] = field(&raw.y, "y")?.try_into().map_err(|_| bad("y length"))?;
+                #[cfg(feature = "curve-checks")]
                 p256_key(&x, &y).ok_or_else(|| bad("point not on curve"))?;
                 Ok(PublicKey::P256 { x, y })
             }
             ("EC", _) => Err(bad("unsupported curve")),
             ("OKP", Some("Ed25519")) => {
                 let x: [u8; 32] = field(&raw.x, "x")?.try_into().map_err(|_| bad("x length"))?;
-                let key = ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| bad("point does not decode"))?;
-                if key.is_weak() {
-                    return Err(bad("small-order point"));
+                #[cfg(feature = "curve-checks")]
+                {
+                    let key = ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| bad("point does not decode"))?;
+                    if key.is_weak() {
+                        return Err(bad("small-order point"));
+                    }
                 }
                 Ok(PublicKey::Ed25519 { x })
             }
@@ -460,10 +473,6 @@ mod tests {
             r#"{"kty":"EC","crv":"P-384","x":"AAAA","y":"AAAA"}"#,
             r#"{"kty":"OKP","crv":"X25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#,
             r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHUR"}"#,
-            // P-256 point (1, 1) is not on the curve
-            r#"{"kty":"EC","crv":"P-256","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE","y":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE"}"#,
-            // Ed25519 identity point: small order
-            r#"{"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
             // RSA 512-bit modulus
             r#"{"kty":"RSA","e":"AQAB","n":"wRWSYGYEbwOQb3Tx_7ZR_V4M9vAs8cPq2n4V91HbfeXrLG1pHDgEqHNl1zJ1eDszRqsLF3CMzoxoAsHVL3V7ZQ"}"#,
             r#"{"kty":"EC","crv":"P-256","x":"AA=="}"#,
@@ -479,6 +488,25 @@ mod tests {
             Jwk::from_json(b"[]", Part::Proof),
             Err(Error::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn off_curve_and_small_order_points_are_refused_with_curve_checks() {
+        let cases = [
+            // P-256 point (1, 1) is not on the curve
+            r#"{"kty":"EC","crv":"P-256","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE","y":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE"}"#,
+            // Ed25519 identity point: small order
+            r#"{"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+        ];
+        for json in cases {
+            let parsed = Jwk::from_json(json.as_bytes(), Part::Proof);
+            if cfg!(feature = "curve-checks") {
+                assert!(matches!(parsed, Err(Error::InvalidKey { .. })), "{json}: {parsed:?}");
+            } else {
+                // Left to whoever verifies with the key (WebCrypto's import checks the point).
+                assert!(parsed.is_ok(), "{json}: {parsed:?}");
+            }
+        }
     }
 
     #[test]

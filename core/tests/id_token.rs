@@ -10,7 +10,9 @@ mod common;
 
 use common::*;
 use keybound_core::b64;
-use keybound_core::id_token::{IdTokenPolicy, UnverifiedIdToken, verify_id_token};
+use keybound_core::id_token::{
+    IdTokenChecks, IdTokenClaims, IdTokenPolicy, UnverifiedIdToken, left_half_hash, verify_id_token,
+};
 use keybound_core::jwk::{Jwk, Jwks};
 use keybound_core::jws::{self, Alg, RustCrypto, Signer as _};
 use keybound_core::{Error, ErrorCode, Part};
@@ -34,8 +36,19 @@ fn sign(claims: &Value) -> String {
     jws::sign_json(&issuer(), Some("JWT"), Some(TOKEN_KID), claims).unwrap()
 }
 
-fn verify(token: &str) -> Result<keybound_core::id_token::IdTokenClaims, Error> {
-    verify_id_token(token, &issuer_jwks(), &policy(), Some(NONCE), NOW, &RustCrypto)
+fn nonce_only() -> IdTokenChecks<'static> {
+    IdTokenChecks {
+        nonce: Some(NONCE),
+        ..IdTokenChecks::default()
+    }
+}
+
+fn verify(token: &str) -> Result<IdTokenClaims, Error> {
+    verify_with(token, &nonce_only())
+}
+
+fn verify_with(token: &str, checks: &IdTokenChecks<'_>) -> Result<IdTokenClaims, Error> {
+    verify_id_token(token, &issuer_jwks(), &policy(), checks, NOW, &RustCrypto)
 }
 
 fn with(member: &str, value: Value) -> Value {
@@ -64,7 +77,7 @@ fn a_valid_id_token_verifies_with_its_claims() {
     assert_eq!(c.nonce.as_deref(), Some(NONCE));
     assert_eq!(c.auth_time, Some(i64::try_from(NOW).unwrap() - 30));
     assert_eq!(c.sid.as_deref(), Some("session-1"));
-    assert_eq!(c.all["email"], "alice@example.com");
+    assert_eq!(c.all()["email"], "alice@example.com");
 
     // Several audiences with azp = the client; no typ; no nonce expected (then not checked).
     let several = with("aud", json!(["https://api.example", CLIENT]));
@@ -73,15 +86,7 @@ fn a_valid_id_token_verifies_with_its_claims() {
     verify(&sign(&several)).unwrap();
     let untyped = jws::sign_json(&issuer(), None, Some(TOKEN_KID), &claims()).unwrap();
     verify(&untyped).unwrap();
-    verify_id_token(
-        &sign(&without("nonce")),
-        &issuer_jwks(),
-        &policy(),
-        None,
-        NOW,
-        &RustCrypto,
-    )
-    .unwrap();
+    verify_with(&sign(&without("nonce")), &IdTokenChecks::default()).unwrap();
     // Within leeway (60 s by default) and within the iat age (600 s).
     verify(&sign(&with("exp", json!(NOW - 59)))).unwrap();
     verify(&sign(&with("iat", json!(NOW + 59)))).unwrap();
@@ -104,7 +109,9 @@ fn the_two_step_api_is_the_same_checks_with_the_signature_verified_by_the_caller
         parsed.signing_input().as_bytes(),
         parsed.signature()
     ));
-    let c = parsed.signature_verified_by(key, &policy(), Some(NONCE), NOW).unwrap();
+    let c = parsed
+        .signature_verified_by(key, &policy(), &nonce_only(), NOW)
+        .unwrap();
     assert_eq!(c.sub, "alice");
 
     let other = Jwks::new(vec![Jwk::new(p256(9).public_key().clone(), Some("other".into()), None)]);
@@ -257,4 +264,117 @@ fn rs256_is_allowed_for_id_tokens_and_can_be_taken_out() {
     assert!(UnverifiedIdToken::parse(&token, &policy()).is_ok());
     // The issuer's key set has only an ES256 key: nothing can verify an RS256 token.
     assert_eq!(verify(&token).unwrap_err(), Error::UnknownKey { part: Part::IdToken });
+}
+
+const ACCESS_TOKEN: &str = "dpop-bound-access-token";
+
+#[test]
+fn at_hash_is_the_left_half_of_the_access_token_hash_by_the_alg() {
+    // Expected values computed independently (Python: base64url of hashlib.sha256(t).digest()[:16],
+    // and of hashlib.sha512(t).digest()[:32] for EdDSA with Ed25519).
+    for alg in [Alg::Es256, Alg::Ps256, Alg::Rs256] {
+        assert_eq!(left_half_hash(alg, ACCESS_TOKEN), "i8EJMxYZXT4atLTJQGBGWg");
+    }
+    assert_eq!(
+        left_half_hash(Alg::EdDsa, ACCESS_TOKEN),
+        "SxT4c4Cd-MnrNP3nI8Xqoru7trAY4_NrpVCuiWt-6IY"
+    );
+
+    let checks = IdTokenChecks {
+        nonce: Some(NONCE),
+        access_token: Some(ACCESS_TOKEN),
+        previous: None,
+    };
+    let good = sign(&with("at_hash", json!(left_half_hash(Alg::Es256, ACCESS_TOKEN))));
+    verify_with(&good, &checks).unwrap();
+    // Without at_hash the access token is not checked (optional for the code flow).
+    verify_with(&sign(&claims()), &checks).unwrap();
+    // Another token's hash, or the hash by another alg's function: refused.
+    for bad in [
+        left_half_hash(Alg::Es256, "another-access-token"),
+        left_half_hash(Alg::EdDsa, ACCESS_TOKEN),
+        String::new(),
+    ] {
+        let err = verify_with(&sign(&with("at_hash", json!(bad))), &checks).unwrap_err();
+        assert_eq!(err, Error::IdTokenAtHashMismatch, "{bad}");
+        assert_eq!(err.code(), Some(ErrorCode::InvalidToken));
+        assert_eq!(err.reason(), "id_token_at_hash_mismatch");
+    }
+    // An at_hash that is not a string is malformed claims.
+    assert!(matches!(
+        verify_with(&sign(&with("at_hash", json!(7))), &checks),
+        Err(Error::Malformed { .. })
+    ));
+}
+
+#[test]
+fn a_refreshed_id_token_keeps_the_original_iss_sub_and_aud() {
+    let original = verify(&sign(&claims())).unwrap();
+    let refresh = |claims: &Value| {
+        verify_with(
+            &sign(claims),
+            &IdTokenChecks {
+                nonce: None,
+                access_token: None,
+                previous: Some(&original),
+            },
+        )
+    };
+    // The same end-user, a new iat and exp, no nonce: accepted.
+    let mut renewed = without("nonce");
+    renewed["iat"] = json!(NOW);
+    renewed["exp"] = json!(NOW + 600);
+    let c = refresh(&renewed).unwrap();
+    assert_eq!(c.sub, "alice");
+    // The same audiences in another order: accepted.
+    let mut multi = claims();
+    multi["aud"] = json!(["https://api.example", CLIENT]);
+    multi["azp"] = json!(CLIENT);
+    let original_multi = verify(&sign(&multi)).unwrap();
+    let mut reordered = multi.clone();
+    reordered["aud"] = json!([CLIENT, "https://api.example"]);
+    verify_with(
+        &sign(&reordered),
+        &IdTokenChecks {
+            previous: Some(&original_multi),
+            ..IdTokenChecks::default()
+        },
+    )
+    .unwrap();
+
+    let mut other_aud = claims();
+    other_aud["aud"] = json!([CLIENT, "https://other.example"]);
+    other_aud["azp"] = json!(CLIENT);
+    for (name, claims) in [
+        ("another sub", with("sub", json!("mallory"))),
+        ("another audience added", other_aud),
+    ] {
+        let err = refresh(&claims).unwrap_err();
+        assert_eq!(err, Error::IdTokenRefreshMismatch, "{name}");
+        assert_eq!(err.code(), Some(ErrorCode::InvalidToken), "{name}");
+        assert_eq!(err.reason(), "id_token_refresh_mismatch", "{name}");
+    }
+    // Another iss fails the policy's issuer check first; with a policy for that issuer (a client
+    // whose issuer changed under it), the refresh check still refuses it.
+    let moved = IdTokenPolicy::new("https://other-issuer.example", CLIENT);
+    let token = sign(&with("iss", json!("https://other-issuer.example")));
+    assert_eq!(
+        verify_id_token(
+            &token,
+            &issuer_jwks(),
+            &moved,
+            &IdTokenChecks {
+                previous: Some(&original),
+                ..IdTokenChecks::default()
+            },
+            NOW,
+            &RustCrypto
+        )
+        .unwrap_err(),
+        Error::IdTokenRefreshMismatch
+    );
+    assert_eq!(
+        refresh(&with("iss", json!("https://other-issuer.example"))).unwrap_err(),
+        Error::IdTokenIssuerMismatch
+    );
 }

@@ -1055,6 +1055,18 @@ fn every_error_maps_to_code_status_and_reason() {
         ),
         (Error::IdTokenTooOld, Some(InvalidToken), 401, "id_token_too_old"),
         (
+            Error::IdTokenAtHashMismatch,
+            Some(InvalidToken),
+            401,
+            "id_token_at_hash_mismatch",
+        ),
+        (
+            Error::IdTokenRefreshMismatch,
+            Some(InvalidToken),
+            401,
+            "id_token_refresh_mismatch",
+        ),
+        (
             Error::Config {
                 field: "f".into(),
                 reason: "r".into(),

@@ -2,7 +2,7 @@
 // (RFC 7636), built on keybound-browser: its DpopKey (non-extractable WebCrypto key, proofs made
 // by keybound-core compiled to wasm, DPoP-Nonce handling) and its OAuthClient (the whole login:
 // PKCE, PAR with dpop_jkt, state and iss checks, code exchange and refresh with DPoP).
-import init, { DpopKey, OAuthClient, isKeyboundError } from "/pkg/keybound_browser.js";
+import init, { DpopKey, OAuthClient, isKeyboundError } from "/pkg/index.js";
 
 const $ = (id) => document.getElementById(id);
 let cfg;

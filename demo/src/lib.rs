@@ -90,7 +90,7 @@ fn counter(admin: &str, name: &str) -> u64 {
 fn start_web(opts: &Options, urls: &Urls) -> Result<(), String> {
     let echo = bind(opts.ports.echo, "the echo API", "--echo-port")?;
     let page = bind(opts.ports.page, "the demo page", "--page-port")?;
-    web::start_echo(echo);
+    web::start_echo(echo)?;
     println!("demo: echo API on {}", urls.echo);
     web::start_page(
         page,
@@ -102,7 +102,7 @@ fn start_web(opts: &Options, urls: &Urls) -> Result<(), String> {
             scope: "openid accounts".into(),
         },
         opts.pkg_dir.clone(),
-    );
+    )?;
     println!("demo: demo page on {}/", urls.page);
     Ok(())
 }

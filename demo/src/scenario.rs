@@ -13,12 +13,11 @@
 //! 7. The same token over a connection with another certificate from the same CA: rejected.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use keybound_core::dpop::{NewProof, create_proof};
 use keybound_core::jws::{P256Signer, Signer, sign_json};
 
-use crate::http::{Response, form, query_params, request, tls_config};
+use crate::http::{Client, Response, form, query_params, request};
 use crate::setup::{DPOP_CLIENT, DemoFiles, MTLS_CLIENT, NATIVE_REDIRECT, Urls};
 
 /// The outcome of the story.
@@ -106,9 +105,13 @@ fn challenge_param(res: &Response, name: &str) -> String {
 struct Story<'a> {
     files: &'a DemoFiles,
     urls: &'a Urls,
-    plain: Arc<rustls::ClientConfig>,
-    mtls: Arc<rustls::ClientConfig>,
-    other: Arc<rustls::ClientConfig>,
+    plain: Client,
+    mtls: Client,
+    other: Client,
+    /// The mTLS client's second certificate: the PSD2 role PSP_AI only.
+    account_info_only: Client,
+    /// The last consent page the front channel showed.
+    consent_page: String,
     nonce: Option<String>,
     outcome: Outcome,
 }
@@ -149,7 +152,7 @@ impl Story<'_> {
     /// the server's nonce on `use_dpop_nonce`.
     fn post_as(
         &mut self,
-        tls: &Arc<rustls::ClientConfig>,
+        tls: &Client,
         path: &str,
         fields: &[(&str, &str)],
         key: Option<&P256Signer>,
@@ -249,6 +252,7 @@ impl Story<'_> {
         if res.status != 200 {
             return Err(format!("login: {} {}", res.status, res.text()));
         }
+        self.consent_page = res.text();
         println!("   · GET /authorize → login form; logged in as {user} → consent form");
         let consent_url = format!("{}/authorize/consent", self.urls.issuer);
         let body = form(&[("txn", &txn), ("decision", "allow")]);
@@ -278,12 +282,7 @@ impl Story<'_> {
     }
 
     /// Sends a request to the gateway; returns the response.
-    fn gateway(
-        &mut self,
-        url: &str,
-        tls: &Arc<rustls::ClientConfig>,
-        headers: &[(&str, &str)],
-    ) -> Result<Response, String> {
+    fn gateway(&mut self, url: &str, tls: &Client, headers: &[(&str, &str)]) -> Result<Response, String> {
         let res = request(url, Some(tls), "GET", headers, None)?;
         self.remember_nonce(&res);
         Ok(res)
@@ -325,7 +324,11 @@ impl Story<'_> {
         println!(
             "   · {} {}, WWW-Authenticate: {}",
             res.status,
-            if res.status == 401 { "Unauthorized" } else { "" },
+            match res.status {
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                _ => "",
+            },
             res.header("www-authenticate").unwrap_or("(none)")
         );
         println!(
@@ -337,8 +340,8 @@ impl Story<'_> {
             }
         );
         self.check(
-            res.status == 401 && challenge_error(res) == code && reasons == [reason],
-            &format!("{what} (401 {code}, reason {reason})"),
+            (res.status == 401 || res.status == 403) && challenge_error(res) == code && reasons == [reason],
+            &format!("{what} ({} {code}, reason {reason})", res.status),
         );
     }
 
@@ -408,11 +411,8 @@ impl Story<'_> {
         Ok((resource, par, token))
     }
 
-    fn dpop_part(&mut self) -> Result<(), String> {
-        let (resource, par_path, token_path) = self.discovery_part()?;
-        println!(
-            "\n1. The DPoP client `{DPOP_CLIENT}` (private_key_jwt) gets a token bound to its key (PAR + PKCE + DPoP)"
-        );
+    /// The DPoP client's `private_key_jwt` key and its `kid`.
+    fn dpop_client_key(&self) -> Result<(P256Signer, String), String> {
         let secret = std::fs::read_to_string(self.files.authz_file("fapi-dpop.key"))
             .map_err(|e| format!("fapi-dpop.key: {e}"))?;
         let secret: [u8; 32] = keybound_core::b64::decode(secret.trim())
@@ -421,6 +421,15 @@ impl Story<'_> {
             .ok_or("fapi-dpop.key: not a base64url 32-byte scalar")?;
         let client_key = P256Signer::from_bytes(&secret).map_err(|e| format!("fapi-dpop.key: {e}"))?;
         let kid = crate::setup::client_kid(self.files, DPOP_CLIENT).unwrap_or_else(|| "fapi-dpop-1".into());
+        Ok((client_key, kid))
+    }
+
+    fn dpop_part(&mut self) -> Result<(), String> {
+        let (resource, par_path, token_path) = self.discovery_part()?;
+        println!(
+            "\n1. The DPoP client `{DPOP_CLIENT}` (private_key_jwt) gets a token bound to its key (PAR + PKCE + DPoP)"
+        );
+        let (client_key, kid) = self.dpop_client_key()?;
         let dpop_key = random_key()?;
         let jkt = dpop_key.public_key().thumbprint().to_string();
         println!("   · a new DPoP key (P-256), thumbprint (RFC 7638) {jkt}");
@@ -657,6 +666,236 @@ impl Story<'_> {
     }
 }
 
+impl Story<'_> {
+    /// The payment: a consent for one amount to one payee, in a request object the client signs,
+    /// shown to the user, carried by a DPoP-bound token, checked and forwarded by the gateway;
+    /// a tampered request object and a certificate without the payment-initiation role fail.
+    fn payment_part(&mut self) -> Result<(), String> {
+        println!(
+            "\n8. A payment: `{DPOP_CLIENT}` asks to pay 42.00 EUR to Café Example, in a request object it signs (RFC 9101) with the payment as authorization_details (RFC 9396)"
+        );
+        let (client_key, kid) = self.dpop_client_key()?;
+        let dpop_key = random_key()?;
+        let jkt = dpop_key.public_key().thumbprint().to_string();
+        let mut pkce_random = [0u8; 32];
+        getrandom::fill(&mut pkce_random).map_err(|e| e.to_string())?;
+        let verifier = keybound_core::pkce::verifier_from_random(&pkce_random);
+        let challenge = keybound_core::pkce::challenge_s256(&verifier).map_err(|e| e.to_string())?;
+        let state = random_id()?;
+        let details = serde_json::json!([{
+            "type": "payment_initiation",
+            "actions": ["initiate"],
+            "instructedAmount": { "currency": "EUR", "amount": "42.00" },
+            "creditorName": "Café Example",
+            "creditorAccount": { "iban": "FR7630006000011234567890189" },
+            "remittanceInformationUnstructured": "Invoice 2026-117"
+        }]);
+        let t = now();
+        let object_claims = serde_json::json!({
+            "iss": DPOP_CLIENT, "client_id": DPOP_CLIENT, "aud": self.urls.issuer,
+            "nbf": t, "exp": t + 300, "jti": random_id()?,
+            "response_type": "code", "redirect_uri": NATIVE_REDIRECT, "scope": "openid",
+            "state": state, "code_challenge": challenge, "code_challenge_method": "S256",
+            "dpop_jkt": jkt, "authorization_details": details,
+        });
+        let object = sign_json(&client_key, Some("oauth-authz-req+jwt"), Some(&kid), &object_claims)
+            .map_err(|e| e.to_string())?;
+        // Someone between client and bank changes the amount: the signature no longer holds.
+        let tampered = {
+            let mut parts: Vec<String> = object.split('.').map(str::to_owned).collect();
+            let mut c = object_claims.clone();
+            if let Some(amount) = c.pointer_mut("/authorization_details/0/instructedAmount/amount") {
+                *amount = "4200.00".into();
+            }
+            if let Some(p) = parts.get_mut(1) {
+                *p = keybound_core::b64::encode(c.to_string().as_bytes());
+            }
+            parts.join(".")
+        };
+        let plain = self.plain.clone();
+        let issuer = self.urls.issuer.clone();
+        let push = |story: &mut Self, request: &str| {
+            story.post_as(
+                &plain,
+                "/par",
+                &[
+                    ("client_id", DPOP_CLIENT),
+                    ("request", request),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                ],
+                Some(&dpop_key),
+                &|| {
+                    Ok(vec![(
+                        "client_assertion".into(),
+                        assertion(&client_key, &kid, &issuer)?,
+                    )])
+                },
+            )
+        };
+        let res = push(self, &tampered)?;
+        let error = res.json().ok().map(|j| at(&j, "/error").clone()).unwrap_or_default();
+        println!(
+            "   · POST /par with the amount changed to 4200.00 after signing → {} {error}",
+            res.status
+        );
+        self.check(
+            res.status == 400 && error == "invalid_request_object",
+            "a tampered request object is refused (400 invalid_request_object)",
+        );
+        let res = push(self, &object)?;
+        let code = self.code_after_par(&res, " with the signed request object", DPOP_CLIENT, &state)?;
+        let shown = self
+            .consent_page
+            .contains("Pay 42.00 EUR to Café Example (account FR7630006000011234567890189)");
+        println!(
+            "   · the consent page said: \"Pay 42.00 EUR to Café Example (account FR7630006000011234567890189)\"{}",
+            if shown { "" } else { " (NOT FOUND)" }
+        );
+        self.check(shown, "the consent page states the amount, the currency and the payee");
+        let res = self.post_as(
+            &plain,
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", NATIVE_REDIRECT),
+                ("code_verifier", &verifier),
+                ("client_id", DPOP_CLIENT),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+            ],
+            Some(&dpop_key),
+            &|| {
+                Ok(vec![(
+                    "client_assertion".into(),
+                    assertion(&client_key, &kid, &issuer)?,
+                )])
+            },
+        )?;
+        let body = res.json().unwrap_or_default();
+        let token = at(&body, "/access_token").as_str().unwrap_or_default().to_string();
+        let c = claims(&token);
+        println!(
+            "   · POST /token → {} token_type {}, cnf.jkt {}, authorization_details {}",
+            res.status,
+            at(&body, "/token_type"),
+            at(&c, "/cnf/jkt"),
+            at(&c, "/authorization_details")
+        );
+        self.check(
+            res.status == 200 && at(&c, "/cnf/jkt") == jkt.as_str() && at(&c, "/authorization_details") == &details,
+            "a DPoP-bound token carrying exactly the consented payment",
+        );
+        if token.is_empty() {
+            return Err(format!("no payment token: {} {}", res.status, res.text()));
+        }
+
+        println!(
+            "\n9. The client initiates the payment through Envoy; the gateway checks the consent and forwards it to the bank's API"
+        );
+        let api = self.urls.dpop_api.replace("/api/accounts", "/payments/domestic");
+        let mut res = Response::default();
+        for attempt in 0..2 {
+            let proof = self.proof(&dpop_key, "POST", &api, Some(&token))?;
+            let auth = format!("DPoP {token}");
+            res = request(
+                &api,
+                Some(&plain),
+                "POST",
+                &[("authorization", &auth), ("dpop", &proof)],
+                Some(b"{}"),
+            )?;
+            self.remember_nonce(&res);
+            if res.status == 401 && challenge_error(&res) == "use_dpop_nonce" && attempt == 0 {
+                continue;
+            }
+            break;
+        }
+        let echo = res.json().unwrap_or_default();
+        let forwarded: serde_json::Value = at(&echo, "/headers/x-authorization-details")
+            .as_str()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        println!(
+            "   · POST {api} → {}; the bank's API saw x-authorization-details {}",
+            res.status, forwarded
+        );
+        self.check(
+            res.status == 200 && forwarded == details,
+            "accepted, and the bank's API receives the consented payment from the gateway",
+        );
+
+        println!(
+            "\n10. The same client's other certificate has the PSD2 role PSP_AI only (account information): it cannot initiate"
+        );
+        let ai = self.account_info_only.clone();
+        let res = request(
+            &format!("{}/token", self.urls.issuer),
+            Some(&ai),
+            "POST",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(
+                form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", MTLS_CLIENT),
+                    ("scope", "payments"),
+                ])
+                .as_bytes(),
+            ),
+        )?;
+        let error = res.json().ok().map(|j| at(&j, "/error").clone()).unwrap_or_default();
+        println!(
+            "   · POST /token for scope payments with that certificate → {} {error}",
+            res.status
+        );
+        self.check(
+            res.status == 400 && error == "invalid_scope",
+            "the authorization server refuses a payments token (the scope needs PSP_PI)",
+        );
+        let res = request(
+            &format!("{}/token", self.urls.issuer),
+            Some(&ai),
+            "POST",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(
+                form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", MTLS_CLIENT),
+                    ("scope", "accounts"),
+                ])
+                .as_bytes(),
+            ),
+        )?;
+        let token = res
+            .json()
+            .ok()
+            .and_then(|j| at(&j, "/access_token").as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                format!(
+                    "accounts token for the PSP_AI certificate: {} {}",
+                    res.status,
+                    res.text()
+                )
+            })?;
+        let api = self.urls.mtls_api.replace("/api/accounts", "/payments/domestic");
+        let before = self.denied_counters();
+        let auth = format!("Bearer {token}");
+        let res = request(&api, Some(&ai), "POST", &[("authorization", &auth)], Some(b"{}"))?;
+        self.expect_rejection(
+            &res,
+            &before,
+            ("insufficient_scope", "psd2_role_missing"),
+            "with an accounts token, the gateway's payments route refuses a certificate without PSP_PI",
+        );
+        Ok(())
+    }
+}
+
 /// A `private_key_jwt` client assertion for the DPoP client (audience: the issuer).
 fn assertion(key: &P256Signer, kid: &str, issuer: &str) -> Result<String, String> {
     let t = now();
@@ -677,21 +916,29 @@ pub fn run(files: &DemoFiles, urls: &Urls) -> Result<Outcome, String> {
     let mut story = Story {
         files,
         urls,
-        plain: tls_config(&ca, None)?,
-        mtls: tls_config(
+        plain: Client::tls(&ca, None)?,
+        mtls: Client::tls(
             &ca,
             Some((
                 &files.authz_file("mtls-client.pem"),
                 &files.authz_file("mtls-client-key.pem"),
             )),
         )?,
-        other: tls_config(
+        other: Client::tls(
             &ca,
             Some((
                 &files.authz_file("other-client.pem"),
                 &files.authz_file("other-client-key.pem"),
             )),
         )?,
+        account_info_only: Client::tls(
+            &ca,
+            Some((
+                &files.authz_file("mtls-client-ai.pem"),
+                &files.authz_file("mtls-client-ai-key.pem"),
+            )),
+        )?,
+        consent_page: String::new(),
         nonce: None,
         outcome: Outcome::default(),
     };
@@ -704,6 +951,11 @@ pub fn run(files: &DemoFiles, urls: &Urls) -> Result<Outcome, String> {
     let mtls = story.mtls_part();
     if let Err(e) = &mtls {
         println!("   ✘ the mTLS part stopped: {e}");
+        story.outcome.failed.push(e.clone());
+    }
+    let payment = story.payment_part();
+    if let Err(e) = &payment {
+        println!("   ✘ the payment part stopped: {e}");
         story.outcome.failed.push(e.clone());
     }
     let o = story.outcome;
@@ -738,7 +990,10 @@ mod tests {
 
     #[test]
     fn challenge_codes_and_claims_are_read() {
-        let mut r = Response::new(401, "text/plain", "");
+        let mut r = Response {
+            status: 401,
+            ..Response::default()
+        };
         assert_eq!(challenge_error(&r), "");
         r.headers.push((
             "www-authenticate".into(),

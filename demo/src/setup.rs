@@ -199,20 +199,33 @@ pub fn prepare(dir: &Path, authz_bin: &Path, filter_wasm: &Path, ports: &Ports) 
     std::fs::create_dir_all(&authz_dir).map_err(|e| format!("{}: {e}", authz_dir.display()))?;
     let urls = Urls::new(ports);
     let init_config = authz_dir.join("authz.toml");
-    if init_config.exists() {
+    let current = init_is_current(&authz_dir);
+    if current {
         println!("demo: PKI and keys: already in {}", authz_dir.display());
     } else {
+        if init_config.exists() {
+            println!(
+                "demo: {} was made by an older `keybound-authz init` (no PSD2 certificates or payment types): making it again",
+                authz_dir.display()
+            );
+        }
         println!(
             "demo: generating the dev CA, certificates, client keys and demo user with `keybound-authz init` into {}",
             authz_dir.display()
         );
-        let out = Command::new(authz_bin)
-            .arg("init")
+        let mut init = Command::new(authz_bin);
+        init.arg("init")
             .arg("--dir")
             .arg(&authz_dir)
-            .args(["--listen", &format!("127.0.0.1:{}", ports.authz)])
-            .output()
-            .map_err(|e| format!("{}: {e}", authz_bin.display()))?;
+            .args(["--listen", &format!("127.0.0.1:{}", ports.authz)]);
+        if init_config.exists() {
+            init.arg("--force");
+            // Issued by the old CA: issue it again below.
+            for f in ["other-client.pem", "other-client-key.pem"] {
+                let _ = std::fs::remove_file(authz_dir.join(f));
+            }
+        }
+        let out = init.output().map_err(|e| format!("{}: {e}", authz_bin.display()))?;
         if !out.status.success() {
             return Err(format!(
                 "keybound-authz init failed: {}",
@@ -253,6 +266,13 @@ pub fn prepare(dir: &Path, authz_bin: &Path, filter_wasm: &Path, ports: &Ports) 
     };
     write_atomic(&files.envoy_config, &envoy_yaml(&files, &urls, ports, filter_wasm))?;
     Ok(files)
+}
+
+/// Whether `dir` holds what the current `keybound-authz init` writes: the config with the payment
+/// types (RFC 9396) and the PSD2 certificates. A directory from an older version is made again.
+fn init_is_current(dir: &Path) -> bool {
+    dir.join("mtls-client-ai.pem").is_file()
+        && std::fs::read_to_string(dir.join("authz.toml")).is_ok_and(|t| t.contains("[authorization_details_types."))
 }
 
 /// Writes a file readable by its owner only, atomically (a process reading it at the same time
@@ -438,7 +458,18 @@ fn filter_config(files: &DemoFiles, urls: &Urls, port: u16, mtls: bool) -> serde
         "rules": [
             { "prefix": "/healthz", "auth": "none" },
             { "prefix": "/api", "scopes": ["accounts"] },
+            { "prefix": "/payments", "requirement": "payments" },
         ],
+        // A payment needs the consent for it in the token (RFC 9396); over mTLS also a payment
+        // initiator's qualified certificate (PSD2 role PSP_PI). The granted details go upstream.
+        "requirements": {
+            "payments": if mtls {
+                serde_json::json!({ "psd2_roles": ["PSP_PI"] })
+            } else {
+                serde_json::json!({ "authorization_details_types": ["payment_initiation"] })
+            }
+        },
+        "forward": { "claims": { "x-authorization-details": "/authorization_details" } },
     });
     if let (true, Some(obj)) = (mtls, config.as_object_mut()) {
         obj.insert("mtls".into(), serde_json::json!({ "source": "connection" }));
@@ -487,6 +518,14 @@ pub fn envoy_yaml(files: &DemoFiles, urls: &Urls, ports: &Ports, filter_wasm: &P
                  tls_certificates: [{{ certificate_chain: {{ filename: {cert} }}, private_key: {{ filename: {key} }} }}]\n"
             )
         };
+        // On the mTLS listener Envoy writes the client's certificate into XFCC, replacing any
+        // the client sent, so the filter can read its PSD2 roles (the hash is checked against the
+        // connection's own certificate).
+        let xfcc = if mtls {
+            "          forward_client_cert_details: SANITIZE_SET\n          set_current_client_cert_details: { cert: true }\n"
+        } else {
+            "          forward_client_cert_details: SANITIZE\n"
+        };
         format!(
             r#"  - name: {name}
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
@@ -500,8 +539,7 @@ pub fn envoy_yaml(files: &DemoFiles, urls: &Urls, ports: &Ports, filter_wasm: &P
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
-          forward_client_cert_details: SANITIZE
-          # Paths normalised before routing and filters, an encoded / or \ refused, header
+{xfcc}          # Paths normalised before routing and filters, an encoded / or \ refused, header
           # names with underscores refused (README: "Deploying safely").
           normalize_path: true
           merge_slashes: true

@@ -3,38 +3,72 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use crate::http::{Request, Response, serve};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
 /// The demo page's HTML.
 pub const INDEX_HTML: &str = include_str!("../assets/index.html");
 /// The demo page's script.
 pub const APP_JS: &str = include_str!("../assets/app.js");
 
+/// Serves `router` on `listener` (axum on a one-thread tokio runtime) in a background thread
+/// until the process ends.
+///
+/// # Errors
+/// A message if the runtime cannot be made or the listener not handed to it.
+fn serve(listener: TcpListener, router: Router) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("a tokio runtime: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?
+    };
+    std::thread::spawn(move || {
+        if let Err(e) = runtime.block_on(async move { axum::serve(listener, router).await }) {
+            eprintln!("demo: a server stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
 /// Starts the echo API on `listener`: every request is answered `200` with a JSON object of its
 /// method, path and headers (so the story and the page can show what Envoy forwarded).
-pub fn start_echo(listener: TcpListener) {
-    serve(
-        listener,
-        Arc::new(|r: &Request| {
-            let headers: serde_json::Map<String, serde_json::Value> = r
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
-            Response::json_body(
-                200,
-                &serde_json::json!({
-                    "message": "hello from the echo API behind the keybound gateway",
-                    "method": r.method,
-                    "path": r.target,
-                    "headers": headers,
-                }),
-            )
-            .with_header("cache-control", "no-store")
-        }),
-    );
+///
+/// # Errors
+/// As [`serve`].
+pub fn start_echo(listener: TcpListener) -> Result<(), String> {
+    serve(listener, Router::new().fallback(echo))
+}
+
+async fn echo(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (k.as_str().to_owned(), serde_json::Value::String(v))
+        })
+        .collect();
+    let body = serde_json::json!({
+        "message": "hello from the echo API behind the keybound gateway",
+        "method": method.as_str(),
+        "path": uri.path_and_query().map_or("/", |p| p.as_str()),
+        "headers": headers,
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// What the page needs to know (served as `/config.json`).
@@ -84,8 +118,11 @@ fn origin_of(url: &str) -> String {
 }
 
 /// Starts the page server on `listener`: `/` and `/cb` the page, `/app.js`, `/config.json`, and
-/// the browser package under `/pkg/` (from `pkg_dir`).
-pub fn start_page(listener: TcpListener, config: PageConfig, pkg_dir: PathBuf) {
+/// the browser package under `/pkg/` (from `pkg_dir`); other methods than GET and HEAD get 405.
+///
+/// # Errors
+/// As [`serve`].
+pub fn start_page(listener: TcpListener, config: PageConfig, pkg_dir: PathBuf) -> Result<(), String> {
     let config_json = serde_json::json!({
         "issuer": config.issuer,
         "par_endpoint": format!("{}/par", config.issuer),
@@ -95,7 +132,8 @@ pub fn start_page(listener: TcpListener, config: PageConfig, pkg_dir: PathBuf) {
         "redirect_uri": config.redirect_uri,
         "api": config.api,
         "scope": config.scope,
-    });
+    })
+    .to_string();
     // The page talks to the issuer and the API only; wasm needs 'wasm-unsafe-eval'.
     let csp = format!(
         "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'unsafe-inline'; \
@@ -103,30 +141,54 @@ pub fn start_page(listener: TcpListener, config: PageConfig, pkg_dir: PathBuf) {
         config.issuer,
         origin_of(&config.api)
     );
-    serve(
-        listener,
-        Arc::new(move |r: &Request| {
-            if r.method != "GET" && r.method != "HEAD" {
-                return Response::new(405, "text/plain", "method not allowed");
+    let csp = HeaderValue::from_str(&csp).map_err(|e| format!("the page's Content-Security-Policy: {e}"))?;
+    let html = || async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) };
+    let router = Router::new()
+        .route("/", get(html))
+        .route("/cb", get(html))
+        .route("/index.html", get(html))
+        .route(
+            "/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], APP_JS) }),
+        )
+        .route(
+            "/config.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], config_json) }),
+        )
+        .route("/pkg/{*rel}", get(package).with_state(pkg_dir))
+        .fallback(|method: Method| async move {
+            if method == Method::GET || method == Method::HEAD {
+                text(StatusCode::NOT_FOUND, "not found")
+            } else {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
-            let res = match r.path() {
-                "/" | "/cb" | "/index.html" => Response::new(200, "text/html; charset=utf-8", INDEX_HTML),
-                "/app.js" => Response::new(200, "text/javascript", APP_JS),
-                "/config.json" => Response::json_body(200, &config_json),
-                p => match p.strip_prefix("/pkg/").and_then(|rel| pkg_file(&pkg_dir, rel)) {
-                    Some(file) => match std::fs::read(&file) {
-                        Ok(bytes) => Response::new(200, content_type(&file), bytes),
-                        Err(_) => Response::new(404, "text/plain", "not found"),
-                    },
-                    None => Response::new(404, "text/plain", "not found"),
-                },
-            };
-            res.with_header("cache-control", "no-store")
-                .with_header("content-security-policy", &csp)
-                .with_header("x-content-type-options", "nosniff")
-                .with_header("referrer-policy", "no-referrer")
-        }),
-    );
+        })
+        .method_not_allowed_fallback(|| async { text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
+        .layer(axum::middleware::map_response_with_state(csp, page_headers));
+    serve(listener, router)
+}
+
+/// A plain-text answer.
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+/// A file of the browser package (`rel` below `/pkg/`), or 404.
+async fn package(State(dir): State<PathBuf>, axum::extract::Path(rel): axum::extract::Path<String>) -> Response {
+    match pkg_file(&dir, &rel).and_then(|file| Some((content_type(&file), std::fs::read(&file).ok()?))) {
+        Some((content_type, bytes)) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+        None => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// The headers of every answer of the page server.
+async fn page_headers(State(csp): State<HeaderValue>, mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    res
 }
 
 #[cfg(test)]
@@ -150,7 +212,8 @@ mod tests {
                 scope: "openid accounts".into(),
             },
             dir.clone(),
-        );
+        )
+        .unwrap();
         let get = |path: &str| crate::http::request(&format!("{base}{path}"), None, "GET", &[], None).unwrap();
         for page in ["/", "/cb?code=x&state=y"] {
             let r = get(page);
@@ -169,9 +232,52 @@ mod tests {
         assert_eq!((w.status, w.header("content-type")), (200, Some("application/wasm")));
         assert_eq!(get("/pkg/../Cargo.toml").status, 404);
         assert_eq!(get("/nothing").status, 404);
-        let post = crate::http::request(&format!("{base}/"), None, "POST", &[], Some(b"x")).unwrap();
-        assert_eq!(post.status, 405);
+        let nothing = get("/nothing");
+        assert_eq!(
+            (
+                nothing.header("x-content-type-options"),
+                nothing.header("cache-control")
+            ),
+            (Some("nosniff"), Some("no-store"))
+        );
+        for path in ["/", "/nothing", "/pkg/keybound_browser_bg.wasm"] {
+            let post = crate::http::request(&format!("{base}{path}"), None, "POST", &[], Some(b"x")).unwrap();
+            assert_eq!(post.status, 405, "{path}");
+        }
+        let head = crate::http::request(&format!("{base}/app.js"), None, "HEAD", &[], None).unwrap();
+        assert_eq!((head.status, head.body.len()), (200, 0));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_echo_api_answers_every_request_with_what_it_saw() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
+        start_echo(l).unwrap();
+        let r = crate::http::request(
+            &format!("{base}/api/accounts?x=1"),
+            None,
+            "POST",
+            &[("x-keybound-sub", "alice"), ("DPoP", "proof")],
+            Some(b"body"),
+        )
+        .unwrap();
+        assert_eq!((r.status, r.header("cache-control")), (200, Some("no-store")));
+        let j = r.json().unwrap();
+        assert_eq!(
+            (
+                &j["method"],
+                &j["path"],
+                &j["headers"]["x-keybound-sub"],
+                &j["headers"]["dpop"]
+            ),
+            (
+                &serde_json::json!("POST"),
+                &serde_json::json!("/api/accounts?x=1"),
+                &serde_json::json!("alice"),
+                &serde_json::json!("proof")
+            )
+        );
     }
 
     #[test]

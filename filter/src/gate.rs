@@ -877,14 +877,7 @@ impl Gate {
                 policy,
                 front_proxy_uri_sans,
             } => {
-                // XFCC counts only from the front proxy: when its identity is configured, on a
-                // connection whose client certificate has it (a client connecting directly
-                // with its own certificate and a forged header is not the front proxy).
-                if !front_proxy_uri_sans.is_empty()
-                    && !req
-                        .peer_uri_san
-                        .is_some_and(|san| front_proxy_uri_sans.iter().any(|s| s == san))
-                {
+                if !from_front_proxy(req, front_proxy_uri_sans) {
                     return Ok(None);
                 }
                 match req.all("x-forwarded-client-cert").as_slice() {
@@ -926,11 +919,7 @@ impl Gate {
                 policy,
                 front_proxy_uri_sans,
             } => {
-                if !front_proxy_uri_sans.is_empty()
-                    && !req
-                        .peer_uri_san
-                        .is_some_and(|san| front_proxy_uri_sans.iter().any(|s| s == san))
-                {
+                if !from_front_proxy(req, front_proxy_uri_sans) {
                     return Ok(None);
                 }
                 leaf(policy)
@@ -1180,6 +1169,17 @@ impl Gate {
         }
         Ok((set, fresh_nonce))
     }
+}
+
+/// Whether XFCC counts on this request: only from the front proxy. When its identity is
+/// configured (`front_proxy_uri_sans`), only on a connection whose client certificate has it (a
+/// client connecting directly with its own certificate and a forged header is not the front
+/// proxy).
+fn from_front_proxy(req: &Request<'_>, front_proxy_uri_sans: &[String]) -> bool {
+    front_proxy_uri_sans.is_empty()
+        || req
+            .peer_uri_san
+            .is_some_and(|san| front_proxy_uri_sans.iter().any(|s| s == san))
 }
 
 /// The headers of `forward.claims` (each claim by its JSON pointer, when present) and

@@ -1123,6 +1123,29 @@ fn authorization_details_and_psd2_roles_per_requirement() {
     let o = pay(&mut g, &bound(&bad_der, Some(&details)), &bad_hex, Some(&bad_xfcc));
     assert_eq!((status(&o), reason(&o)), (400, "invalid_certificate"));
 
+    // Behind a trusted front proxy (`mtls.source: "xfcc"`): the roles come from the Cert of the
+    // element the proxy wrote; without Cert there is nothing to read them from.
+    let (mut g, store) = gate(json!({
+        "mtls": {"source": "xfcc"},
+        "requirements": {"payments": {"psd2_roles": ["PSP_PI"]}},
+        "rules": [{"prefix": "/payments", "requirement": "payments"}],
+    }));
+    let via_proxy = |g: &mut Gate, der: &[u8], xfcc: &str| {
+        let auth = bound(der, None);
+        decide_req(
+            g,
+            &store,
+            &Req::path("/payments/1"),
+            &[("authorization", auth.as_str()), ("x-forwarded-client-cert", xfcc)],
+        )
+    };
+    assert_eq!(status(&via_proxy(&mut g, &pi_der, &pi_xfcc)), 200);
+    let o = via_proxy(&mut g, &ai_der, &ai_xfcc);
+    assert_eq!((status(&o), reason(&o)), (403, "psd2_role_missing"));
+    let hash_only = format!("Hash={pi_hex}");
+    let o = via_proxy(&mut g, &pi_der, &hash_only);
+    assert_eq!((status(&o), reason(&o)), (403, "psd2_role_missing"));
+
     // Configuration mistakes name the field.
     let refused = |extra: Value| {
         let mut jwk: Value = serde_json::from_str(&issuer().public_key().to_json()).unwrap();

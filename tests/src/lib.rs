@@ -5,6 +5,10 @@
 //! as JSON (optionally doing its own CORS, like an application), a plain HTTP/1.1 client, a
 //! static web site for browser pages ([`site`]), and headless Chromium through WebDriver
 //! ([`webdriver`]). Processes are stopped when their handle drops.
+//!
+//! The HTTP clients here ([`request`] and [`tls::request_tls`]) are hand-written on purpose: the
+//! seam tests send exact bytes (unnormalised paths, duplicate and odd headers) that a library
+//! client would normalise or refuse.
 
 pub mod tls;
 // lead's modules (e.g. `pub mod issuer;`) go here.

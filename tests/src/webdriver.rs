@@ -1,6 +1,8 @@
-//! A small WebDriver client: `chromedriver` (Debian's `chromium-driver`) with one headless
-//! Chromium session (Debian's `chromium`, a fresh profile), driven over WebDriver's HTTP API.
-//! Used by the end-to-end browser tests (`tests/tests/browser_cors.rs`, `demo/tests/browser.rs`).
+//! The WebDriver client of the end-to-end browser tests: `chromedriver` (Debian's
+//! `chromium-driver`) with one headless Chromium session (Debian's `chromium`, a fresh profile),
+//! driven with [fantoccini](https://docs.rs/fantoccini) on a one-thread tokio runtime behind a
+//! blocking API. Used by `tests/tests/browser_*.rs`, `tests/tests/bundlers.rs` and
+//! `demo/tests/browser.rs`.
 //!
 //! Every call returns an error instead of panicking; waits give up after a deadline with the
 //! page's URL and state in the message.
@@ -10,12 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use crate::{Response, free_port, parse_response, tls};
-
-/// The key of an element reference in WebDriver answers.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+use crate::free_port;
 
 /// chromedriver as Debian installs it.
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -34,12 +36,12 @@ pub const FLAGS: [&str; 7] = [
     "--no-first-run",
 ];
 
-/// chromedriver with one headless Chromium session (fresh profile); both stopped, and the
-/// profile removed, on drop.
+/// chromedriver with one headless Chromium session (fresh profile); the session closed, both
+/// stopped, and the profile removed, on drop.
 pub struct Browser {
+    runtime: tokio::runtime::Runtime,
+    client: Option<Client>,
     driver: Child,
-    port: u16,
-    session: String,
     profile: PathBuf,
 }
 
@@ -48,8 +50,12 @@ impl Browser {
     /// fresh `--user-data-dir` and `extra_args` (e.g. `--ignore-certificate-errors-spki-list=…`).
     ///
     /// # Errors
-    /// If chromedriver is missing or does not answer within 20 s, or the session is refused.
+    /// If chromedriver is missing or does not listen within 20 s, or the session is refused.
     pub fn start(extra_args: &[String]) -> Result<Browser, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("a tokio runtime: {e}"))?;
         let port = free_port()?;
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -58,13 +64,13 @@ impl Browser {
             .spawn()
             .map_err(|e| format!("{CHROMEDRIVER} (Debian chromium-driver; `cargo xtask test` installs it): {e}"))?;
         let mut b = Browser {
+            runtime,
+            client: None,
             driver,
-            port,
-            session: String::new(),
             profile: PathBuf::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while b.http("GET", "/status", None).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() >= deadline {
                 return Err("chromedriver did not start".into());
             }
@@ -74,94 +80,56 @@ impl Browser {
         let mut args: Vec<String> = FLAGS.iter().map(|f| (*f).to_owned()).collect();
         args.push(format!("--user-data-dir={}", b.profile.display()));
         args.extend(extra_args.iter().cloned());
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
-        }}});
-        let res = b.call("POST", "/session", &caps)?;
-        b.session = res
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("no WebDriver session: {res}"))?
-            .to_owned();
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
+        let client = b
+            .runtime
+            .block_on(
+                ClientBuilder::new(HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&format!("http://127.0.0.1:{port}")),
+            )
+            .map_err(|e| format!("no WebDriver session: {e}"))?;
+        b.client = Some(client);
         Ok(b)
     }
 
-    /// One HTTP request to chromedriver.
-    fn http(&self, method: &str, path: &str, body: Option<&str>) -> Result<Response, String> {
-        let mut s =
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| format!("connect chromedriver: {e}"))?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(90)))
-            .map_err(|e| e.to_string())?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\nconnection: close\r\n",
-            self.port
-        );
-        if let Some(b) = body {
-            req.push_str(&format!(
-                "content-type: application/json\r\ncontent-length: {}\r\n",
-                b.len()
-            ));
-        }
-        req.push_str("\r\n");
-        req.push_str(body.unwrap_or(""));
-        parse_response(&tls::write_then_read_response(&mut s, req.as_bytes())?)
-    }
-
-    /// A WebDriver command (the body is sent with POST only); its `value`.
-    ///
-    /// # Errors
-    /// If chromedriver cannot be reached or answers other than 200.
-    pub fn call(&self, method: &str, path: &str, body: &Value) -> Result<Value, String> {
-        let body = body.to_string();
-        let res = self.http(method, path, (method == "POST").then_some(body.as_str()))?;
-        let json = res.json();
-        if res.status != 200 {
-            return Err(format!("WebDriver {method} {path}: {} {json}", res.status));
-        }
-        Ok(json.get("value").cloned().unwrap_or(Value::Null))
-    }
-
-    /// The path of a command of this session.
-    fn s(&self, path: &str) -> String {
-        format!("/session/{}{path}", self.session)
+    /// Runs one WebDriver command of the session; `what` names it in the error.
+    fn run<T, F>(&self, what: &str, command: impl FnOnce(Client) -> F) -> Result<T, String>
+    where
+        F: Future<Output = Result<T, fantoccini::error::CmdError>>,
+    {
+        let client = self.client.clone().ok_or("no WebDriver session")?;
+        self.runtime
+            .block_on(command(client))
+            .map_err(|e| format!("WebDriver {what}: {e}"))
     }
 
     /// Navigates to `url`.
     ///
     /// # Errors
-    /// As [`Browser::call`].
+    /// If chromedriver cannot be reached or refuses.
     pub fn go(&self, url: &str) -> Result<(), String> {
-        self.call("POST", &self.s("/url"), &json!({ "url": url })).map(|_| ())
+        let url = url.to_owned();
+        self.run(&format!("go {url}"), |c| async move { c.goto(&url).await })
     }
 
     /// The current page's URL.
     ///
     /// # Errors
-    /// As [`Browser::call`].
+    /// If chromedriver cannot be reached or refuses.
     pub fn url(&self) -> Result<String, String> {
-        let v = self.call("GET", &self.s("/url"), &json!({}))?;
-        v.as_str().map(str::to_owned).ok_or_else(|| format!("not a URL: {v}"))
+        self.run("url", |c| async move { c.current_url().await })
+            .map(String::from)
     }
 
     /// The first element matching the CSS selector, if any (its WebDriver reference).
     ///
     /// # Errors
-    /// If chromedriver cannot be reached, or answers 200 without an element.
+    /// If chromedriver cannot be reached, or fails other than with "no such element".
     pub fn find(&self, css: &str) -> Result<Option<String>, String> {
-        let body = json!({"using": "css selector", "value": css}).to_string();
-        let res = self.http("POST", &self.s("/element"), Some(&body))?;
-        let json = res.json();
-        let element = json
-            .get("value")
-            .and_then(|v| v.get(ELEMENT))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if res.status == 200 && element.is_none() {
-            return Err(format!("WebDriver find {css}: {} {json}", res.status));
-        }
-        Ok(element)
+        Ok(self.find_element(css)?.map(|e| e.element_id().to_string()))
     }
 
     /// [`Browser::find`], waiting up to 30 s for the element.
@@ -169,9 +137,26 @@ impl Browser {
     /// # Errors
     /// If it does not appear (the message has the page's URL and state).
     pub fn wait_find(&self, css: &str) -> Result<String, String> {
+        Ok(self.wait_element(css)?.element_id().to_string())
+    }
+
+    /// The first element matching the CSS selector, if any.
+    fn find_element(&self, css: &str) -> Result<Option<Element>, String> {
+        let css = css.to_owned();
+        self.run(&format!("find {css}"), |c| async move {
+            match c.find(Locator::Css(&css)).await {
+                Ok(e) => Ok(Some(e)),
+                Err(e) if e.is_no_such_element() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// [`Browser::find_element`], waiting up to 30 s for the element.
+    fn wait_element(&self, css: &str) -> Result<Element, String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(e) = self.find(css)? {
+            if let Some(e) = self.find_element(css)? {
                 return Ok(e);
             }
             if Instant::now() >= deadline {
@@ -184,86 +169,63 @@ impl Browser {
     /// Clicks the element (waiting for it).
     ///
     /// # Errors
-    /// As [`Browser::wait_find`] and [`Browser::call`].
+    /// If it does not appear, or chromedriver refuses.
     pub fn click(&self, css: &str) -> Result<(), String> {
-        let e = self.wait_find(css)?;
-        self.call("POST", &self.s(&format!("/element/{e}/click")), &json!({}))
-            .map(|_| ())
+        let e = self.wait_element(css)?;
+        self.run(&format!("click {css}"), |_| async move { e.click().await })
     }
 
     /// Types `text` into the element (waiting for it).
     ///
     /// # Errors
-    /// As [`Browser::wait_find`] and [`Browser::call`].
+    /// If it does not appear, or chromedriver refuses.
     pub fn type_into(&self, css: &str, text: &str) -> Result<(), String> {
-        let e = self.wait_find(css)?;
-        self.call(
-            "POST",
-            &self.s(&format!("/element/{e}/value")),
-            &json!({ "text": text }),
-        )
-        .map(|_| ())
+        let e = self.wait_element(css)?;
+        let text = text.to_owned();
+        self.run(&format!("type into {css}"), |_| async move { e.send_keys(&text).await })
     }
 
     /// The element's rendered text (waiting for it).
     ///
     /// # Errors
-    /// As [`Browser::wait_find`] and [`Browser::call`].
+    /// If it does not appear, or chromedriver refuses.
     pub fn text(&self, css: &str) -> Result<String, String> {
-        let e = self.wait_find(css)?;
-        Ok(self
-            .call("GET", &self.s(&format!("/element/{e}/text")), &json!({}))?
-            .as_str()
-            .unwrap_or("")
-            .to_owned())
+        let e = self.wait_element(css)?;
+        self.run(&format!("text of {css}"), |_| async move { e.text().await })
     }
 
     /// An attribute of the element, if the element and the attribute exist (no waiting).
     ///
     /// # Errors
-    /// As [`Browser::call`].
+    /// If chromedriver cannot be reached or refuses.
     pub fn attr(&self, css: &str, name: &str) -> Result<Option<String>, String> {
-        let Some(e) = self.find(css)? else {
+        let Some(e) = self.find_element(css)? else {
             return Ok(None);
         };
-        Ok(self
-            .call("GET", &self.s(&format!("/element/{e}/attribute/{name}")), &json!({}))?
-            .as_str()
-            .map(str::to_owned))
+        let name = name.to_owned();
+        self.run(
+            &format!("attribute {name} of {css}"),
+            |_| async move { e.attr(&name).await },
+        )
     }
 
     /// Whether the element exists and is enabled (no waiting).
     ///
     /// # Errors
-    /// As [`Browser::call`].
+    /// If chromedriver cannot be reached or refuses.
     pub fn enabled(&self, css: &str) -> Result<bool, String> {
-        let Some(e) = self.find(css)? else {
+        let Some(e) = self.find_element(css)? else {
             return Ok(false);
         };
-        Ok(self
-            .call("GET", &self.s(&format!("/element/{e}/enabled")), &json!({}))?
-            .as_bool()
-            .unwrap_or(false))
+        self.run(&format!("enabled {css}"), |_| async move { e.is_enabled().await })
     }
 
     /// Saves a PNG of the page.
     ///
     /// # Errors
-    /// As [`Browser::call`], an undecodable screenshot, or if the file cannot be written.
+    /// If chromedriver refuses, or the file cannot be written.
     pub fn screenshot(&self, path: &Path) -> Result<(), String> {
-        let b64 = self.call("GET", &self.s("/screenshot"), &json!({}))?;
-        let url_safe: String = b64
-            .as_str()
-            .ok_or("no screenshot")?
-            .chars()
-            .filter(|c| *c != '=')
-            .map(|c| match c {
-                '+' => '-',
-                '/' => '_',
-                c => c,
-            })
-            .collect();
-        let png = keybound_core::b64::decode(&url_safe).map_err(|e| format!("screenshot: {e:?}"))?;
+        let png = self.run("screenshot", |c| async move { c.screenshot().await })?;
         std::fs::write(path, png).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -271,14 +233,10 @@ impl Browser {
     /// messages.
     pub fn page_state(&self) -> String {
         let get = |css: &str| {
-            self.find(css)
+            self.find_element(css)
                 .ok()
                 .flatten()
-                .and_then(|e| {
-                    self.call("GET", &self.s(&format!("/element/{e}/text")), &json!({}))
-                        .ok()
-                })
-                .and_then(|v| v.as_str().map(str::to_owned))
+                .and_then(|e| self.run("text", |_| async move { e.text().await }).ok())
                 .unwrap_or_default()
         };
         format!("error: {:?}; log: {:?}", get("#error"), get("#log"))
@@ -287,7 +245,7 @@ impl Browser {
     /// Runs a script in the page (WebDriver "execute script") and returns its result.
     ///
     /// # Errors
-    /// As [`Browser::call`] (a script that throws is an error).
+    /// If chromedriver cannot be reached, or the script throws.
     pub fn execute(&self, script: &str) -> Result<Value, String> {
         self.execute_with(script, &[])
     }
@@ -297,13 +255,10 @@ impl Browser {
     /// 30 s by default).
     ///
     /// # Errors
-    /// As [`Browser::call`] (a script that throws or rejects is an error).
+    /// If chromedriver cannot be reached, or the script throws or rejects.
     pub fn execute_with(&self, script: &str, args: &[Value]) -> Result<Value, String> {
-        self.call(
-            "POST",
-            &self.s("/execute/sync"),
-            &json!({ "script": script, "args": args }),
-        )
+        let (script, args) = (script.to_owned(), args.to_vec());
+        self.run("execute script", |c| async move { c.execute(&script, args).await })
     }
 
     /// Waits up to 45 s until `f` says yes.
@@ -328,8 +283,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        if !self.session.is_empty() {
-            let _ = self.http("DELETE", &self.s(""), None);
+        if let Some(client) = self.client.take() {
+            let _ = self.runtime.block_on(client.close());
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();

@@ -38,7 +38,7 @@ const PAGE: &str = r#"<!doctype html>
 <pre id="log"></pre>
 <pre id="error"></pre>
 <script type="module">
-import init, { DpopKey } from "/pkg/keybound_browser.js";
+import init, { DpopKey } from "/pkg/index.js";
 
 const log = (m) => { document.getElementById("log").textContent += m + "\n"; };
 const fail = (e) => {

@@ -51,7 +51,7 @@ const PAGE: &str = r#"<!doctype html>
 <pre id="log"></pre>
 <pre id="error"></pre>
 <script type="module">
-import init, { DpopKey, OAuthClient } from "/pkg/keybound_browser.js";
+import init, { DpopKey, OAuthClient } from "/pkg/index.js";
 
 const log = (m) => { document.getElementById("log").textContent += m + "\n"; };
 const describe = (e) => `${e && e.name}: ${e && e.message} (${e && e.code} ${e && e.reason})`;

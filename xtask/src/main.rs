@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask test [--skip-interop] [--only TEXT (only the steps whose name starts with TEXT)]\n       \
-                 cargo xtask bench [--runs N] [--seconds S] [--only NAME[,NAME..]] \
+                 cargo xtask bench [--runs N] [--seconds S] [--only NAME[,NAME..]] [--browser-only] \
                  [--connections C] [--memory-proofs N] [--compare-wasm OTHER.wasm]\n       cargo xtask demo [--scenario-only] [--free-ports] [port flags: see demo/README.md]\n       {}",
                 package::usage().replace("usage: ", "")
             );

@@ -3,7 +3,9 @@
 //!
 //! The tarball `<target>/package/keybound-browser-<version>.tgz` (made by `npm pack` from the
 //! staged package `<target>/package/npm/`) has two entry points, each its own wasm-bindgen output
-//! (`--target web`, then `wasm-opt -Oz`) of keybound-browser built for `wasm32-unknown-unknown`:
+//! (`--target web`, then `wasm-opt -Oz`, its JavaScript minified by esbuild) of keybound-browser
+//! built for `wasm32-unknown-unknown`, behind an `index.js` that exports the glue and the
+//! `DpopKey` class of `browser/src/dpop.js` (a wasm-bindgen snippet) bound to that glue:
 //!
 //! - `keybound-browser`: the default features (keys, proofs, the DPoP `fetch`, and login);
 //! - `keybound-browser/dpop` (in `dpop/`): built without the `login` feature: keys, proofs and the
@@ -13,6 +15,9 @@
 //! has a `node` export condition: `node.js`, the same module whose `init()` without arguments reads
 //! the package's own wasm with `fs/promises` (wasm-bindgen's loader would `fetch` a `file:` URL,
 //! which Node refuses).
+//!
+//! The build fails when `keybound-browser/dpop` weighs more than [`DPOP_BUDGET_GZIP`]
+//! ([`check_budget`]), so `cargo xtask package npm` and `cargo xtask test` catch a regression.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,8 +52,8 @@ pub const ENTRIES: [Entry; 2] = [
     },
 ];
 
-/// What `keybound-browser/dpop` may weigh: its wasm and JS (glue and snippets), each `gzip -9`,
-/// together (20 KB).
+/// What `keybound-browser/dpop` may weigh: its wasm and JS (`index.js`, glue and snippets), each
+/// gzipped at level 9, together (20 KB).
 pub const DPOP_BUDGET_GZIP: u64 = 20_000;
 
 /// The built package.
@@ -68,11 +73,11 @@ pub struct NpmPackage {
 pub struct EntrySizes {
     /// The wasm, raw.
     pub wasm: u64,
-    /// The wasm, `gzip -9`.
+    /// The wasm, gzipped (level 9).
     pub wasm_gzip: u64,
     /// The JS: the glue and its snippets, raw.
     pub js: u64,
-    /// The JS, each file `gzip -9`.
+    /// The JS, each file gzipped (level 9).
     pub js_gzip: u64,
 }
 
@@ -116,6 +121,18 @@ pub fn print_sizes(pkg: &NpmPackage) {
     }
 }
 
+/// Fails when the dpop entry's wasm and JS weigh more than [`DPOP_BUDGET_GZIP`] gzipped.
+///
+/// # Errors
+/// The [`budget_note`] when over.
+pub fn check_budget(dpop: &EntrySizes) -> Result<(), String> {
+    if dpop.total_gzip() <= DPOP_BUDGET_GZIP {
+        Ok(())
+    } else {
+        Err(budget_note(dpop.total_gzip()))
+    }
+}
+
 /// Whether the dpop entry fits its budget, in words.
 pub fn budget_note(dpop_gzip: u64) -> String {
     if dpop_gzip <= DPOP_BUDGET_GZIP {
@@ -156,10 +173,17 @@ pub fn build(root: &Path) -> Result<NpmPackage, String> {
             },
             dir.display()
         );
-        let wasm = browser::build_wasm(root, &target, entry.features)?;
-        browser::bindgen(root, &wasm_bindgen.join("wasm-bindgen"), &wasm, &dir, entry.name)?;
-        write(&dir.join("node.js"), &node_module(entry.name))?;
+        stage_entry(
+            root,
+            &wasm_bindgen.join("wasm-bindgen"),
+            entry.features,
+            &dir,
+            entry.name,
+        )?;
         sizes.push(entry_sizes(&dir, entry.name)?);
+    }
+    if let Some(dpop) = sizes.get(1) {
+        check_budget(dpop)?;
     }
     let version = browser::workspace_version(root)?;
     write(&staged.join("package.json"), &package_json(&version))?;
@@ -192,6 +216,26 @@ pub fn build(root: &Path) -> Result<NpmPackage, String> {
         sha256,
         sizes,
     })
+}
+
+/// Builds one entry into `dir`: the release wasm with `features`, wasm-bindgen (glue
+/// `<name>.js`, wasm `<name>_bg.wasm`, snippets) and wasm-opt, the JavaScript minified, then
+/// `index.js` and its types, `dpop.d.ts` and `node.js`.
+///
+/// # Errors
+/// A tool failing, naming it.
+pub fn stage_entry(root: &Path, wasm_bindgen: &Path, features: &[&str], dir: &Path, name: &str) -> Result<(), String> {
+    let target = tools::target_dir(root);
+    let wasm = browser::build_wasm(root, &target, features)?;
+    browser::bindgen(root, wasm_bindgen, &wasm, dir, name)?;
+    let snippet = dpop_snippet(dir)?;
+    for js in js_files(dir, name) {
+        minify(root, &js)?;
+    }
+    write(&dir.join("index.js"), &index_module(name, &snippet))?;
+    write(&dir.join("index.d.ts"), &index_types(name))?;
+    copy(&root.join("browser/src/dpop.d.ts"), &dir.join("dpop.d.ts"))?;
+    write(&dir.join("node.js"), &node_module(name))
 }
 
 /// The npm packages of `browser/js` (binaryen's wasm-opt, typescript, jose), with `npm ci` when
@@ -237,15 +281,76 @@ pub fn install(pkg: &NpmPackage, dir: &Path) -> Result<PathBuf, String> {
     Ok(installed)
 }
 
-/// The `node` export condition's module for the entry whose glue is `<name>.js`.
-fn node_module(name: &str) -> String {
+/// The path (from the entry's directory) of its copy of `browser/src/dpop.js`, which
+/// wasm-bindgen put under `snippets/<crate>-<hash>/src/`.
+fn dpop_snippet(dir: &Path) -> Result<String, String> {
+    walk(&dir.join("snippets"))
+        .into_iter()
+        .find(|p| p.ends_with("src/dpop.js"))
+        .and_then(|p| p.strip_prefix(dir).ok().map(|rel| format!("./{}", rel.display())))
+        .ok_or_else(|| format!("no snippets/*/src/dpop.js in {}", dir.display()))
+}
+
+/// The entry's JavaScript as the browser downloads it: the wasm-bindgen glue `<name>.js` and
+/// its snippets.
+fn js_files(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut js = vec![dir.join(format!("{name}.js"))];
+    js.extend(
+        walk(&dir.join("snippets"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "js")),
+    );
+    js
+}
+
+/// Minifies a JavaScript module in place with esbuild (from `browser/js/node_modules`): no
+/// comments or whitespace, short local names; exports and `new URL("…", import.meta.url)` stay.
+fn minify(root: &Path, file: &Path) -> Result<(), String> {
+    run(Command::new(root.join("browser/js/node_modules/.bin/esbuild"))
+        .arg(file)
+        .args(["--minify", "--format=esm", "--log-level=warning", "--allow-overwrite"])
+        .arg(format!("--outfile={}", file.display())))
+}
+
+/// The entry module `index.js`: the wasm-bindgen glue `<name>.js` (its `init()` as the default
+/// export), and `DpopKey` (the class of `dpop.js` bound to this glue) with `isKeyboundError`.
+fn index_module(name: &str, snippet: &str) -> String {
     format!(
-        r#"// keybound-browser under Node 20+ (the `node` export condition): the module `{name}.js`,
-// whose `init()` without a wasm source reads the package's own `{name}_bg.wasm` with
-// fs/promises (its loader would fetch() a file: URL, which Node's fetch refuses).
-import initWasm from "./{name}.js";
+        r#"// keybound-browser: the wasm-bindgen module `{name}.js` and the DpopKey class bound to it.
+import * as glue from "./{name}.js";
+import {{ dpopKeyClass }} from "{snippet}";
 
 export * from "./{name}.js";
+export {{ default }} from "./{name}.js";
+export {{ isKeyboundError }} from "{snippet}";
+
+/** A DPoP key for one OAuth client in this origin (see dpop.d.ts). */
+export const DpopKey = dpopKeyClass(glue);
+"#
+    )
+}
+
+/// The types of `index.js`.
+fn index_types(name: &str) -> String {
+    format!(
+        r#"export * from "./{name}.js";
+export {{ default }} from "./{name}.js";
+export * from "./dpop.js";
+"#
+    )
+}
+
+/// The `node` export condition's module for the entry whose glue is `<name>.js`: `index.js`,
+/// whose `init()` without a wasm source reads the package's own `<name>_bg.wasm` with
+/// fs/promises.
+fn node_module(name: &str) -> String {
+    format!(
+        r#"// keybound-browser under Node 20+ (the `node` export condition): the module `index.js`, whose
+// `init()` without a wasm source reads the package's own `{name}_bg.wasm` with fs/promises (its
+// loader would fetch() a file: URL, which Node's fetch refuses).
+import initWasm from "./index.js";
+
+export * from "./index.js";
 
 /**
  * Loads the wasm: `init()` reads it from this package; `init({{ module_or_path }})` loads the
@@ -277,9 +382,9 @@ fn package_json(version: &str) -> String {
         let name = entry.name;
         exports.push_str(&format!(
             r#"    "{key}": {{
-      "types": "{prefix}{name}.d.ts",
+      "types": "{prefix}index.d.ts",
       "node": "{prefix}node.js",
-      "default": "{prefix}{name}.js"
+      "default": "{prefix}index.js"
     }},
     "{prefix}{name}_bg.wasm": {{
       "types": "{prefix}{name}_bg.wasm.d.ts",
@@ -288,6 +393,9 @@ fn package_json(version: &str) -> String {
 "#
         ));
         for file in [
+            "index.js".into(),
+            "index.d.ts".into(),
+            "dpop.d.ts".into(),
             format!("{name}.js"),
             format!("{name}.d.ts"),
             format!("{name}_bg.wasm"),
@@ -314,8 +422,8 @@ fn package_json(version: &str) -> String {
   "engines": {{
     "node": ">=20"
   }},
-  "main": "./keybound_browser.js",
-  "types": "./keybound_browser.d.ts",
+  "main": "./index.js",
+  "types": "./index.d.ts",
   "exports": {{
 {exports}    "./package.json": "./package.json"
   }},
@@ -329,15 +437,11 @@ fn package_json(version: &str) -> String {
     )
 }
 
-/// The sizes of an entry's wasm and JS (glue and snippets) in `dir`.
+/// The sizes of an entry's wasm and JS (`index.js`, the glue and its snippets) in `dir`.
 fn entry_sizes(dir: &Path, name: &str) -> Result<EntrySizes, String> {
     let wasm = dir.join(format!("{name}_bg.wasm"));
-    let mut js = vec![dir.join(format!("{name}.js"))];
-    js.extend(
-        walk(&dir.join("snippets"))
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "js")),
-    );
+    let mut js = js_files(dir, name);
+    js.push(dir.join("index.js"));
     let mut sizes = EntrySizes {
         wasm: file_size(&wasm)?,
         wasm_gzip: gzipped(&wasm)?,
@@ -357,17 +461,20 @@ fn file_size(path: &Path) -> Result<u64, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The size of `gzip -9` of a file.
+/// The size of a file gzipped at level 9 by node's zlib: the measure of the bench's size table
+/// (`bench/browser/run.mjs`), so the budget checked here is the number BENCHMARKS.md shows.
 fn gzipped(path: &Path) -> Result<u64, String> {
-    let out = Command::new("gzip")
-        .args(["-9", "-c"])
-        .arg(path)
-        .output()
-        .map_err(|e| format!("gzip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("gzip -9 {} failed", path.display()));
-    }
-    Ok(out.stdout.len() as u64)
+    let out = tools::capture(
+        Command::new("node")
+            .args([
+                "-e",
+                "const z=require('node:zlib'),f=require('node:fs');process.stdout.write(String(z.gzipSync(f.readFileSync(process.argv[1]),{level:9}).length))",
+            ])
+            .arg(path),
+    )?;
+    out.trim()
+        .parse()
+        .map_err(|e| format!("gzip size of {}: {e} ({out:?})", path.display()))
 }
 
 /// Every file under `dir` (none if it does not exist).
@@ -409,7 +516,7 @@ mod tests {
         assert!(json.contains(r#""version": "1.2.3""#), "{json}");
         for (key, prefix, name) in [(".", "./", "keybound_browser"), ("./dpop", "./dpop/", "keybound_dpop")] {
             let entry = format!(
-                "\"{key}\": {{\n      \"types\": \"{prefix}{name}.d.ts\",\n      \"node\": \"{prefix}node.js\",\n      \"default\": \"{prefix}{name}.js\"\n    }}"
+                "\"{key}\": {{\n      \"types\": \"{prefix}index.d.ts\",\n      \"node\": \"{prefix}node.js\",\n      \"default\": \"{prefix}index.js\"\n    }}"
             );
             assert!(json.contains(&entry), "{entry}\n{json}");
             assert!(
@@ -437,8 +544,8 @@ mod tests {
     #[test]
     fn the_node_module_reads_its_own_wasm() {
         let js = node_module("keybound_dpop");
-        assert!(js.contains(r#"import initWasm from "./keybound_dpop.js";"#), "{js}");
-        assert!(js.contains(r#"export * from "./keybound_dpop.js";"#), "{js}");
+        assert!(js.contains(r#"import initWasm from "./index.js";"#), "{js}");
+        assert!(js.contains(r#"export * from "./index.js";"#), "{js}");
         assert!(
             js.contains(r#"new URL("./keybound_dpop_bg.wasm", import.meta.url)"#),
             "{js}"
@@ -449,5 +556,34 @@ mod tests {
     fn the_budget_note_says_by_how_much() {
         assert!(budget_note(DPOP_BUDGET_GZIP).contains("within"));
         assert!(budget_note(DPOP_BUDGET_GZIP + 7).ends_with("OVER its budget of 20000 by 7"));
+    }
+
+    #[test]
+    fn the_build_fails_over_the_budget() {
+        let sizes = |wasm_gzip, js_gzip| EntrySizes {
+            wasm: 0,
+            wasm_gzip,
+            js: 0,
+            js_gzip,
+        };
+        assert_eq!(check_budget(&sizes(15_000, 5_000)), Ok(()));
+        assert_eq!(
+            check_budget(&sizes(15_000, 5_001)),
+            Err(budget_note(20_001)),
+            "one byte over fails"
+        );
+    }
+
+    #[test]
+    fn the_index_binds_dpop_key_to_its_own_glue() {
+        let js = index_module("keybound_dpop", "./snippets/keybound-browser-0123/src/dpop.js");
+        assert!(js.contains(r#"import * as glue from "./keybound_dpop.js";"#), "{js}");
+        assert!(js.contains(r#"export { default } from "./keybound_dpop.js";"#), "{js}");
+        assert!(js.contains("export const DpopKey = dpopKeyClass(glue);"), "{js}");
+        assert!(
+            js.contains(r#"import { dpopKeyClass } from "./snippets/keybound-browser-0123/src/dpop.js";"#),
+            "{js}"
+        );
+        assert!(index_types("keybound_dpop").contains(r#"export * from "./dpop.js";"#));
     }
 }

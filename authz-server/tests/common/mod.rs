@@ -499,6 +499,54 @@ impl Resp {
 pub struct Https {
     config: Arc<rustls::ClientConfig>,
     pub port: u16,
+    /// Set for an in-process client ([`InProcess::client`]): requests go through the router,
+    /// with this certificate chain as the connection's.
+    local: Option<(axum::Router, Option<Arc<Vec<CertificateDer<'static>>>>)>,
+}
+
+/// keybound-authz in this process: the real router and handlers, an in-memory SQLite store, and
+/// a clock the test sets (no sockets, no sleeping). Clients from [`InProcess::client`] are
+/// [`Https`] values, so every helper that drives a server drives this one too.
+pub struct InProcess {
+    /// The state.
+    pub app: Arc<keybound_authz::state::App>,
+    /// The clock every handler reads.
+    pub clock: Arc<keybound_authz::state::ManualClock>,
+    router: axum::Router,
+}
+
+impl InProcess {
+    /// The server of `env`'s configuration, storage in memory, the clock at [`now`].
+    pub async fn start(env: &Env) -> InProcess {
+        let text = std::fs::read_to_string(&env.config).unwrap();
+        let config = keybound_authz::config::Config::parse_with_env(
+            &text,
+            &env.dir,
+            [("KEYBOUND_AUTHZ_DATABASE".to_owned(), ":memory:".to_owned())],
+        )
+        .unwrap();
+        let clock = Arc::new(keybound_authz::state::ManualClock::at(now()));
+        let app = Arc::new(
+            keybound_authz::state::App::with_clock(config, clock.clone())
+                .await
+                .unwrap(),
+        );
+        let router = keybound_authz::routes::router(app.clone());
+        InProcess { app, clock, router }
+    }
+
+    /// A client presenting this certificate and key from `env` (`None`: no certificate).
+    pub fn client(&self, env: &Env, cert: Option<(&str, &str)>) -> Https {
+        let mut https = Https::new(env, None);
+        let chain = cert.map(|(c, _)| Arc::new(read_pem_certs(&env.path(c))));
+        https.local = Some((self.router.clone(), chain));
+        https
+    }
+
+    /// A client with the mTLS client certificate.
+    pub fn mtls(&self, env: &Env) -> Https {
+        self.client(env, Some(("mtls-client.pem", "mtls-client-key.pem")))
+    }
 }
 
 fn read_pem_certs(path: &Path) -> Vec<CertificateDer<'static>> {
@@ -540,6 +588,7 @@ impl Https {
         Https {
             config: Arc::new(config),
             port: env.port,
+            local: None,
         }
     }
 
@@ -548,6 +597,7 @@ impl Https {
         Https {
             config: self.config.clone(),
             port,
+            local: None,
         }
     }
 
@@ -571,8 +621,33 @@ impl Https {
             .unwrap()
     }
 
-    /// Sends one request on a new TLS connection.
+    /// Sends one request on a new TLS connection (or through the router, in process).
     pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<String>) -> Resp {
+        if let Some((router, chain)) = &self.local {
+            use tower::ServiceExt;
+            let mut req = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", format!("127.0.0.1:{}", self.port));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req.body(axum::body::Body::from(body.unwrap_or_default())).unwrap();
+            let routes = router
+                .clone()
+                .layer(axum::extract::Extension(keybound_authz::tls::PeerCerts(chain.clone())))
+                .layer(axum::extract::Extension(keybound_authz::http::ClientAddr(
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                )));
+            let res = routes.oneshot(req).await.unwrap();
+            let status = res.status().as_u16();
+            let headers = res.headers().clone();
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap()
+                .to_vec();
+            return Resp { status, headers, body };
+        }
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(self.config.clone());
         let name = ServerName::try_from("localhost").unwrap();

@@ -5,7 +5,7 @@
 
 use js_sys::Uint8Array;
 use keybound_core::Part;
-use keybound_core::id_token::{IdTokenClaims, IdTokenPolicy, UnverifiedIdToken};
+use keybound_core::id_token::{IdTokenChecks, IdTokenClaims, IdTokenPolicy, UnverifiedIdToken};
 use keybound_core::jwk::Jwks;
 use wasm_bindgen::JsValue;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -66,7 +66,8 @@ pub async fn fetch_jwks(url: &str) -> Result<Jwks, JsValue> {
 
 /// Validates an ID token: keybound-core parses it and picks the issuer keys that may have signed
 /// it, WebCrypto verifies the signature, keybound-core checks the claims (`iss`, `aud`, `azp`,
-/// `nonce`, `exp`, `iat`) at `now` (Unix seconds).
+/// `nonce`, `exp`, `iat`, `at_hash`, and for a refresh the original's `iss`, `sub` and `aud`) at
+/// `now` (Unix seconds).
 ///
 /// # Errors
 /// A `KeyboundError` with code `invalid_token` and keybound-core's reason (e.g.
@@ -75,7 +76,7 @@ pub async fn verify_id_token(
     token: &str,
     keys: &Jwks,
     policy: &IdTokenPolicy,
-    nonce: Option<&str>,
+    checks: &IdTokenChecks<'_>,
     now: u64,
 ) -> Result<IdTokenClaims, BrowserError> {
     let parsed = UnverifiedIdToken::parse(token, policy)?;
@@ -92,13 +93,14 @@ pub async fn verify_id_token(
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
         if verified {
-            return Ok(parsed.signature_verified_by(key, policy, nonce, now)?);
+            return Ok(parsed.signature_verified_by(key, policy, checks, now)?);
         }
     }
     Err(keybound_core::Error::BadSignature { part: Part::IdToken }.into())
 }
 
-/// The claims as a JavaScript object (through `JSON.parse` of the payload keybound-core read).
+/// The claims of a validated ID token as a JavaScript object: `JSON.parse` of its payload text
+/// (no JSON value tree in the wasm).
 pub fn claims_to_js(claims: &IdTokenClaims) -> JsValue {
-    js::parse_json(&claims.all.to_string())
+    js::parse_json(&claims.payload)
 }

@@ -9,10 +9,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::AuthMethod;
-use crate::server::{AppState, paths};
+use crate::paths;
+use crate::state::AppState;
 
 /// The metadata document.
-pub fn document(app: &crate::server::App) -> serde_json::Value {
+pub fn document(app: &crate::state::App) -> serde_json::Value {
     let c = &app.config;
     let url = |p: &str| c.url(p);
     let mut auth_methods: Vec<&str> = vec![
@@ -57,8 +58,12 @@ pub fn document(app: &crate::server::App) -> serde_json::Value {
         "tls_client_certificate_bound_access_tokens": true,
         "authorization_response_iss_parameter_supported": true,
         "claims_parameter_supported": false,
-        "request_parameter_supported": false,
+        // RFC 9101 at PAR (FAPI 2.0 Message Signing): a signed `request` is taken there; a
+        // `request_uri` pointing elsewhere is not.
+        "request_parameter_supported": true,
         "request_uri_parameter_supported": false,
+        "request_object_signing_alg_values_supported": ["PS256", "ES256", "EdDSA"],
+        "authorization_details_types_supported": c.detail_types.names().collect::<Vec<_>>(),
         "mtls_endpoint_aliases": {
             "token_endpoint": url(paths::TOKEN),
             "pushed_authorization_request_endpoint": url(paths::PAR),
@@ -85,7 +90,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
 
 /// `GET /jwks`: the published signing keys.
 pub async fn jwks(State(app): State<AppState>) -> Response {
-    let doc = app.keyring().jwks_json(crate::random::now(), app.key_retention());
+    let doc = app.keyring().jwks_json(app.now(), app.key_retention());
     let mut res = (StatusCode::OK, axum::Json(doc)).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));

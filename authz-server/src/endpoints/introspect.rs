@@ -10,10 +10,6 @@
 //! and `token_type` (`DPoP` or `Bearer`) so a gateway can check the audience and the binding.
 //! With `Accept: application/token-introspection+jwt` the answer is a JWT signed by the server
 //! (`typ: token-introspection+jwt`, `aud` the resource server).
-//!
-//! Revocation revokes an access token (its `jti`), or a refresh token together with every token
-//! of its grant. It answers 200 for unknown tokens and for tokens of other clients (which it
-//! leaves alone), as RFC 7009 §2.2 allows, so it reveals nothing about them.
 
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
@@ -24,7 +20,10 @@ use keybound_core::jws::sign_json;
 use crate::crypto::Ring;
 use keybound_core::token::{TokenPolicy, verify_jwt};
 
-use crate::server::{App, AppState, OAuthError, Params, json_no_store, no_store};
+use crate::error::OAuthError;
+use crate::http::Params;
+use crate::respond::{json_no_store, no_store};
+use crate::state::{App, AppState};
 use crate::storage::TokenRecord;
 use crate::tls::PeerCerts;
 
@@ -33,7 +32,7 @@ pub const JWT_MEDIA_TYPE: &str = "application/token-introspection+jwt";
 
 /// Finds the record of a token this server issued, if it is well-formed and signed by it (for
 /// access tokens, which must also be unexpired). Revocation state is not checked here.
-async fn find(app: &App, token: &str, now: u64) -> Result<Option<TokenRecord>, OAuthError> {
+pub(crate) async fn find(app: &App, token: &str, now: u64) -> Result<Option<TokenRecord>, OAuthError> {
     if token.split('.').count() == 3 {
         let keys = app.keyring().jwks(now, app.key_retention());
         let policy = TokenPolicy::new(app.config.issuer.clone(), app.config.audience.clone());
@@ -47,7 +46,7 @@ async fn find(app: &App, token: &str, now: u64) -> Result<Option<TokenRecord>, O
     } else {
         Ok(app
             .store
-            .token(&crate::token::refresh_id(token))
+            .token(&crate::tokens::refresh_id(token))
             .await?
             .filter(|r| r.kind == "refresh"))
     }
@@ -97,7 +96,7 @@ async fn introspect_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
-    let now = crate::random::now();
+    let now = app.now();
     let params = Params::from_form(headers, body)?;
     let client =
         crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;
@@ -148,39 +147,5 @@ async fn introspect_inner(
     no_store(res.headers_mut());
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(JWT_MEDIA_TYPE));
-    Ok(res)
-}
-
-/// `POST /revoke`.
-pub async fn revoke(
-    State(app): State<AppState>,
-    Extension(peer): Extension<PeerCerts>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match revoke_inner(&app, &peer, &headers, &body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn revoke_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
-    let now = crate::random::now();
-    let params = Params::from_form(headers, body)?;
-    let client =
-        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;
-    let token = params.require("token")?;
-    crate::client_auth::record_assertion(app, &client, now).await?;
-    if let Some(r) = find(app, token, now).await?
-        && r.client_id == client.client.id
-    {
-        if r.kind == "refresh" {
-            app.store.revoke_grant(&r.grant_id).await?;
-        } else {
-            app.store.revoke_token(&r.id).await?;
-        }
-    }
-    let mut res = StatusCode::OK.into_response();
-    no_store(res.headers_mut());
     Ok(res)
 }

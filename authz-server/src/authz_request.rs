@@ -1,26 +1,15 @@
-//! Pushed authorization requests (RFC 9126) and the validation of authorization parameters.
-//!
-//! ## Order of checks at `POST /par`
-//! 1. the body is a form with no repeated parameter (`invalid_request`);
-//! 2. client authentication, stateless part ([`crate::client_auth`], `invalid_client`);
-//! 3. the `DPoP` header, if any ([`crate::proof`]: `invalid_dpop_proof`, `use_dpop_nonce`);
-//! 4. the authorization parameters ([`validate`]);
-//! 5. the assertion `jti` and the proof `jti` are recorded (replays refused);
-//! 6. the request is stored under a fresh `request_uri` (one use, `tokens.par_lifetime` seconds,
-//!    bound to the client) and `201` returned.
+//! The authorization request (validated once, at PAR, and stored with its `request_uri`) and the
+//! authorization code it leads to.
 
-use axum::body::Bytes;
-use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
 use keybound_core::Part;
 use keybound_core::jwk::Jkt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Client, GrantType, SenderConstraint};
-use crate::server::{App, AppState, OAuthError, Params, json_no_store, paths};
-use crate::storage::ParRecord;
-use crate::tls::PeerCerts;
+use crate::error::{Code, OAuthError};
+use crate::http::Params;
 
 /// The prefix of `request_uri` values (RFC 9126 §2.2).
 pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
@@ -51,6 +40,9 @@ pub struct AuthzRequest {
     pub dpop_jkt: Option<String>,
     /// `query`, or `jwt` (JARM, `query.jwt`).
     pub response_mode: String,
+    /// The RFC 9396 `authorization_details`, checked against their registered types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
 }
 
 /// Validates authorization parameters for `client`. `proof_jkt` is the thumbprint of a DPoP proof
@@ -58,25 +50,36 @@ pub struct AuthzRequest {
 ///
 /// # Errors
 /// The RFC 6749 §4.1.2.1 / RFC 9126 / RFC 9449 code for the first failed check.
-pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Result<AuthzRequest, OAuthError> {
+pub fn validate(
+    client: &Client,
+    detail_types: &keybound_core::rar::DetailTypes,
+    params: &Params,
+    proof_jkt: Option<&Jkt>,
+) -> Result<AuthzRequest, OAuthError> {
     if params.contains("request_uri") {
         return Err(OAuthError::invalid_request("request_uri inside a pushed request"));
     }
     if params.contains("request") {
-        return Err(OAuthError::bad(
-            "request_not_supported",
-            "request objects are not supported",
+        return Err(OAuthError::new(
+            Code::InvalidRequestObject,
+            "a request object inside a request object",
         ));
     }
     let response_type = params.require("response_type")?;
     if response_type != "code" {
-        return Err(OAuthError::bad("unsupported_response_type", response_type.to_string()));
+        return Err(OAuthError::new(
+            Code::UnsupportedResponseType,
+            response_type.to_string(),
+        ));
     }
     if params.get("client_id").is_some_and(|id| id != client.id) {
         return Err(OAuthError::invalid_request("client_id is not the authenticated client"));
     }
     if !client.grant_types.contains(&GrantType::AuthorizationCode) {
-        return Err(OAuthError::bad("unauthorized_client", "authorization_code not allowed"));
+        return Err(OAuthError::new(
+            Code::UnauthorizedClient,
+            "authorization_code not allowed",
+        ));
     }
     let redirect_uri = params.require("redirect_uri")?;
     if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
@@ -85,7 +88,7 @@ pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Re
     let mut scopes: Vec<String> = Vec::new();
     for s in params.get("scope").unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
         if !client.scopes.iter().any(|c| c == s) {
-            return Err(OAuthError::bad("invalid_scope", format!("scope {s} not allowed")));
+            return Err(OAuthError::new(Code::InvalidScope, format!("scope {s} not allowed")));
         }
         if !scopes.iter().any(|x| x == s) {
             scopes.push(s.to_string());
@@ -113,8 +116,8 @@ pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Re
     if let (Some(param), Some(proof)) = (&dpop_jkt, proof_jkt)
         && param != proof
     {
-        return Err(OAuthError::bad(
-            "invalid_dpop_proof",
+        return Err(OAuthError::new(
+            Code::InvalidDpopProof,
             "dpop_jkt differs from the DPoP proof key",
         ));
     }
@@ -124,7 +127,12 @@ pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Re
             "DPoP binding requested by a client registered for mTLS",
         ));
     }
+    let authorization_details = params
+        .get("authorization_details")
+        .map(|text| authorization_details(client, detail_types, text))
+        .transpose()?;
     Ok(AuthzRequest {
+        authorization_details,
         client_id: client.id.clone(),
         redirect_uri: redirect_uri.to_string(),
         scopes,
@@ -137,51 +145,40 @@ pub fn validate(client: &Client, params: &Params, proof_jkt: Option<&Jkt>) -> Re
     })
 }
 
-/// `POST /par`.
-pub async fn push(
-    State(app): State<AppState>,
-    Extension(peer): Extension<PeerCerts>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match push_inner(&app, &peer, &headers, &body).await {
-        Ok(res) => res,
-        Err(e) => e.into_response(),
+/// An `authorization_details` parameter (RFC 9396), checked against the registered types and the
+/// ones `client` may ask for.
+///
+/// # Errors
+/// `invalid_authorization_details` naming the offending value.
+pub fn authorization_details(
+    client: &Client,
+    detail_types: &keybound_core::rar::DetailTypes,
+    text: &str,
+) -> Result<serde_json::Value, OAuthError> {
+    let details = detail_types.parse(text).map_err(|e| OAuthError::from_core(&e))?;
+    for t in keybound_core::rar::DetailTypes::types_of(&details) {
+        if !client.authorization_details_types.iter().any(|c| c == t) {
+            return Err(OAuthError::new(
+                Code::InvalidAuthorizationDetails,
+                format!("type {t} not allowed for this client"),
+            ));
+        }
     }
+    Ok(details)
 }
 
-async fn push_inner(app: &App, peer: &PeerCerts, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
-    let now = crate::random::now();
-    let params = Params::from_form(headers, body)?;
-    let client =
-        crate::client_auth::authenticate(app, &params, peer, headers.contains_key(header::AUTHORIZATION), now).await?;
-    let proof = crate::proof::check(app, headers, paths::PAR, now)?;
-    let request = validate(&client.client, &params, proof.as_ref().map(|p| p.proof.jkt()))?;
-    crate::client_auth::record_assertion(app, &client, now).await?;
-    if let Some(p) = &proof {
-        crate::proof::record(app, p, now).await?;
-    }
-    let id = crate::random::token().map_err(|e| OAuthError::server(e.to_string()))?;
-    let request_uri = format!("{REQUEST_URI_PREFIX}{id}");
-    let lifetime = app.config.lifetimes.par;
-    app.store
-        .put_par(&ParRecord {
-            request_uri: request_uri.clone(),
-            client_id: client.client.id.clone(),
-            params: serde_json::to_string(&request).map_err(|e| OAuthError::server(e.to_string()))?,
-            expires_at: now.saturating_add(lifetime),
-            consumed: false,
-        })
-        .await?;
-    let mut res = json_no_store(
-        StatusCode::CREATED,
-        &serde_json::json!({ "request_uri": request_uri, "expires_in": lifetime }),
-    );
-    if let Some(n) = proof
-        .and_then(|p| p.next_nonce)
-        .and_then(|n| HeaderValue::from_str(&n).ok())
-    {
-        res.headers_mut().insert("dpop-nonce", n);
-    }
-    Ok(res)
+/// What an authorization code stands for (stored as JSON with the code's hash).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeData {
+    /// The authorization request.
+    pub request: AuthzRequest,
+    /// The user.
+    pub sub: String,
+    /// When the user logged in.
+    pub auth_time: u64,
+}
+
+/// The SHA-256 of an authorization code (only the hash is stored).
+pub fn code_hash(code: &str) -> Vec<u8> {
+    Sha256::digest(code.as_bytes()).to_vec()
 }

@@ -17,7 +17,9 @@ use keybound_core::htu::Htu;
 use keybound_core::request::{ResourceRequest, RoutePolicy, scheme_of, verify_request};
 use keybound_core::token::{TokenPolicy, verify_jwt};
 
-use crate::server::{App, AppState, log_line, paths};
+use crate::log::log_line;
+use crate::paths;
+use crate::state::{App, AppState};
 use crate::tls::PeerCerts;
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> Option<Vec<&'a str>> {
@@ -58,7 +60,7 @@ pub async fn userinfo(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let (Some(auth), Some(dpop)) = (
         header_values(&headers, "authorization"),
         header_values(&headers, "dpop"),

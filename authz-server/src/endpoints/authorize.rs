@@ -6,7 +6,7 @@
 //! browser transaction (a random id in an `HttpOnly`, `Secure`, `SameSite=Lax` cookie, echoed in
 //! a hidden form field so a cross-site form post cannot drive it) and shows the login form.
 //! A `request_uri` may be opened several times until authorization completes; the transactions
-//! are bounded ([`crate::server::Transactions`], [`crate::server::MAX_TRANSACTIONS`]). After login
+//! are bounded ([`crate::state::Transactions`], [`crate::state::MAX_TRANSACTIONS`]). After login
 //! (argon2 password check) the consent page lists the client and scopes; approving consumes the
 //! `request_uri` (one use), records the consent as a JWT signed by the server, and redirects
 //! (303) with `code`, `state` and `iss` (RFC 9207). Denying redirects with `access_denied`.
@@ -19,33 +19,19 @@ use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keybound_core::jws::sign_json;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::par::{AuthzRequest, REQUEST_URI_PREFIX};
-use crate::server::{App, AppState, ClientAddr, Params, Transaction, log_event, log_line, paths};
+use crate::authz_request::{AuthzRequest, CodeData, REQUEST_URI_PREFIX, code_hash};
+use crate::error::Code;
+use crate::http::{ClientAddr, Params};
+use crate::log::{log_event, log_line};
+use crate::paths;
+use crate::state::{App, AppState, Transaction};
 use crate::storage::{CodeRecord, ConsentRecord};
 
 /// How long a browser transaction lives (seconds).
 pub const TRANSACTION_LIFETIME: u64 = 600;
 /// The name of the transaction cookie.
 pub const COOKIE: &str = "kb_txn";
-
-/// What an authorization code stands for (stored as JSON with the code's hash).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CodeData {
-    /// The authorization request.
-    pub request: AuthzRequest,
-    /// The user.
-    pub sub: String,
-    /// When the user logged in.
-    pub auth_time: u64,
-}
-
-/// The SHA-256 of an authorization code (only the hash is stored).
-pub fn code_hash(code: &str) -> Vec<u8> {
-    Sha256::digest(code.as_bytes()).to_vec()
-}
 
 /// Escapes text for HTML.
 pub fn html_escape(s: &str) -> String {
@@ -85,12 +71,13 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 /// An error page carrying the RFC error code (`<p id="error">code</p>`).
-fn error_page(status: StatusCode, code: &str, reason: &str) -> Response {
-    log_line("error", code, reason);
+fn error_page(status: StatusCode, code: Code, reason: &str) -> Response {
+    let level = if status.is_server_error() { "error" } else { "info" };
+    log_line(level, code.as_str(), reason);
     page(
         status,
         "Authorization failed",
-        &format!("<p id=\"error\">{}</p>", html_escape(code)),
+        &format!("<p id=\"error\">{}</p>", html_escape(code.as_str())),
     )
 }
 
@@ -144,7 +131,7 @@ pub fn redirect(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
 
 /// `GET /authorize`.
 pub async fn start(State(app): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let params = match Params::parse(query.unwrap_or_default().as_bytes()) {
         Ok(p) => p,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, e.code, &e.reason),
@@ -152,38 +139,42 @@ pub async fn start(State(app): State<AppState>, RawQuery(query): RawQuery) -> Re
     let Some(request_uri) = params.get("request_uri") else {
         return error_page(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
+            Code::InvalidRequest,
             "no request_uri: PAR is required",
         );
     };
     let Some(client_id) = params.get("client_id") else {
-        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "no client_id");
+        return error_page(StatusCode::BAD_REQUEST, Code::InvalidRequest, "no client_id");
     };
     if !request_uri.starts_with(REQUEST_URI_PREFIX) {
-        return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "not a PAR request_uri");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidRequestUri,
+            "not a PAR request_uri",
+        );
     }
     let par = match app.store.par(request_uri).await {
         Ok(Some(p)) => p,
-        Ok(None) => return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "unknown request_uri"),
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+        Ok(None) => return error_page(StatusCode::BAD_REQUEST, Code::InvalidRequestUri, "unknown request_uri"),
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, Code::ServerError, &e.to_string()),
     };
     if par.consumed || par.expires_at <= now {
         return error_page(
             StatusCode::BAD_REQUEST,
-            "invalid_request_uri",
+            Code::InvalidRequestUri,
             "request_uri used or expired",
         );
     }
     if par.client_id != client_id {
         return error_page(
             StatusCode::BAD_REQUEST,
-            "invalid_request_uri",
+            Code::InvalidRequestUri,
             "request_uri of another client",
         );
     }
     let txn_id = match crate::random::token() {
         Ok(t) => t,
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, Code::ServerError, &e.to_string()),
     };
     {
         let mut txns = match app.transactions.lock() {
@@ -225,11 +216,11 @@ fn transaction(
 ) -> Result<(String, Transaction), Box<Response>> {
     let txn_id = params
         .get("txn")
-        .ok_or_else(|| Box::new(error_page(StatusCode::BAD_REQUEST, "invalid_request", "no txn")))?;
+        .ok_or_else(|| Box::new(error_page(StatusCode::BAD_REQUEST, Code::InvalidRequest, "no txn")))?;
     if cookie_txn(headers).as_deref() != Some(txn_id) {
         return Err(Box::new(error_page(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
+            Code::InvalidRequest,
             "txn cookie mismatch",
         )));
     }
@@ -241,7 +232,7 @@ fn transaction(
         Some(t) => Ok((txn_id.to_string(), t.clone())),
         None => Err(Box::new(error_page(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
+            Code::InvalidRequest,
             "unknown or expired txn",
         ))),
     }
@@ -316,7 +307,7 @@ async fn begin_attempt(
         }
         Err(e) => Err(Box::new(error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
+            Code::ServerError,
             &e.to_string(),
         ))),
     }
@@ -335,7 +326,7 @@ fn attempt_failed(
         return throttled_page(seconds, form);
     }
     if record_failure(app, txn_id) {
-        return error_page(StatusCode::BAD_REQUEST, "access_denied", "too many failed attempts");
+        return error_page(StatusCode::BAD_REQUEST, Code::AccessDenied, "too many failed attempts");
     }
     retry()
 }
@@ -348,7 +339,7 @@ pub async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
         Err(r) => return *r,
@@ -390,7 +381,7 @@ pub async fn login(
     // The password was right: its count is taken back; a login without a second factor is
     // complete and forgets the account's failures.
     if let Err(e) = attempt.succeeded(&app, !needs_totp).await {
-        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string());
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, Code::ServerError, &e.to_string());
     }
     update(&app, &txn_id, |t| {
         if needs_totp {
@@ -458,16 +449,16 @@ pub async fn totp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
         Err(r) => return *r,
     };
     let Some(username) = txn.pending_user.clone() else {
-        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "no password step");
+        return error_page(StatusCode::BAD_REQUEST, Code::InvalidRequest, "no password step");
     };
     let Some(secret) = app.config.users.get(&username).and_then(|u| u.totp_secret.clone()) else {
-        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "user has no TOTP");
+        return error_page(StatusCode::BAD_REQUEST, Code::InvalidRequest, "user has no TOTP");
     };
     let form = totp_form(&txn_id, None);
     let attempt = match begin_attempt(&app, &username, addr, now, &form).await {
@@ -479,7 +470,7 @@ pub async fn totp(
         Some(step) => match app.store.accept_totp_step(&username, step).await {
             Ok(true) => None,
             Ok(false) => Some("code already used"),
-            Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+            Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, Code::ServerError, &e.to_string()),
         },
         None => Some("wrong code"),
     };
@@ -494,7 +485,7 @@ pub async fn totp(
         });
     }
     if let Err(e) = attempt.succeeded(&app, true).await {
-        return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string());
+        return error_page(StatusCode::INTERNAL_SERVER_ERROR, Code::ServerError, &e.to_string());
     }
     update(&app, &txn_id, |t| {
         t.pending_user = None;
@@ -507,12 +498,12 @@ pub async fn totp(
 async fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str) -> Response {
     let par = match app.store.par(&txn.request_uri).await {
         Ok(Some(p)) => p,
-        _ => return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "request_uri vanished"),
+        _ => return error_page(StatusCode::BAD_REQUEST, Code::InvalidRequestUri, "request_uri vanished"),
     };
     let Ok(request) = serde_json::from_str::<AuthzRequest>(&par.params) else {
         return error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
+            Code::ServerError,
             "stored request unreadable",
         );
     };
@@ -532,9 +523,27 @@ async fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str
         .iter()
         .map(|r| format!("<li class=\"resource\">{}</li>", html_escape(r)))
         .collect();
+    // RFC 9396: each authorization detail in plain words (amount, payee, accounts).
+    let details: String = request
+        .authorization_details
+        .as_ref()
+        .map(|d| {
+            app.config
+                .detail_types
+                .describe(d)
+                .iter()
+                .map(|line| format!("<li class=\"detail\">{}</li>", html_escape(line)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let details = if details.is_empty() {
+        String::new()
+    } else {
+        format!("<p>and to:</p><ul id=\"authorization_details\">{details}</ul>")
+    };
     let body = format!(
         "<p><span id=\"client\">{client}</span> asks to access your account (<span id=\"user\">{user}</span>) with:</p>\
-         <ul id=\"scopes\">{scopes}</ul><p>at:</p><ul id=\"resources\">{resources}</ul>\
+         <ul id=\"scopes\">{scopes}</ul><p>at:</p><ul id=\"resources\">{resources}</ul>{details}\
          <form method=\"post\" action=\"{action}\">\
          <input type=\"hidden\" name=\"txn\" value=\"{txn}\">\
          <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
@@ -549,17 +558,17 @@ async fn consent_page(app: &App, txn_id: &str, txn: &Transaction, username: &str
 
 /// `POST /authorize/consent`.
 pub async fn consent(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let now = crate::random::now();
+    let now = app.now();
     let (params, txn_id, txn) = match step_form(&app, &headers, &body, now) {
         Ok(t) => t,
         Err(r) => return *r,
     };
     let (Some(user), Some(auth_time)) = (txn.user.clone(), txn.auth_time) else {
-        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "consent before login");
+        return error_page(StatusCode::BAD_REQUEST, Code::InvalidRequest, "consent before login");
     };
     let decision = params.get("decision").unwrap_or("");
     if decision != "allow" && decision != "deny" {
-        return error_page(StatusCode::BAD_REQUEST, "invalid_request", "decision");
+        return error_page(StatusCode::BAD_REQUEST, Code::InvalidRequest, "decision");
     }
     {
         let mut txns = match app.transactions.lock() {
@@ -570,13 +579,13 @@ pub async fn consent(State(app): State<AppState>, headers: HeaderMap, body: Byte
     }
     let par = match app.store.par(&txn.request_uri).await {
         Ok(Some(p)) => p,
-        Ok(None) => return error_page(StatusCode::BAD_REQUEST, "invalid_request_uri", "request_uri vanished"),
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+        Ok(None) => return error_page(StatusCode::BAD_REQUEST, Code::InvalidRequestUri, "request_uri vanished"),
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, Code::ServerError, &e.to_string()),
     };
     let Ok(request) = serde_json::from_str::<AuthzRequest>(&par.params) else {
         return error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
+            Code::ServerError,
             "stored request unreadable",
         );
     };
@@ -586,18 +595,18 @@ pub async fn consent(State(app): State<AppState>, headers: HeaderMap, body: Byte
         Ok(false) => {
             return error_page(
                 StatusCode::BAD_REQUEST,
-                "invalid_request_uri",
+                Code::InvalidRequestUri,
                 "request_uri already used",
             );
         }
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e.to_string()),
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, Code::ServerError, &e.to_string()),
     }
     let outcome = if decision == "deny" {
-        Err("access_denied")
+        Err(Code::AccessDenied.as_str())
     } else {
         issue_code(&app, &request, &user, auth_time, now).await.map_err(|e| {
             log_line("error", "server_error", &e);
-            "server_error"
+            Code::ServerError.as_str()
         })
     };
     let mut out: Vec<(&str, &str)> = Vec::new();
@@ -639,7 +648,7 @@ fn authorization_response(app: &App, request: &AuthzRequest, params: &[(&str, &s
         .and_then(|k| sign_json(&k.signer, Some("JWT"), Some(&k.kid), &claims).map_err(|e| e.to_string()));
     match jwt {
         Ok(jwt) => redirect(&request.redirect_uri, &[("response", &jwt)]),
-        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &e),
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, Code::ServerError, &e),
     }
 }
 
@@ -663,6 +672,7 @@ async fn issue_code(app: &App, request: &AuthzRequest, user: &str, auth_time: u6
             "scope": scope,
             "resource": request.resources,
             "redirect_uri": request.redirect_uri,
+            "authorization_details": request.authorization_details,
             "iat": now,
             "jti": consent_id,
         }),
@@ -725,6 +735,7 @@ mod tests {
             code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
             dpop_jkt: None,
             response_mode: "query".into(),
+            authorization_details: None,
         };
         app.store
             .put_par(&ParRecord {
@@ -740,7 +751,7 @@ mod tests {
     }
 
     pub(crate) async fn call(app: &Arc<App>, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
-        let res = crate::server::router(app.clone())
+        let res = crate::routes::router(app.clone())
             .layer(axum::Extension(ClientAddr(std::net::Ipv4Addr::LOCALHOST.into())))
             .oneshot(req)
             .await
@@ -791,7 +802,7 @@ mod tests {
             assert_eq!(status, StatusCode::OK);
         }
         let held = app.transactions.lock().unwrap().len();
-        assert!(held <= crate::server::MAX_TRANSACTIONS, "{held} transactions held");
+        assert!(held <= crate::state::MAX_TRANSACTIONS, "{held} transactions held");
 
         let (status, headers, html) = call(&app, open(&uri)).await;
         assert_eq!(status, StatusCode::OK);
