@@ -232,7 +232,7 @@ fn test(root: &Path, flags: &[String]) -> ExitCode {
         &mut || {
             run(cargo_cmd()
                 .current_dir(root)
-                .env("KEYBOUND_TEST_STORAGE", "postgres")
+                .env("KEYBOUND_TEST_AUTHZ_STORAGE", "postgres")
                 .args(["test", "-p", "keybound-authz", "--locked"]))
         },
     );

@@ -89,7 +89,8 @@ pub struct Options {
     pub extra: String,
     /// Keep the server's state in a fresh database of the harness's PostgreSQL (started on
     /// first use, `keybound_e2e::postgres`) instead of an SQLite file. Default: whether
-    /// `KEYBOUND_TEST_STORAGE=postgres` is set, so the whole suite can run on PostgreSQL.
+    /// `KEYBOUND_TEST_AUTHZ_STORAGE=postgres` is set, so the whole suite can run on PostgreSQL
+    /// (not `KEYBOUND_AUTHZ_*`: the server reads those as overrides of its configuration).
     pub postgres: bool,
 }
 
@@ -100,7 +101,7 @@ impl Default for Options {
             par_lifetime: 90,
             code_lifetime: 60,
             extra: String::new(),
-            postgres: std::env::var("KEYBOUND_TEST_STORAGE").is_ok_and(|v| v == "postgres"),
+            postgres: std::env::var("KEYBOUND_TEST_AUTHZ_STORAGE").is_ok_and(|v| v == "postgres"),
         }
     }
 }
