@@ -8,22 +8,22 @@
 //! ## What it does
 //! - HTTPS with rustls (TLS 1.2+, `ring`), client certificates requested but optional on the one
 //!   listener ([`tls`]); a TOML configuration refused at load with the field named ([`config`]).
-//! - Discovery at both well-known URLs and the JWKS ([`discovery`]); persisted ES256 signing keys
+//! - Discovery at both well-known URLs and the JWKS ([`endpoints::discovery`]); persisted ES256 signing keys
 //!   ([`keys`]) behind the async [`storage::Storage`] interface: SQLite (embedded, the default)
 //!   or PostgreSQL (several instances on one database), with migrations.
-//! - PAR (RFC 9126, [`par`]), the authorization endpoint with login and consent pages
-//!   ([`authorize`]), and the token endpoint for `authorization_code` with PKCE S256 ([`token`]).
+//! - PAR (RFC 9126, [`endpoints::par`]), the authorization endpoint with login and consent pages
+//!   ([`endpoints::authorize`]), and the token endpoint for `authorization_code` with PKCE S256 ([`endpoints::token`]).
 //!   Client authentication: `private_key_jwt`, `tls_client_auth`, `self_signed_tls_client_auth`,
 //!   `none` ([`client_auth`]). DPoP at PAR and token endpoint with server nonces ([`proof`]).
 //! - RFC 8707 resource indicators: each access token is for one resource server
 //!   ([`indicators`]);
-//! - `refresh_token` (bound, not rotated) and `client_credentials` grants ([`token`]);
+//! - `refresh_token` (bound, not rotated) and `client_credentials` grants ([`endpoints::token`]);
 //!   introspection (RFC 7662, JWT answers per RFC 9701) and revocation (RFC 7009)
-//!   ([`introspect`]); JARM (`response_mode=jwt`); UserInfo checked with core's
-//!   `verify_request` ([`userinfo`]); pairwise subjects; a TOTP second factor ([`totp`]); a login throttle per account and
+//!   ([`endpoints::introspect`], [`endpoints::revoke`]); JARM (`response_mode=jwt`); UserInfo checked with core's
+//!   `verify_request` ([`endpoints::userinfo`]); pairwise subjects; a TOTP second factor ([`totp`]); a login throttle per account and
 //!   client address kept in storage ([`throttle`]); CORS
 //!   on the token and PAR endpoints ([`cors`]); dynamic client registration and management
-//!   (RFC 7591/7592, [`registration`]).
+//!   (RFC 7591/7592, [`endpoints::registration`]).
 //! - Operations ([`ops`]): `/healthz`, `/readyz`, Prometheus metrics ([`metrics`]) on an admin
 //!   listener, structured logs with levels ([`log`]), `KEYBOUND_AUTHZ_*` overrides and secrets
 //!   from files ([`overrides`]), a graceful stop on SIGTERM ([`serve::run`]), and a plain-HTTP

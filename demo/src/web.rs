@@ -42,7 +42,7 @@ fn serve(listener: TcpListener, router: Router) -> Result<(), String> {
 /// method, path and headers (so the story and the page can show what Envoy forwarded).
 ///
 /// # Errors
-/// As [`serve`].
+/// As `serve` (the server loop both run).
 pub fn start_echo(listener: TcpListener) -> Result<(), String> {
     serve(listener, Router::new().fallback(echo))
 }
@@ -121,7 +121,7 @@ fn origin_of(url: &str) -> String {
 /// the browser package under `/pkg/` (from `pkg_dir`); other methods than GET and HEAD get 405.
 ///
 /// # Errors
-/// As [`serve`].
+/// As `serve` (the server loop both run).
 pub fn start_page(listener: TcpListener, config: PageConfig, pkg_dir: PathBuf) -> Result<(), String> {
     let config_json = serde_json::json!({
         "issuer": config.issuer,
