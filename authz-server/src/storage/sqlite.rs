@@ -195,6 +195,9 @@ fn open_connection(path: &str) -> StoreResult<Connection> {
             create_private_file(p)?;
         }
         let conn = Connection::open(p)?;
+        // Before the first statement: concurrent openers (a `migrate` beside a starting `serve`)
+        // wait for each other instead of failing with "database is locked".
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn
@@ -212,6 +215,11 @@ fn create_private_file(p: &Path) -> StoreResult<()> {
         .mode(0o600)
         .open(p)
         .map(drop)
+        .or_else(|e| match e.kind() {
+            // Another opener created it between our check and our create: fine.
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        })
         .map_err(|e| StorageError(format!("{}: {e}", p.display())))
 }
 
