@@ -188,6 +188,28 @@ impl Story<'_> {
         Err(format!("{path}: still use_dpop_nonce after one retry"))
     }
 
+    /// POSTs a form to the authorization server as the DPoP client: its fields, the
+    /// `private_key_jwt` assertion type and a fresh assertion on every attempt, a proof by
+    /// `dpop_key` ([`Self::post_as`]).
+    fn post_as_dpop_client(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        dpop_key: &P256Signer,
+        (client_key, kid): (&P256Signer, &str),
+    ) -> Result<Response, String> {
+        let plain = self.plain.clone();
+        let issuer = self.urls.issuer.clone();
+        let mut all = fields.to_vec();
+        all.push((
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ));
+        self.post_as(&plain, path, &all, Some(dpop_key), &|| {
+            Ok(vec![("client_assertion".into(), assertion(client_key, kid, &issuer)?)])
+        })
+    }
+
     /// After a pushed authorization request answered by `par` (sent `how`): its `request_uri`
     /// through the front channel ([`Self::authorize`]) to the authorization code.
     fn code_after_par(&mut self, par: &Response, how: &str, client_id: &str, state: &str) -> Result<String, String> {
@@ -440,9 +462,7 @@ impl Story<'_> {
         let state = random_id()?;
         let nonce = random_id()?;
         let plain = self.plain.clone();
-        let issuer = self.urls.issuer.clone();
-        let res = self.post_as(
-            &plain,
+        let res = self.post_as_dpop_client(
             &par_path,
             &[
                 ("client_id", DPOP_CLIENT),
@@ -455,22 +475,12 @@ impl Story<'_> {
                 ("code_challenge", &challenge),
                 ("code_challenge_method", "S256"),
                 ("dpop_jkt", &jkt),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
             ],
-            Some(&dpop_key),
-            &|| {
-                Ok(vec![(
-                    "client_assertion".into(),
-                    assertion(&client_key, &kid, &issuer)?,
-                )])
-            },
+            &dpop_key,
+            (&client_key, &kid),
         )?;
         let code = self.code_after_par(&res, "", DPOP_CLIENT, &state)?;
-        let res = self.post_as(
-            &plain,
+        let res = self.post_as_dpop_client(
             &token_path,
             &[
                 ("grant_type", "authorization_code"),
@@ -479,18 +489,9 @@ impl Story<'_> {
                 ("redirect_uri", NATIVE_REDIRECT),
                 ("code_verifier", &verifier),
                 ("client_id", DPOP_CLIENT),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
             ],
-            Some(&dpop_key),
-            &|| {
-                Ok(vec![(
-                    "client_assertion".into(),
-                    assertion(&client_key, &kid, &issuer)?,
-                )])
-            },
+            &dpop_key,
+            (&client_key, &kid),
         )?;
         let body = res.json().unwrap_or_default();
         let token = at(&body, "/access_token").as_str().unwrap_or_default().to_string();
@@ -713,26 +714,12 @@ impl Story<'_> {
             parts.join(".")
         };
         let plain = self.plain.clone();
-        let issuer = self.urls.issuer.clone();
         let push = |story: &mut Self, request: &str| {
-            story.post_as(
-                &plain,
+            story.post_as_dpop_client(
                 "/par",
-                &[
-                    ("client_id", DPOP_CLIENT),
-                    ("request", request),
-                    (
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    ),
-                ],
-                Some(&dpop_key),
-                &|| {
-                    Ok(vec![(
-                        "client_assertion".into(),
-                        assertion(&client_key, &kid, &issuer)?,
-                    )])
-                },
+                &[("client_id", DPOP_CLIENT), ("request", request)],
+                &dpop_key,
+                (&client_key, &kid),
             )
         };
         let res = push(self, &tampered)?;
@@ -755,8 +742,7 @@ impl Story<'_> {
             if shown { "" } else { " (NOT FOUND)" }
         );
         self.check(shown, "the consent page states the amount, the currency and the payee");
-        let res = self.post_as(
-            &plain,
+        let res = self.post_as_dpop_client(
             "/token",
             &[
                 ("grant_type", "authorization_code"),
@@ -764,18 +750,9 @@ impl Story<'_> {
                 ("redirect_uri", NATIVE_REDIRECT),
                 ("code_verifier", &verifier),
                 ("client_id", DPOP_CLIENT),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
             ],
-            Some(&dpop_key),
-            &|| {
-                Ok(vec![(
-                    "client_assertion".into(),
-                    assertion(&client_key, &kid, &issuer)?,
-                )])
-            },
+            &dpop_key,
+            (&client_key, &kid),
         )?;
         let body = res.json().unwrap_or_default();
         let token = at(&body, "/access_token").as_str().unwrap_or_default().to_string();
